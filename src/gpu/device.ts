@@ -1,0 +1,108 @@
+/**
+ * Adapter and device acquisition.
+ *
+ * We ask for the adapter's real limits instead of the WebGPU defaults: the defaults cap a storage binding
+ * at 128 MiB and a buffer at 256 MiB, which is too small for real embeddings and KV caches on most GPUs.
+ */
+
+/** Thrown when no WebGPU adapter can be found; the message says what to install. */
+export class NoGpuError extends Error {
+  constructor(detail: string) {
+    super(
+      `No WebGPU adapter is available (${detail}).\n` +
+        `Lethe runs on WebGPU. On a machine without a GPU, install Mesa's CPU Vulkan driver:\n` +
+        `  apt-get install -y mesa-vulkan-drivers   (Debian/Ubuntu)\n` +
+        `On a machine with a GPU, install its Vulkan (Linux), Metal (macOS) or D3D12 (Windows) driver.`,
+    );
+    this.name = "NoGpuError";
+  }
+}
+
+/** The limits the engine plans with, read from the adapter. */
+export interface GpuLimits {
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxStorageBuffersPerShaderStage: number;
+  minStorageBufferOffsetAlignment: number;
+  minUniformBufferOffsetAlignment: number;
+  maxUniformBufferBindingSize: number;
+}
+
+/** A device with the facts about it that kernels specialise on. */
+export interface GpuDevice {
+  device: GPUDevice;
+  /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  description: string;
+  /** True when the adapter is a software (CPU) implementation. */
+  isFallback: boolean;
+  /** `shader-f16` is available and enabled. */
+  hasF16: boolean;
+  /** `timestamp-query` is available and enabled. */
+  hasTimestamps: boolean;
+  limits: GpuLimits;
+}
+
+/** Options for {@link requestGpuDevice}. */
+export interface RequestGpuOptions {
+  /** Prefer a high-performance adapter (default true). */
+  highPerformance?: boolean;
+  /** Do not enable shader-f16 even when present (used to test the f32 paths). */
+  disableF16?: boolean;
+}
+
+/** Acquires an adapter and a device with the adapter's real limits and the features the engine uses. */
+export async function requestGpuDevice(options: RequestGpuOptions = {}): Promise<GpuDevice> {
+  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) throw new NoGpuError("navigator.gpu is undefined in this runtime");
+  let adapter: GPUAdapter | null = null;
+  try {
+    adapter = await gpu.requestAdapter({
+      powerPreference: options.highPerformance === false ? "low-power" : "high-performance",
+    });
+  } catch (e) {
+    throw new NoGpuError(`requestAdapter failed: ${(e as Error).message}`);
+  }
+  if (!adapter) throw new NoGpuError("requestAdapter returned null");
+
+  const wanted: GPUFeatureName[] = [];
+  const hasF16 = !options.disableF16 && adapter.features.has("shader-f16");
+  if (hasF16) wanted.push("shader-f16");
+  const hasTimestamps = adapter.features.has("timestamp-query");
+  if (hasTimestamps) wanted.push("timestamp-query");
+
+  const a = adapter.limits;
+  const limits: GpuLimits = {
+    maxStorageBufferBindingSize: a.maxStorageBufferBindingSize,
+    maxBufferSize: a.maxBufferSize,
+    maxComputeWorkgroupsPerDimension: a.maxComputeWorkgroupsPerDimension,
+    maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupStorageSize: a.maxComputeWorkgroupStorageSize,
+    maxStorageBuffersPerShaderStage: a.maxStorageBuffersPerShaderStage,
+    minStorageBufferOffsetAlignment: a.minStorageBufferOffsetAlignment,
+    minUniformBufferOffsetAlignment: a.minUniformBufferOffsetAlignment,
+    maxUniformBufferBindingSize: a.maxUniformBufferBindingSize,
+  };
+  const requiredLimits: Record<string, number> = {
+    maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+    maxBufferSize: limits.maxBufferSize,
+    maxComputeWorkgroupsPerDimension: limits.maxComputeWorkgroupsPerDimension,
+    maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+    maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
+    maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+  };
+  const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
+  const info = adapter.info;
+  return {
+    device,
+    description: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
+    isFallback: (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+    hasF16,
+    hasTimestamps,
+    limits,
+  };
+}

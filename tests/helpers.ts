@@ -1,0 +1,76 @@
+/** Shared test helpers: one GPU context per test file, seeded random inputs, poisoning, error measures. */
+import { GpuContext } from "../src/gpu/context.ts";
+
+let shared: Promise<GpuContext> | null = null;
+
+/** One GPU context shared by the tests of a file (creating devices is slow on the CPU adapter). */
+export function gpuContext(): Promise<GpuContext> {
+  return shared ??= GpuContext.create();
+}
+
+/** Fresh random seed per run (printed so a failure can be replayed with LETHE_TEST_SEED). */
+export function freshSeed(): number {
+  const fixed = Deno.env.get("LETHE_TEST_SEED");
+  return fixed ? Number(fixed) : (Math.random() * 2 ** 31) >>> 0;
+}
+
+/** Mulberry32: small, fast, seeded. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` uniform values in [-scale, scale). */
+export function randomF32(n: number, next: () => number, scale = 1): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (next() * 2 - 1) * scale;
+  return out;
+}
+
+/** Fills a buffer with NaN so any element a kernel fails to write shows up as a failure. */
+export function poison(ctx: GpuContext, buffer: GPUBuffer): void {
+  const nan = new Uint32Array(buffer.size / 4).fill(0x7fc00000);
+  ctx.write(buffer, nan);
+}
+
+/** max |a-b| / max(max |b|, tiny): relative error against the reference's scale; NaN anywhere → Infinity. */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let maxDiff = 0;
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    if (!Number.isFinite(a) && a !== e) return Infinity;
+    maxDiff = Math.max(maxDiff, Math.abs(a - e));
+    maxRef = Math.max(maxRef, Math.abs(e));
+  }
+  return maxDiff / Math.max(maxRef, 1e-30);
+}
+
+/** Throws with a readable message when the relative error exceeds `bound`. */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  bound: number,
+  what: string,
+): void {
+  const err = relError(actual, expected);
+  if (!(err <= bound)) {
+    let worst = 0;
+    for (let i = 0; i < expected.length; i++) {
+      if (!(Math.abs(actual[i] - expected[i]) <= Math.abs(actual[worst] - expected[worst]))) worst = i;
+    }
+    throw new Error(
+      `${what}: relative error ${err.toExponential(3)} > ${bound} (worst at ${worst}: got ${
+        actual[worst]
+      }, want ${expected[worst]})`,
+    );
+  }
+}
