@@ -94,6 +94,10 @@ export async function requestGpuDevice(options: RequestGpuOptions = {}): Promise
     maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
     maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
     maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+    // Without these the device keeps the default 256-byte alignments while `limits` reports the adapter's
+    // (32 on lavapipe): the uniform arena's offsets then fail validation and batched dispatches are dropped.
+    minUniformBufferOffsetAlignment: limits.minUniformBufferOffsetAlignment,
+    minStorageBufferOffsetAlignment: limits.minStorageBufferOffsetAlignment,
   };
   const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
   const info = adapter.info;
