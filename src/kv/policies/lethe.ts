@@ -1,0 +1,121 @@
+/**
+ * Lethe: layer- and time-adaptive pruning.
+ *
+ * Temporal (RASR): the attention pass keeps decayed scores S ← γ·S + attention (summed over query heads).
+ * Spatial (layerwise sparsity-aware shrinking): at each pruning round every layer's candidate scores (all but
+ * sinks and the recent window) get a Hoyer sparsity H; the shared pool of the total budget is split across
+ * layers in proportion to (1 − H) + ε, so dense layers keep more. Inside a layer eligible for shrinking
+ * (length ≥ its trigger) the sorted scores are cut into D segments and the first boundary where attention
+ * has fallen by τ caps what the layer may keep; a flat layer (no breakpoint) is not shrunk this round and
+ * its trigger doubles, delaying its next shrink.
+ *
+ * Rounds: whenever the next step's appends would pass the total budget (budget × layers), and every
+ * `interval` steps while the cache holds more than the round target. Each round prunes the total to
+ * budget × layers − interval × layers (at least the protected tokens), so the total budget is never exceeded.
+ */
+import type { KvPolicy, KvPolicyOptions, LayerView, PruneDecision } from "../policy.ts";
+import {
+  hoyer,
+  keepList,
+  partitionSlots,
+  sortedScores,
+  splitPool,
+  tauBreakpoint,
+  topSlots,
+} from "../select.ts";
+
+/** A small floor on every layer's weight so that a perfectly sparse layer still gets a share. */
+const WEIGHT_FLOOR = 0.05;
+
+/** Effective round interval: at most a quarter of the budget, so rounds leave room to absorb the next steps. */
+export function letheInterval(options: KvPolicyOptions): number {
+  return Math.max(1, Math.min(options.lethe.interval, Math.floor(options.budget / 4)));
+}
+
+/** The recent window Lethe protects per layer. */
+export function letheRecent(options: KvPolicyOptions): number {
+  return Math.max(1, Math.round(options.recentRatio * options.budget));
+}
+
+/**
+ * One Lethe pruning decision over all layers, to a total of `targetTotal` tokens.
+ * `triggers` (per-layer shrink triggers) is updated in place.
+ */
+export function letheDecide(
+  layers: LayerView[],
+  options: KvPolicyOptions,
+  targetTotal: number,
+  triggers: number[],
+): PruneDecision {
+  const { sink } = options;
+  const { tau, segments } = options.lethe;
+  const recent = letheRecent(options);
+  const parts = layers.map((l) => partitionSlots(l.positions, l.len, sink, recent));
+  const protectedTotal = parts.reduce((s, p) => s + p.protectedSlots.length, 0);
+  const hoyers: number[] = [];
+  const caps: number[] = [];
+  const weights: number[] = [];
+  layers.forEach((l, i) => {
+    const cand = parts[i].candidates;
+    const candScores = Float32Array.from(cand, (s) => l.scores[s]);
+    const h = hoyer(candScores);
+    hoyers.push(h);
+    weights.push(1 - h + WEIGHT_FLOOR);
+    let cap = cand.length;
+    if (l.len >= triggers[i] && cand.length > 1) {
+      const k = tauBreakpoint(sortedScores(cand, l.scores), segments, tau);
+      if (k === null) triggers[i] *= 2;
+      else cap = k;
+    }
+    caps.push(cap);
+  });
+  const alloc = splitPool(Math.max(0, targetTotal - protectedTotal), weights, caps);
+  return {
+    keep: layers.map((l, i) => {
+      const keepN = alloc[i];
+      if (keepN >= parts[i].candidates.length) return null;
+      return keepList(parts[i].protectedSlots, topSlots(parts[i].candidates, l.scores, keepN));
+    }),
+    hoyer: hoyers,
+    trigger: triggers.slice(),
+  };
+}
+
+/** Creates the Lethe policy. */
+export function lethePolicy(options: KvPolicyOptions): KvPolicy {
+  const interval = letheInterval(options);
+  const recent = letheRecent(options);
+  let triggers: number[] = [];
+  let lastRound = 0;
+  const ensureTriggers = (n: number) => {
+    if (triggers.length !== n) triggers = new Array<number>(n).fill(options.budget);
+  };
+  const target = (n: number) => options.budget * n - interval * n;
+  return {
+    name: "lethe",
+    options,
+    decodeGamma: options.lethe.gamma,
+    prefillQueries: Math.max(1, Math.min(options.window, Math.floor(options.budget / 2))),
+    evictBy: "score",
+    decodeCap: () => null,
+    recentWindow: () => recent,
+    afterPrefill(layers: LayerView[]): PruneDecision {
+      ensureTriggers(layers.length);
+      lastRound = 0;
+      const total = layers.reduce((s, l) => s + l.len, 0);
+      if (total <= target(layers.length)) return { keep: layers.map(() => null) };
+      return letheDecide(layers, options, target(layers.length), triggers);
+    },
+    wantsRound(step: number, lens: number[]): boolean {
+      const n = lens.length;
+      const total = lens.reduce((s, x) => s + x, 0);
+      if (total + n > options.budget * n) return true; // the next appends would pass the budget
+      return step - lastRound >= interval && total > target(n);
+    },
+    round(step: number, layers: LayerView[]): PruneDecision {
+      ensureTriggers(layers.length);
+      lastRound = step;
+      return letheDecide(layers, options, target(layers.length), triggers);
+    },
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * The arithmetic of the KV policies, as plain functions over host arrays: Hoyer sparsity, the τ-breakpoint,
+ * PyramidKV's per-layer budgets, 1-D pooling and top-k selection of cache slots. The GPU produces the scores;
+ * these functions decide which slots survive a pruning round (see DESIGN "KV policies").
+ */
+
+/**
+ * Hoyer sparsity of a non-negative vector: (√n − ‖a‖₁/‖a‖₂) / (√n − 1), in [0, 1].
+ * 0 for a perfectly flat vector, 1 for a one-hot one. Empty, single-entry or all-zero vectors are
+ * defined as 0 (nothing to tell apart).
+ */
+export function hoyer(a: ArrayLike<number>): number {
+  const n = a.length;
+  if (n < 2) return 0;
+  let l1 = 0;
+  let l2 = 0;
+  for (let i = 0; i < n; i++) {
+    const x = Math.abs(a[i]);
+    l1 += x;
+    l2 += x * x;
+  }
+  if (l2 === 0) return 0;
+  const sq = Math.sqrt(n);
+  const h = (sq - l1 / Math.sqrt(l2)) / (sq - 1);
+  return Math.min(1, Math.max(0, h));
+}
+
+/**
+ * The τ-breakpoint of scores sorted in descending order: cut `v` into `segments` segments of
+ * ceil(n / segments) entries and return the first boundary index k (a multiple of the segment length,
+ * 0 < k < n) where v[0] / v[k] ≥ τ — attention has fallen by a factor τ, so the top k are the salient tokens.
+ * Returns null for a flat vector (no such boundary).
+ */
+export function tauBreakpoint(sortedDesc: ArrayLike<number>, segments: number, tau: number): number | null {
+  const n = sortedDesc.length;
+  if (n < 2 || segments < 1) return null;
+  const seg = Math.max(1, Math.ceil(n / segments));
+  const top = sortedDesc[0];
+  if (!(top > 0)) return null;
+  for (let k = seg; k < n; k += seg) {
+    const v = sortedDesc[k];
+    if (v <= 0 || top / v >= tau) return k;
+  }
+  return null;
+}
+
+/**
+ * PyramidKV's per-layer token budgets (excluding the observation window): with k̄ = budget − window,
+ * min = k̄/β, max = 2k̄ − min, k_l = max − l·(max − min)/(L − 1). Rounded down, at least 0.
+ * The mean over layers is k̄ (up to rounding).
+ */
+export function pyramidBudgets(budget: number, window: number, layers: number, beta = 20): number[] {
+  const kBar = Math.max(0, budget - window);
+  const min = kBar / beta;
+  const max = 2 * kBar - min;
+  const out: number[] = [];
+  for (let l = 0; l < layers; l++) {
+    const k = layers === 1 ? kBar : max - (l * (max - min)) / (layers - 1);
+    out.push(Math.max(0, Math.floor(k + 1e-9)));
+  }
+  return out;
+}
+
+/** Average pooling along the token axis with an odd kernel, same length, zero-padded window counted as missing. */
+export function avgPool1d(x: ArrayLike<number>, kernel: number): Float32Array {
+  const n = x.length;
+  const half = Math.floor(kernel / 2);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let s = 0;
+    let c = 0;
+    for (let j = Math.max(0, i - half); j <= Math.min(n - 1, i + half); j++) {
+      s += x[j];
+      c++;
+    }
+    out[i] = s / c;
+  }
+  return out;
+}
+
+/** Slots split into those a policy must keep (sinks, recent window) and those it may evict. */
+export interface SlotPartition {
+  /** Slot indices that are always kept. */
+  protectedSlots: number[];
+  /** Slot indices that compete on score. */
+  candidates: number[];
+}
+
+/**
+ * Protection by original position: positions < `sink` are attention sinks; the `recent` highest positions
+ * form the recent window. Everything else is a candidate for eviction.
+ */
+export function partitionSlots(
+  positions: ArrayLike<number>,
+  len: number,
+  sink: number,
+  recent: number,
+): SlotPartition {
+  let maxPos = -1;
+  for (let i = 0; i < len; i++) maxPos = Math.max(maxPos, positions[i]);
+  const recentFrom = maxPos - recent + 1;
+  const protectedSlots: number[] = [];
+  const candidates: number[] = [];
+  for (let i = 0; i < len; i++) {
+    const p = positions[i];
+    if (p < sink || (recent > 0 && p >= recentFrom)) protectedSlots.push(i);
+    else candidates.push(i);
+  }
+  return { protectedSlots, candidates };
+}
+
+/** The `k` candidate slots with the highest scores (ties → lower slot first). */
+export function topSlots(candidates: number[], scores: ArrayLike<number>, k: number): number[] {
+  if (k >= candidates.length) return candidates.slice();
+  if (k <= 0) return [];
+  const sorted = candidates.slice().sort((a, b) => scores[b] - scores[a] || a - b);
+  return sorted.slice(0, k);
+}
+
+/** Merges slot lists into the ascending, duplicate-free keep list the gather kernel consumes. */
+export function keepList(...parts: number[][]): Uint32Array {
+  const set = new Set<number>();
+  for (const p of parts) for (const s of p) set.add(s);
+  return Uint32Array.from([...set].sort((a, b) => a - b));
+}
+
+/** Candidate scores sorted descending (for the τ-breakpoint). */
+export function sortedScores(candidates: number[], scores: ArrayLike<number>): Float32Array {
+  const v = Float32Array.from(candidates, (s) => scores[s]);
+  return v.sort().reverse();
+}
+
+/**
+ * Splits a token pool across layers in proportion to `weights` (largest-remainder rounding), never giving a
+ * layer more than its `caps` entry; what a capped layer cannot use goes to the others.
+ */
+export function splitPool(pool: number, weights: number[], caps: number[]): number[] {
+  const n = weights.length;
+  const out = new Array<number>(n).fill(0);
+  let remaining = Math.max(0, Math.floor(pool));
+  let open = weights.map((_, i) => i).filter((i) => caps[i] > 0);
+  while (remaining > 0 && open.length > 0) {
+    const wsum = open.reduce((s, i) => s + Math.max(weights[i], 0), 0);
+    const shares = open.map((
+      i,
+    ) => (wsum > 0 ? (remaining * Math.max(weights[i], 0)) / wsum : remaining / open.length));
+    let given = 0;
+    const fracs: { i: number; f: number }[] = [];
+    open.forEach((i, j) => {
+      const room = caps[i] - out[i];
+      const take = Math.min(room, Math.floor(shares[j]));
+      out[i] += take;
+      given += take;
+      fracs.push({ i, f: shares[j] - Math.floor(shares[j]) });
+    });
+    let left = remaining - given;
+    fracs.sort((a, b) => b.f - a.f || a.i - b.i);
+    for (const { i } of fracs) {
+      if (left <= 0) break;
+      if (out[i] < caps[i]) {
+        out[i]++;
+        left--;
+      }
+    }
+    const progressed = remaining - left > 0;
+    remaining = left;
+    open = open.filter((i) => out[i] < caps[i]);
+    if (!progressed) break;
+  }
+  return out;
+}

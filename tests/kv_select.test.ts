@@ -1,0 +1,151 @@
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import {
+  avgPool1d,
+  hoyer,
+  keepList,
+  partitionSlots,
+  pyramidBudgets,
+  splitPool,
+  tauBreakpoint,
+} from "../src/kv/select.ts";
+import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, type LayerView } from "../src/kv/policy.ts";
+import { createPolicy } from "../src/kv/policies/mod.ts";
+import { letheDecide } from "../src/kv/policies/lethe.ts";
+import { freshSeed, rng } from "./helpers.ts";
+
+const near = (a: number, b: number, eps = 1e-4) => assert(Math.abs(a - b) <= eps, `${a} != ${b}`);
+
+Deno.test("Hoyer sparsity: hand-computed values", () => {
+  near(hoyer([1, 0, 0, 0]), 1);
+  near(hoyer([1, 1, 1, 1]), 0);
+  near(hoyer([3, 4]), (Math.SQRT2 - 1.4) / (Math.SQRT2 - 1)); // 0.03431
+  near(hoyer([1, 1, 0, 0]), 2 - Math.SQRT2); // 0.58579
+  near(hoyer([]), 0);
+  near(hoyer([0, 0, 0]), 0);
+});
+
+Deno.test("τ-breakpoint: first segment boundary where attention fell by τ", () => {
+  const v = [8, 6, 4, 3, 2, 1, 1, 1];
+  assertEquals(tauBreakpoint(v, 4, 2), 2); // seg 2: 8/4 = 2 ≥ 2
+  assertEquals(tauBreakpoint(v, 4, 3), 4); // 8/4 = 2 < 3; 8/2 = 4 ≥ 3
+  assertEquals(tauBreakpoint(v, 4, 10), null); // 8/1 = 8 < 10 at every boundary: flat
+  assertEquals(tauBreakpoint(v, 8, 2.5), 3); // seg 1: 8/6, 8/4 = 2 < 2.5, 8/3 = 2.67
+  assertEquals(tauBreakpoint([1, 1, 1, 1], 2, 1.5), null);
+});
+
+Deno.test("PyramidKV budgets: linear from 2k̄−k̄/β down to k̄/β", () => {
+  // k̄ = 132 − 32 = 100; min = 5; max = 195; step = 190/4 = 47.5
+  assertEquals(pyramidBudgets(132, 32, 5, 20), [195, 147, 100, 52, 5]);
+  assertEquals(pyramidBudgets(64, 32, 1), [32]);
+});
+
+Deno.test("avg pooling, partition by position and keep lists", () => {
+  const p = avgPool1d([0, 0, 7, 0, 0, 0, 0, 0, 0], 7);
+  near(p[0], 7 / 4); // window [0..3]
+  near(p[5], 7 / 7); // window [2..8]
+  near(p[6], 0);
+  const pos = Uint32Array.from([0, 1, 2, 10, 11, 12, 20, 21]);
+  const part = partitionSlots(pos, 8, 2, 3); // sinks 0,1; recent = positions ≥ 19
+  assertEquals(part.protectedSlots, [0, 1, 6, 7]);
+  assertEquals(part.candidates, [2, 3, 4, 5]);
+  assertEquals([...keepList([5, 1], [1, 3])], [1, 3, 5]);
+});
+
+Deno.test("splitPool: proportional, capped, remainder redistributed", () => {
+  assertEquals(splitPool(10, [1, 1], [100, 100]), [5, 5]);
+  assertEquals(splitPool(10, [3, 1], [100, 100]), [8, 2]); // 7.5 / 2.5 → largest remainder to layer 0
+  assertEquals(splitPool(10, [1, 1], [2, 100]), [2, 8]);
+  assertEquals(splitPool(5, [1, 1], [1, 1]), [1, 1]);
+});
+
+function layer(len: number, scoreOf: (i: number) => number): LayerView {
+  return {
+    len,
+    positions: Uint32Array.from({ length: len }, (_, i) => i),
+    scores: Float32Array.from({ length: len }, (_, i) => scoreOf(i)),
+  };
+}
+
+Deno.test("Lethe decision: dense layers keep more, τ caps sparse ones, flat layers raise their trigger", () => {
+  const o: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 20, sink: 2, recentRatio: 0.2 }; // recent 4
+  // Layer 0: sparse — one candidate far above the rest. Layer 1: flat.
+  const sparse = layer(40, (i) => (i === 10 ? 100 : 1));
+  const flat = layer(40, () => 1);
+  const triggers = [20, 20];
+  const d = letheDecide([sparse, flat], { ...o, lethe: { ...o.lethe, tau: 2, segments: 34 } }, 30, triggers);
+  // Protected: 2 sinks + 4 recent per layer = 12; pool 18.
+  // Sparse layer: breakpoint at the first boundary (k = 1), so it keeps 1 candidate (slot 10); flat gets the rest.
+  assertEquals([...d.keep[0]!], [0, 1, 10, 36, 37, 38, 39]);
+  assertEquals(d.keep[1]!.length, 6 + 17);
+  assertEquals(triggers, [20, 40]); // flat layer: trigger doubled
+  near(d.hoyer![0], (Math.sqrt(34) - 133 / Math.sqrt(10033)) / (Math.sqrt(34) - 1)); // 0.932
+  near(d.hoyer![1], 0);
+});
+
+/** Simulates the decode loop's bookkeeping on the CPU with random scores and checks every policy's invariants. */
+Deno.test("every policy keeps sinks and the recent window and respects its budget, every step", () => {
+  const seed = freshSeed();
+  const next = rng(seed);
+  const layers = 4;
+  for (const name of ["streaming", "h2o", "snapkv", "pyramidkv", "lethe"]) {
+    const options: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 24, window: 8 };
+    const policy = createPolicy(name, options);
+    const state: { pos: number[]; score: number[] }[] = [];
+    const prompt = 40;
+    for (let l = 0; l < layers; l++) {
+      state.push({ pos: [...Array(prompt).keys()], score: Array.from({ length: prompt }, () => next()) });
+    }
+    const view = () =>
+      state.map((s) => ({
+        len: s.pos.length,
+        positions: Uint32Array.from(s.pos),
+        scores: Float32Array.from(s.score),
+      }));
+    const apply = (keep: (Uint32Array | null)[]) =>
+      keep.forEach((k, l) => {
+        if (!k) return;
+        state[l] = { pos: [...k].map((i) => state[l].pos[i]), score: [...k].map((i) => state[l].score[i]) };
+      });
+    apply(policy.afterPrefill(view()).keep);
+    for (let step = 1, p = prompt; step <= 200; step++, p++) {
+      for (let l = 0; l < layers; l++) {
+        const s = state[l];
+        const cap = policy.decodeCap(l, layers);
+        if (cap !== null && s.pos.length >= cap) {
+          // The GPU evictor: lowest score (or oldest position) among unprotected slots.
+          const recentFrom = p - policy.recentWindow(l, layers) + 1;
+          let victim = -1;
+          for (let i = 0; i < s.pos.length; i++) {
+            if (s.pos[i] < options.sink || s.pos[i] >= recentFrom) continue;
+            const key = policy.evictBy === "score" ? s.score[i] : s.pos[i];
+            const best = victim < 0 ? Infinity : policy.evictBy === "score" ? s.score[victim] : s.pos[victim];
+            if (key < best) victim = i;
+          }
+          assert(victim >= 0, `${name}: no evictable slot at layer ${l}`);
+          s.pos[victim] = p;
+          s.score[victim] = 0;
+        } else {
+          s.pos.push(p);
+          s.score.push(0);
+        }
+        const g = policy.decodeGamma ?? 1;
+        s.score = s.score.map((x) => g * x + next());
+      }
+      if (policy.wantsRound(step, state.map((s) => s.pos.length))) apply(policy.round(step, view()).keep);
+      // Invariants.
+      const total = state.reduce((a, s) => a + s.pos.length, 0);
+      for (let l = 0; l < layers; l++) {
+        const pos = state[l].pos;
+        for (let q = 0; q < options.sink; q++) {
+          assert(pos.includes(q), `${name}: sink ${q} lost at layer ${l}`);
+        }
+        assert(pos.includes(p), `${name}: newest token lost at layer ${l}, step ${step}`);
+        const cap = policy.decodeCap(l, layers);
+        if (cap !== null) assert(pos.length <= cap, `${name}: layer ${l} holds ${pos.length} > cap ${cap}`);
+        assertEquals(new Set(pos).size, pos.length, `${name}: duplicate positions`);
+      }
+      if (name === "lethe") assert(total <= options.budget * layers, `lethe: total ${total} over budget`);
+      if (name === "snapkv") assertEquals(state[0].pos.length, options.budget + step);
+    }
+  }
+});
