@@ -1,0 +1,305 @@
+/**
+ * Hugging Face `config.json` → a typed, validated model configuration, and the list of tensors a
+ * checkpoint of that configuration must hold. Qwen2 and Llama share one decoder; their differences are data
+ * (q/k/v biases, tied embeddings, RoPE theta and llama3 scaling, norm eps).
+ */
+
+/** Architectures the engine runs. */
+export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ["qwen2", "llama"];
+
+/** `model_type` values the engine runs. */
+export type ModelType = "qwen2" | "llama";
+
+/** Llama 3.1 RoPE frequency scaling (`rope_scaling` with `rope_type: "llama3"`). */
+export interface Llama3RopeScaling {
+  type: "llama3";
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositionEmbeddings: number;
+}
+
+/** Typed model configuration. */
+export interface ModelConfig {
+  modelType: ModelType;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: Llama3RopeScaling | null;
+  tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (always for Qwen2; Llama's `attention_bias`). */
+  attentionBias: boolean;
+  bosTokenId: number | null;
+  /** All end-of-sequence ids (config's `eos_token_id` may be an int or a list). */
+  eosTokenIds: number[];
+  maxPositionEmbeddings: number;
+}
+
+/** A config.json the engine cannot run; the message names the file and the field. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+type Json = Record<string, unknown>;
+
+function positiveInt(src: string, json: Json, key: string, fallback?: number): number {
+  const v = json[key] ?? fallback;
+  if (v === undefined) throw new ConfigError(`${src}: missing ${key}`);
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
+    throw new ConfigError(`${src}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function positiveNumber(src: string, json: Json, key: string, fallback?: number): number {
+  const v = json[key] ?? fallback;
+  if (v === undefined) throw new ConfigError(`${src}: missing ${key}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
+    throw new ConfigError(`${src}: ${key} must be a positive number, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function bool(src: string, json: Json, key: string, fallback: boolean): boolean {
+  const v = json[key] ?? fallback;
+  if (typeof v !== "boolean") {
+    throw new ConfigError(`${src}: ${key} must be a boolean, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function tokenId(src: string, key: string, v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) {
+    throw new ConfigError(`${src}: ${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function parseRopeScaling(src: string, v: unknown): Llama3RopeScaling | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new ConfigError(`${src}: rope_scaling must be an object or null`);
+  }
+  const rs = v as Json;
+  const type = rs.rope_type ?? rs.type;
+  if (type === "default") return null;
+  if (type !== "llama3") {
+    throw new ConfigError(
+      `${src}: rope_scaling type ${JSON.stringify(type)} is not supported (supported: llama3)`,
+    );
+  }
+  const s = `${src}: rope_scaling`;
+  const out: Llama3RopeScaling = {
+    type: "llama3",
+    factor: positiveNumber(s, rs, "factor"),
+    lowFreqFactor: positiveNumber(s, rs, "low_freq_factor"),
+    highFreqFactor: positiveNumber(s, rs, "high_freq_factor"),
+    originalMaxPositionEmbeddings: positiveInt(s, rs, "original_max_position_embeddings"),
+  };
+  if (out.highFreqFactor <= out.lowFreqFactor) {
+    throw new ConfigError(`${s}: high_freq_factor must exceed low_freq_factor`);
+  }
+  return out;
+}
+
+/** Parses a config.json object; `source` names it in errors. */
+export function parseConfig(json: unknown, source = "config.json"): ModelConfig {
+  const src = source;
+  if (json === null || typeof json !== "object" || Array.isArray(json)) {
+    throw new ConfigError(`${src}: not a JSON object`);
+  }
+  const c = json as Json;
+  const modelType = c.model_type;
+  if (modelType !== "qwen2" && modelType !== "llama") {
+    throw new ConfigError(
+      `${src}: model_type ${JSON.stringify(modelType)} is not supported (supported: ${
+        SUPPORTED_MODEL_TYPES.join(", ")
+      })`,
+    );
+  }
+  if (c.hidden_act !== undefined && c.hidden_act !== "silu") {
+    throw new ConfigError(
+      `${src}: hidden_act ${JSON.stringify(c.hidden_act)} is not supported (supported: silu)`,
+    );
+  }
+  if (modelType === "qwen2" && c.use_sliding_window === true) {
+    throw new ConfigError(`${src}: use_sliding_window true is not supported`);
+  }
+  if (modelType === "llama" && c.mlp_bias === true) {
+    throw new ConfigError(`${src}: mlp_bias true is not supported`);
+  }
+
+  const hiddenSize = positiveInt(src, c, "hidden_size");
+  const numHeads = positiveInt(src, c, "num_attention_heads");
+  const numKvHeads = positiveInt(src, c, "num_key_value_heads", numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw new ConfigError(
+      `${src}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
+    );
+  }
+  let headDim: number;
+  if (c.head_dim !== undefined && c.head_dim !== null) {
+    headDim = positiveInt(src, c, "head_dim");
+  } else {
+    if (hiddenSize % numHeads !== 0) {
+      throw new ConfigError(
+        `${src}: hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`,
+      );
+    }
+    headDim = hiddenSize / numHeads;
+  }
+  if (headDim % 2 !== 0) throw new ConfigError(`${src}: head dimension ${headDim} must be even for RoPE`);
+
+  let attentionBias: boolean;
+  if (modelType === "qwen2") attentionBias = true;
+  else attentionBias = bool(src, c, "attention_bias", false);
+
+  const bos = c.bos_token_id;
+  const eos = c.eos_token_id;
+  const eosTokenIds = eos === undefined || eos === null
+    ? []
+    : Array.isArray(eos)
+    ? eos.map((e, i) => tokenId(src, `eos_token_id[${i}]`, e))
+    : [tokenId(src, "eos_token_id", eos)];
+
+  return {
+    modelType,
+    hiddenSize,
+    intermediateSize: positiveInt(src, c, "intermediate_size"),
+    numLayers: positiveInt(src, c, "num_hidden_layers"),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: positiveInt(src, c, "vocab_size"),
+    rmsNormEps: positiveNumber(src, c, "rms_norm_eps", 1e-6),
+    ropeTheta: positiveNumber(src, c, "rope_theta", 10000),
+    ropeScaling: parseRopeScaling(src, c.rope_scaling),
+    tieWordEmbeddings: bool(src, c, "tie_word_embeddings", false),
+    attentionBias,
+    bosTokenId: bos === undefined || bos === null ? null : tokenId(src, "bos_token_id", bos),
+    eosTokenIds,
+    maxPositionEmbeddings: positiveInt(src, c, "max_position_embeddings", 131072),
+  };
+}
+
+/** Reads and parses `dir/config.json`. */
+export async function loadConfig(dir: string): Promise<ModelConfig> {
+  const path = dir.endsWith(".json") ? dir : `${dir.replace(/\/$/, "")}/config.json`;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ConfigError(`${path}: cannot read (${(e as Error).message})`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  return parseConfig(json, path);
+}
+
+/** A tensor the engine needs: its HF name and shape. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+}
+
+/** HF tensor names of layer `i`. */
+export function layerTensorNames(i: number): {
+  inputNorm: string;
+  q: string;
+  k: string;
+  v: string;
+  o: string;
+  qBias: string;
+  kBias: string;
+  vBias: string;
+  postNorm: string;
+  gate: string;
+  up: string;
+  down: string;
+} {
+  const p = `model.layers.${i}`;
+  return {
+    inputNorm: `${p}.input_layernorm.weight`,
+    q: `${p}.self_attn.q_proj.weight`,
+    k: `${p}.self_attn.k_proj.weight`,
+    v: `${p}.self_attn.v_proj.weight`,
+    o: `${p}.self_attn.o_proj.weight`,
+    qBias: `${p}.self_attn.q_proj.bias`,
+    kBias: `${p}.self_attn.k_proj.bias`,
+    vBias: `${p}.self_attn.v_proj.bias`,
+    postNorm: `${p}.post_attention_layernorm.weight`,
+    gate: `${p}.mlp.gate_proj.weight`,
+    up: `${p}.mlp.up_proj.weight`,
+    down: `${p}.mlp.down_proj.weight`,
+  };
+}
+
+/** Every tensor the engine reads for `config`, in checkpoint order, with its expected shape. */
+export function expectedTensors(config: ModelConfig): TensorSpec[] {
+  const h = config.hiddenSize;
+  const qDim = config.numHeads * config.headDim;
+  const kvDim = config.numKvHeads * config.headDim;
+  const ff = config.intermediateSize;
+  const out: TensorSpec[] = [{ name: "model.embed_tokens.weight", shape: [config.vocabSize, h] }];
+  for (let i = 0; i < config.numLayers; i++) {
+    const n = layerTensorNames(i);
+    out.push({ name: n.inputNorm, shape: [h] });
+    out.push({ name: n.q, shape: [qDim, h] });
+    if (config.attentionBias) out.push({ name: n.qBias, shape: [qDim] });
+    out.push({ name: n.k, shape: [kvDim, h] });
+    if (config.attentionBias) out.push({ name: n.kBias, shape: [kvDim] });
+    out.push({ name: n.v, shape: [kvDim, h] });
+    if (config.attentionBias) out.push({ name: n.vBias, shape: [kvDim] });
+    out.push({ name: n.o, shape: [h, qDim] });
+    out.push({ name: n.postNorm, shape: [h] });
+    out.push({ name: n.gate, shape: [ff, h] });
+    out.push({ name: n.up, shape: [ff, h] });
+    out.push({ name: n.down, shape: [h, ff] });
+  }
+  out.push({ name: "model.norm.weight", shape: [h] });
+  if (!config.tieWordEmbeddings) out.push({ name: "lm_head.weight", shape: [config.vocabSize, h] });
+  return out;
+}
+
+/** A checkpoint that does not match its config; `problems` lists every fault found. */
+export class CheckpointError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(
+      `checkpoint does not match its config (${problems.length} problem(s)):\n  ${problems.join("\n  ")}`,
+    );
+    this.name = "CheckpointError";
+    this.problems = problems;
+  }
+}
+
+/** What {@link validateCheckpoint} needs from a checkpoint (a SafetensorsIndex fits). */
+export interface TensorShapeSource {
+  info(name: string): { shape: number[] } | undefined;
+}
+
+/** Checks every expected tensor is present with its shape; throws one CheckpointError listing all faults. */
+export function validateCheckpoint(config: ModelConfig, index: TensorShapeSource): void {
+  const problems: string[] = [];
+  for (const spec of expectedTensors(config)) {
+    const info = index.info(spec.name);
+    if (!info) problems.push(`missing ${spec.name} [${spec.shape}]`);
+    else if (info.shape.length !== spec.shape.length || info.shape.some((d, i) => d !== spec.shape[i])) {
+      problems.push(`${spec.name} has shape [${info.shape}], expected [${spec.shape}]`);
+    }
+  }
+  if (problems.length) throw new CheckpointError(problems);
+}
