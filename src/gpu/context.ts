@@ -43,6 +43,7 @@ export class GpuContext {
   #arenaUsed = 0;
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
+  #pendingDestroy: GPUBuffer[] = [];
 
   constructor(gpu: GpuDevice) {
     this.gpu = gpu;
@@ -50,6 +51,10 @@ export class GpuContext {
     this.pool = new BufferPool(this.device);
     this.pipelines = new PipelineCache(this.device);
     this.#uniformAlign = Math.max(16, gpu.limits.minUniformBufferOffsetAlignment);
+    // Validation errors outside an error scope would otherwise vanish silently (a dropped dispatch).
+    this.device.addEventListener("uncapturederror", (e) => {
+      console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
+    });
     this.#arena = this.device.createBuffer({
       size: ARENA_BYTES,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -153,6 +158,17 @@ export class GpuContext {
     this.device.queue.submit([this.#encoder.finish()]);
     this.#encoder = null;
     this.stats.submits++;
+    for (const b of this.#pendingDestroy) b.destroy();
+    this.#pendingDestroy = [];
+  }
+
+  /**
+   * Destroys `buffer` once the commands recorded so far are submitted (destroying it earlier would invalidate
+   * a recorded copy or dispatch that still reads it).
+   */
+  destroyLater(buffer: GPUBuffer): void {
+    if (this.#encoder) this.#pendingDestroy.push(buffer);
+    else buffer.destroy();
   }
 
   /** Flushes and waits until the GPU has finished all submitted work. */

@@ -1,0 +1,39 @@
+// KV-cache maintenance kernels. One layer of one sequence: K and V are f32 [capacity, row] (row = nKvHeads *
+// headDim, token-major), pos u32 [capacity] (original positions), score f32 [capacity] (policy scores).
+
+struct WriteParams {
+  row: u32,        // floats per K (and V) row
+  count: u32,      // rows to write
+  src_row: u32,    // first row to read from k_src/v_src
+  slot: u32,       // first destination slot (when use_victim == 0)
+  pos: u32,        // original position of the first row
+  use_victim: u32, // 1: the destination slot is victim[victim_index] (count must be 1)
+  victim_index: u32,
+  _pad: u32,
+}
+
+// --- kv_write: append (or overwrite an evicted slot) -------------------------------------------------------
+@group(0) @binding(0) var<uniform> wp: WriteParams;
+@group(0) @binding(1) var<storage, read> k_src: array<f32>;
+@group(0) @binding(2) var<storage, read> v_src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> k_dst: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v_dst: array<f32>;
+@group(0) @binding(5) var<storage, read_write> pos_dst: array<u32>;
+@group(0) @binding(6) var<storage, read_write> score_dst: array<f32>;
+@group(0) @binding(7) var<storage, read> victim: array<u32>;
+
+@compute @workgroup_size(256)
+fn write(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= wp.count * wp.row) { return; }
+  let t = i / wp.row;
+  let c = i % wp.row;
+  var slot = wp.slot + t;
+  if (wp.use_victim == 1u) { slot = victim[wp.victim_index]; }
+  k_dst[slot * wp.row + c] = k_src[(wp.src_row + t) * wp.row + c];
+  v_dst[slot * wp.row + c] = v_src[(wp.src_row + t) * wp.row + c];
+  if (c == 0u) {
+    pos_dst[slot] = wp.pos + t;
+    score_dst[slot] = 0.0;
+  }
+}
