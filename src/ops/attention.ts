@@ -1,0 +1,198 @@
+/**
+ * Attention on the GPU: decode (one query token, split-K with per-token KV-policy scores) and causal prefill
+ * (tiled online softmax, optional observation-window scores).
+ *
+ * KV layout (the KV-cache contract): for one sequence and one layer, K and V are f32 token-major
+ * [capacity, nKvHeads, headDim] (K after RoPE); `len` slots are valid. Queries and outputs are f32
+ * [nHeads, headDim] per token; query head h reads KV head floor(h / (nHeads / nKvHeads)); scale 1/√headDim.
+ */
+import decodeCode from "../../wgsl/attention_decode.wgsl" with { type: "text" };
+import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" };
+import { type Binding, type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
+import type { KernelSource } from "../gpu/pipelines.ts";
+import type { AttentionShape } from "../ref/attention.ts";
+
+export type { AttentionShape } from "../ref/attention.ts";
+
+/** Tokens per split-K chunk of decode attention (one workgroup per chunk and KV head). */
+export const DECODE_CHUNK = 128;
+const DECODE_WG = 64;
+/** Query rows (= threads) per prefill workgroup and keys per staged K/V tile. */
+const PREFILL_BQ = 64;
+const PREFILL_BK = 16;
+
+/** Where a kernel writes per-token scores: `buffer[offset + j]` for each valid slot j. */
+export interface ScoreTarget {
+  buffer: Binding;
+  /** Element offset of slot 0 (default 0). */
+  offset?: number;
+  /** Undefined: overwrite with this step's score. A number γ: S[j] = γ·S[j] + score[j] (γ = 1 is H2O). */
+  gamma?: number;
+}
+
+/** Arguments of {@link attentionDecode}. */
+export interface DecodeArgs extends AttentionShape {
+  /** f32 [nHeads, headDim] at element `qOffset` (a multiple of 4). */
+  q: Binding;
+  qOffset?: number;
+  /** f32 [capacity, nKvHeads, headDim], the first `len` slots valid. */
+  k: Binding;
+  v: Binding;
+  /** f32 [nHeads, headDim] written at element `outOffset` (a multiple of 4). */
+  out: Binding;
+  outOffset?: number;
+  /** Valid slots, ≥ 1. */
+  len: number;
+  /** score[j] = Σ_h softmax(q_h·K/√d)[j] for j < len. */
+  scores?: ScoreTarget;
+}
+
+/** Arguments of {@link attentionPrefill}. */
+export interface PrefillArgs extends AttentionShape {
+  /** f32 [T, nHeads, headDim] at element `qOffset` (a multiple of 4). */
+  q: Binding;
+  qOffset?: number;
+  /** f32 [capacity, nKvHeads, headDim] already holding start + T slots (past cache plus this chunk). */
+  k: Binding;
+  v: Binding;
+  /** f32 [T, nHeads, headDim] written at element `outOffset`. */
+  out: Binding;
+  outOffset?: number;
+  /** Query tokens in this call; query i occupies slot start + i and sees slots 0..start+i. */
+  T: number;
+  start: number;
+  /**
+   * Observation-window scores: for every slot j < start + T, Σ over the last `size` queries of this call
+   * (clamped to T) and all heads of p[q, h, j].
+   */
+  window?: ScoreTarget & { size: number };
+}
+
+function checkShape(s: AttentionShape): number {
+  const { nHeads, nKvHeads, headDim } = s;
+  if (nHeads % nKvHeads !== 0) throw new Error(`nHeads ${nHeads} is not a multiple of nKvHeads ${nKvHeads}`);
+  if (headDim % 4 !== 0 || headDim > 4 * DECODE_WG) {
+    throw new Error(`headDim ${headDim} must be a multiple of 4 and at most ${4 * DECODE_WG}`);
+  }
+  return nHeads / nKvHeads;
+}
+
+function checkOffset(name: string, off: number): number {
+  if (off % 4 !== 0) throw new Error(`${name} ${off} must be a multiple of 4 elements`);
+  return off / 4;
+}
+
+const decodeKernels = new Map<string, KernelSource>();
+function decodeKernel(G: number, hd: number, entryPoint: string): KernelSource {
+  const key = `${G}/${hd}/${entryPoint}`;
+  let k = decodeKernels.get(key);
+  if (!k) {
+    const header =
+      `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
+      `const WG: u32 = ${DECODE_WG}u;\n`;
+    k = { name: `attention_decode_${entryPoint}_g${G}_d${hd}`, code: header + decodeCode, entryPoint };
+    decodeKernels.set(key, k);
+  }
+  return k;
+}
+
+const prefillKernels = new Map<string, KernelSource>();
+function prefillKernel(G: number, hd: number, entryPoint: string): KernelSource {
+  const key = `${G}/${hd}/${entryPoint}`;
+  let k = prefillKernels.get(key);
+  if (!k) {
+    const header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst BQ: u32 = ${PREFILL_BQ}u;\n` +
+      `const BK: u32 = ${PREFILL_BK}u;\n`;
+    k = { name: `attention_prefill_${entryPoint}_g${G}_d${hd}`, code: header + prefillCode, entryPoint };
+    prefillKernels.set(key, k);
+  }
+  return k;
+}
+
+/**
+ * Records decode attention for one sequence: `partial` (chunks × KV heads workgroups), `combine` (one per
+ * head) and, with `scores`, a per-token score pass. Scratch comes from the context's pool.
+ */
+export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
+  const G = checkShape(a);
+  const { nHeads, nKvHeads, headDim: hd, len } = a;
+  if (!(len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${len}`);
+  const nChunks = Math.ceil(len / DECODE_CHUNK);
+  const wantScores = a.scores !== undefined;
+  const [sx, sy] = ctx.grid(Math.ceil(len / 256));
+  const u = new ArrayBuffer(48);
+  const u32 = new Uint32Array(u);
+  const f32 = new Float32Array(u);
+  u32.set([
+    len,
+    nChunks,
+    checkOffset("qOffset", a.qOffset ?? 0),
+    checkOffset("outOffset", a.outOffset ?? 0),
+    a.scores?.offset ?? 0,
+    a.scores?.gamma === undefined ? 0 : 1,
+    nKvHeads,
+    wantScores ? 1 : 0,
+  ]);
+  f32[8] = 1 / Math.sqrt(hd);
+  f32[9] = a.scores?.gamma ?? 0;
+  u32[10] = sx * 256;
+  u32[11] = nHeads;
+  const uniforms = new Uint8Array(u);
+
+  const pool = ctx.pool;
+  const partO = pool.acquire(nHeads * nChunks * hd * 4, STORAGE_USAGE, "attn-part-o");
+  const partMl = pool.acquire(nHeads * nChunks * 8, STORAGE_USAGE, "attn-part-ml");
+  const logits = pool.acquire(wantScores ? nHeads * len * 4 : 4, STORAGE_USAGE, "attn-logits");
+  const headMl = pool.acquire(nHeads * 8, STORAGE_USAGE, "attn-head-ml");
+  ctx.dispatch(
+    decodeKernel(G, hd, "partial"),
+    [a.q, a.k, a.v, partO, partMl, logits],
+    [nChunks, nKvHeads],
+    uniforms,
+  );
+  ctx.dispatch(decodeKernel(G, hd, "combine"), [partO, partMl, a.out, headMl], [nHeads], uniforms);
+  if (a.scores) {
+    ctx.dispatch(decodeKernel(G, hd, "scores"), [logits, headMl, a.scores.buffer], [sx, sy], uniforms);
+  }
+  // Safe to recycle now: later users of these buffers are recorded (and so run) after this work.
+  for (const b of [partO, partMl, logits, headMl]) pool.release(b);
+}
+
+/** Records causal prefill attention for one sequence, plus the observation-window scores when asked. */
+export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
+  const G = checkShape(a);
+  const { nHeads, nKvHeads, headDim: hd, T, start } = a;
+  if (!(T >= 1)) throw new Error(`prefill attention needs T ≥ 1, got ${T}`);
+  const n = start + T;
+  const W = Math.min(a.window?.size ?? 0, T);
+  const [wx, wy] = ctx.grid(Math.ceil(n / 64));
+  const u = new ArrayBuffer(48);
+  const u32 = new Uint32Array(u);
+  const f32 = new Float32Array(u);
+  u32.set([
+    T,
+    start,
+    nHeads,
+    nKvHeads,
+    checkOffset("qOffset", a.qOffset ?? 0),
+    checkOffset("outOffset", a.outOffset ?? 0),
+    W,
+    a.window?.offset ?? 0,
+  ]);
+  f32[8] = 1 / Math.sqrt(hd);
+  f32[9] = a.window?.gamma ?? 0;
+  u32[10] = a.window?.gamma === undefined ? 0 : 1;
+  u32[11] = wx * 64;
+  const uniforms = new Uint8Array(u);
+  const stats = ctx.pool.acquire(T * nHeads * 8, STORAGE_USAGE, "attn-prefill-stats");
+  ctx.dispatch(
+    prefillKernel(G, hd, "main"),
+    [a.q, a.k, a.v, a.out, stats],
+    [Math.ceil(T / PREFILL_BQ), nHeads],
+    uniforms,
+  );
+  if (a.window && W > 0) {
+    ctx.dispatch(prefillKernel(G, hd, "window"), [a.q, a.k, stats, a.window.buffer], [wx, wy], uniforms);
+  }
+  ctx.pool.release(stats);
+}

@@ -1,0 +1,171 @@
+import { attentionDecode, attentionPrefill } from "../src/ops/attention.ts";
+import { attentionDecodeRef, attentionPrefillRef, type AttentionShape } from "../src/ref/attention.ts";
+import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
+
+// f32 throughout; the GPU sums in a different order (split-K chunks, vec4 dots) than the f64 reference.
+// Outputs and scores stay within 2e-5 of the reference scale for len ≤ 4097 (measured ~1e-6).
+const OUT_BOUND = 2e-5;
+const SCORE_BOUND = 2e-5;
+
+const SHAPES: AttentionShape[] = [
+  { nHeads: 12, nKvHeads: 2, headDim: 128 },
+  { nHeads: 8, nKvHeads: 4, headDim: 64 },
+  { nHeads: 4, nKvHeads: 4, headDim: 128 },
+  { nHeads: 8, nKvHeads: 4, headDim: 8 },
+];
+
+const seed = freshSeed();
+console.log(`attention tests: LETHE_TEST_SEED=${seed}`);
+const next = rng(seed);
+
+/** K/V with `capacity` slots; the slots past `len` are NaN so reading them would poison the result. */
+function kvBuffers(shape: AttentionShape, len: number, capacity: number, scale = 1) {
+  const row = shape.nKvHeads * shape.headDim;
+  const k = randomF32(len * row, next, scale);
+  const v = randomF32(len * row, next);
+  const pad = (a: Float32Array) => {
+    const b = new Float32Array(capacity * row).fill(NaN);
+    b.set(a);
+    return b;
+  };
+  return { k, v, kPad: pad(k), vPad: pad(v) };
+}
+
+Deno.test("decode attention matches the reference (outputs, fresh and decayed scores)", async () => {
+  const ctx = await gpuContext();
+  const cases: [AttentionShape, number][] = [];
+  for (const s of SHAPES) for (const len of [1, 7, 300]) cases.push([s, len]);
+  cases.push([SHAPES[0], 4097], [SHAPES[3], 4097]);
+  for (const [shape, len] of cases) {
+    const what = `decode ${shape.nHeads}/${shape.nKvHeads}×${shape.headDim} len=${len}`;
+    // K scaled up so the softmax is peaked rather than flat (a flat one hides indexing errors).
+    const { k, v, kPad, vPad } = kvBuffers(shape, len, len + 5, 3);
+    const q = randomF32(shape.nHeads * shape.headDim, next, 3);
+    const ref = attentionDecodeRef(shape, q, k, v, len);
+    // q and out at a non-zero element offset inside bigger buffers; scores at an offset too.
+    const qOff = 8, outOff = 4, sOff = 3;
+    const qBuf = new Float32Array(qOff + q.length + 4).fill(NaN);
+    qBuf.set(q, qOff);
+    const gq = ctx.upload(qBuf, "q");
+    const gk = ctx.upload(kPad, "k");
+    const gv = ctx.upload(vPad, "v");
+    const out = ctx.createBuffer((outOff + q.length) * 4, "out");
+    const fresh = ctx.createBuffer((sOff + len + 2) * 4, "scores");
+    const prior = randomF32(sOff + len + 2, next).map(Math.abs);
+    const decayed = ctx.upload(prior, "decayed");
+    poison(ctx, out);
+    poison(ctx, fresh);
+    attentionDecode(ctx, {
+      ...shape,
+      q: gq,
+      qOffset: qOff,
+      k: gk,
+      v: gv,
+      out,
+      outOffset: outOff,
+      len,
+      scores: { buffer: fresh, offset: sOff },
+    });
+    const gamma = 0.9;
+    attentionDecode(ctx, {
+      ...shape,
+      q: gq,
+      qOffset: qOff,
+      k: gk,
+      v: gv,
+      out,
+      outOffset: outOff,
+      len,
+      scores: { buffer: decayed, offset: sOff, gamma },
+    });
+    const o = await ctx.readF32(out);
+    assertClose(o.subarray(outOff), ref.out, OUT_BOUND, `${what} out`);
+    const sc = await ctx.readF32(fresh);
+    assertClose(sc.subarray(sOff, sOff + len), ref.score, SCORE_BOUND, `${what} scores`);
+    // Untouched outside [sOff, sOff + len).
+    if (!Number.isNaN(sc[0]) || !Number.isNaN(sc[sOff + len])) {
+      throw new Error(`${what}: wrote outside scores`);
+    }
+    const dc = await ctx.readF32(decayed);
+    const want = new Float64Array(len);
+    for (let j = 0; j < len; j++) want[j] = gamma * prior[sOff + j] + ref.score[j];
+    assertClose(dc.subarray(sOff, sOff + len), want, SCORE_BOUND, `${what} decayed scores`);
+    if (dc[0] !== prior[0] || dc[sOff + len] !== prior[sOff + len]) {
+      throw new Error(`${what}: decayed outside`);
+    }
+    // Scores sum to nHeads (each head's probabilities sum to 1).
+    let total = 0;
+    for (let j = 0; j < len; j++) total += sc[sOff + j];
+    if (Math.abs(total - shape.nHeads) > 1e-3 * shape.nHeads) throw new Error(`${what}: Σ scores ${total}`);
+    for (const b of [gq, gk, gv, out, fresh, decayed]) b.destroy();
+  }
+});
+
+Deno.test("decode attention without scores matches the reference", async () => {
+  const ctx = await gpuContext();
+  for (const [shape, len] of [[SHAPES[1], 129], [SHAPES[0], 1000]] as [AttentionShape, number][]) {
+    const { k, v, kPad, vPad } = kvBuffers(shape, len, len, 3);
+    const q = randomF32(shape.nHeads * shape.headDim, next, 3);
+    const ref = attentionDecodeRef(shape, q, k, v, len);
+    const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
+    const out = ctx.createBuffer(q.length * 4, "out");
+    poison(ctx, out);
+    attentionDecode(ctx, { ...shape, q: gq, k: gk, v: gv, out, len });
+    assertClose(await ctx.readF32(out), ref.out, OUT_BOUND, `decode no-scores len=${len}`);
+    for (const b of [gq, gk, gv, out]) b.destroy();
+  }
+});
+
+Deno.test("prefill attention matches the reference (causal, start 0 and > 0, window scores)", async () => {
+  const ctx = await gpuContext();
+  const cases: [AttentionShape, number, number, number][] = [];
+  // [shape, T, start, window]
+  for (const s of SHAPES) {
+    cases.push([s, 1, 0, 1], [s, 17, 0, 8], [s, 17, 40, 32]);
+  }
+  cases.push([SHAPES[0], 100, 0, 32], [SHAPES[1], 100, 77, 32], [SHAPES[3], 100, 300, 100]);
+  for (const [shape, T, start, W] of cases) {
+    const what = `prefill ${shape.nHeads}/${shape.nKvHeads}×${shape.headDim} T=${T} start=${start} W=${W}`;
+    const n = start + T;
+    const { k, v, kPad, vPad } = kvBuffers(shape, n, n + 3, 3);
+    const q = randomF32(T * shape.nHeads * shape.headDim, next, 3);
+    const ref = attentionPrefillRef(shape, q, k, v, T, start, W);
+    const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
+    const out = ctx.createBuffer(q.length * 4, "out");
+    const sc = ctx.createBuffer((n + 1) * 4, "scores");
+    poison(ctx, out);
+    poison(ctx, sc);
+    attentionPrefill(ctx, { ...shape, q: gq, k: gk, v: gv, out, T, start, window: { buffer: sc, size: W } });
+    assertClose(await ctx.readF32(out), ref.out, OUT_BOUND, `${what} out`);
+    const s = await ctx.readF32(sc);
+    assertClose(s.subarray(0, n), ref.score, SCORE_BOUND, `${what} scores`);
+    if (!Number.isNaN(s[n])) throw new Error(`${what}: wrote past the scores`);
+    for (const b of [gq, gk, gv, out, sc]) b.destroy();
+  }
+});
+
+Deno.test("prefill window scores accumulate with decay", async () => {
+  const ctx = await gpuContext();
+  const shape = SHAPES[1];
+  const T = 20, start = 5, W = 6, n = start + T, gamma = 0.5;
+  const { k, v, kPad, vPad } = kvBuffers(shape, n, n, 2);
+  const q = randomF32(T * shape.nHeads * shape.headDim, next, 2);
+  const ref = attentionPrefillRef(shape, q, k, v, T, start, W);
+  const prior = randomF32(n, next);
+  const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
+  const out = ctx.createBuffer(q.length * 4, "out");
+  const sc = ctx.upload(prior, "scores");
+  attentionPrefill(ctx, {
+    ...shape,
+    q: gq,
+    k: gk,
+    v: gv,
+    out,
+    T,
+    start,
+    window: { buffer: sc, size: W, gamma },
+  });
+  const want = ref.score.map((x, j) => gamma * prior[j] + x);
+  assertClose(await ctx.readF32(sc), want, SCORE_BOUND, "prefill decayed window scores");
+  for (const b of [gq, gk, gv, out, sc]) b.destroy();
+});

@@ -1,0 +1,198 @@
+// Decode attention (one query token) with split-K ("flash decoding") and optional per-token scores.
+// The op prepends: const G (query heads per KV head), HD4 (headDim / 4), CH (tokens per chunk),
+// WG (threads per workgroup, a multiple of HD4).
+//
+// Pass `partial`  — workgroup (chunk c, kv head kh): logits of the chunk's tokens for the G query heads that
+//                   share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V.
+// Pass `combine`  — workgroup per query head: merges chunk partials into the output; keeps (M, L) per head.
+// Pass `scores`   — thread per token: score[j] = Σ_h exp(logit[h, j] - M_h) / L_h, written fresh or
+//                   decayed into the running score (S = γ·S + score).
+struct Params {
+  len: u32,
+  n_chunks: u32,
+  q_off4: u32,      // query offset in vec4 units
+  out_off4: u32,    // output offset in vec4 units
+  score_off: u32,   // score offset in elements
+  decay: u32,       // 0: write fresh, 1: S = gamma * S + score
+  n_kv: u32,
+  want_logits: u32, // 1: `partial` stores logits for the `scores` pass
+  scale: f32,
+  gamma: f32,
+  row_stride: u32,  // threads per grid row of the `scores` pass
+  n_heads: u32,
+}
+@group(0) @binding(0) var<uniform> p: Params;
+
+const NEG: f32 = -3.0e38;
+const LANES: u32 = WG / HD4;
+
+// ---- partial ----
+@group(0) @binding(1) var<storage, read> q: array<vec4f>;
+@group(0) @binding(2) var<storage, read> k: array<vec4f>;
+@group(0) @binding(3) var<storage, read> v: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [nHeads, n_chunks, HD4]
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [nHeads, n_chunks]
+@group(0) @binding(6) var<storage, read_write> logits: array<f32>;    // [nHeads, len]
+
+var<workgroup> qs: array<vec4f, G * HD4>;
+var<workgroup> sl: array<f32, G * CH>;
+var<workgroup> ml: array<vec2f, G>;
+var<workgroup> oacc: array<vec4f, (LANES - 1u) * G * HD4 + 1u>;
+
+@compute @workgroup_size(WG)
+fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let c = wid.x;
+  let kh = wid.y;
+  let base = c * CH;
+  let n = min(CH, p.len - base);
+  for (var i = t; i < G * HD4; i += WG) {
+    qs[i] = q[p.q_off4 + kh * G * HD4 + i] * p.scale;
+  }
+  workgroupBarrier();
+
+  // Logits: one thread per token, K row read once for all G heads.
+  for (var j = t; j < n; j += WG) {
+    let kb = ((base + j) * p.n_kv + kh) * HD4;
+    // Zeroed explicitly: naga hoists loop-local vars and does not re-zero them per iteration.
+    var acc: array<f32, G>;
+    for (var g = 0u; g < G; g++) {
+      acc[g] = 0.0;
+    }
+    for (var d = 0u; d < HD4; d++) {
+      let kv = k[kb + d];
+      for (var g = 0u; g < G; g++) {
+        acc[g] += dot(qs[g * HD4 + d], kv);
+      }
+    }
+    for (var g = 0u; g < G; g++) {
+      sl[g * CH + j] = acc[g];
+      if (p.want_logits != 0u) {
+        logits[(kh * G + g) * p.len + base + j] = acc[g];
+      }
+    }
+  }
+  workgroupBarrier();
+
+  // Chunk max and sum per head (G threads, serial over the chunk: cheap next to the K/V reads).
+  if (t < G) {
+    var m = NEG;
+    for (var j = 0u; j < n; j++) {
+      m = max(m, sl[t * CH + j]);
+    }
+    var s = 0.0;
+    for (var j = 0u; j < n; j++) {
+      let e = exp(sl[t * CH + j] - m);
+      sl[t * CH + j] = e;
+      s += e;
+    }
+    ml[t] = vec2f(m, s);
+  }
+  workgroupBarrier();
+
+  // P·V: thread owns one vec4 of the head dimension and every LANES-th token of the chunk.
+  let d = t % HD4;
+  let lane = t / HD4;
+  var acc: array<vec4f, G>;
+  for (var j = lane; j < n; j += LANES) {
+    let vv = v[((base + j) * p.n_kv + kh) * HD4 + d];
+    for (var g = 0u; g < G; g++) {
+      acc[g] += sl[g * CH + j] * vv;
+    }
+  }
+  if (lane > 0u) {
+    for (var g = 0u; g < G; g++) {
+      oacc[((lane - 1u) * G + g) * HD4 + d] = acc[g];
+    }
+  }
+  workgroupBarrier();
+  if (lane == 0u) {
+    for (var l = 1u; l < LANES; l++) {
+      for (var g = 0u; g < G; g++) {
+        acc[g] += oacc[((l - 1u) * G + g) * HD4 + d];
+      }
+    }
+    for (var g = 0u; g < G; g++) {
+      part_o[((kh * G + g) * p.n_chunks + c) * HD4 + d] = acc[g];
+    }
+  }
+  if (t < G) {
+    part_ml[(kh * G + t) * p.n_chunks + c] = ml[t];
+  }
+}
+
+// ---- combine ----
+@group(0) @binding(1) var<storage, read> c_part_o: array<vec4f>;
+@group(0) @binding(2) var<storage, read> c_part_ml: array<vec2f>;
+@group(0) @binding(3) var<storage, read_write> c_out: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> c_head_ml: array<vec2f>; // [nHeads]: (M, L)
+
+var<workgroup> red: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let h = wid.x;
+  let nc = p.n_chunks;
+  let mb = h * nc;
+  var m = NEG;
+  for (var c = t; c < nc; c += WG) {
+    m = max(m, c_part_ml[mb + c].x);
+  }
+  red[t] = m;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] = max(red[t], red[t + s]);
+    }
+    workgroupBarrier();
+  }
+  let gm = red[0];
+  workgroupBarrier();
+  var l = 0.0;
+  for (var c = t; c < nc; c += WG) {
+    let e = c_part_ml[mb + c];
+    l += exp(e.x - gm) * e.y;
+  }
+  red[t] = l;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] += red[t + s];
+    }
+    workgroupBarrier();
+  }
+  let gl = red[0];
+  for (var d = t; d < HD4; d += WG) {
+    var acc = vec4f(0.0);
+    for (var c = 0u; c < nc; c++) {
+      acc += exp(c_part_ml[mb + c].x - gm) * c_part_o[(mb + c) * HD4 + d];
+    }
+    c_out[p.out_off4 + h * HD4 + d] = acc / gl;
+  }
+  if (t == 0u) {
+    c_head_ml[h] = vec2f(gm, gl);
+  }
+}
+
+// ---- scores ----
+@group(0) @binding(1) var<storage, read> s_logits: array<f32>;
+@group(0) @binding(2) var<storage, read> s_head_ml: array<vec2f>;
+@group(0) @binding(3) var<storage, read_write> s_score: array<f32>;
+
+@compute @workgroup_size(256)
+fn scores(@builtin(global_invocation_id) gid: vec3u) {
+  let j = gid.x + gid.y * p.row_stride;
+  if (j >= p.len) {
+    return;
+  }
+  var s = 0.0;
+  for (var h = 0u; h < p.n_heads; h++) {
+    let e = s_head_ml[h];
+    s += exp(s_logits[h * p.len + j] - e.x) / e.y;
+  }
+  let o = p.score_off + j;
+  if (p.decay != 0u) {
+    s_score[o] = p.gamma * s_score[o] + s;
+  } else {
+    s_score[o] = s;
+  }
+}
