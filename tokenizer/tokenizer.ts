@@ -1,0 +1,544 @@
+/**
+ * Byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json` (+ optional `tokenizer_config.json`).
+ *
+ * Pipeline of `encode`, as in the Rust `tokenizers` crate: split out added tokens that match the raw text
+ * (leftmost-longest), normalize the rest, split out added tokens that match normalized text, pre-tokenize
+ * (regex splits, then the byte-level alphabet), run BPE per pre-token, then apply the post-processor's
+ * special tokens when `addSpecialTokens` is set.
+ *
+ * Supported components: normalizers NFC/NFD/NFKC/NFKD/Lowercase/Replace/Strip/Sequence; pre-tokenizers
+ * Split (all behaviors)/ByteLevel/Digits/Sequence; model BPE without unk/byte-fallback; decoder ByteLevel;
+ * post-processors ByteLevel/TemplateProcessing/Roberta/Bert/Sequence. Anything else throws at load time
+ * rather than tokenizing differently.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { BytePairEncoder } from "./bpe.ts";
+import type { BpeModelJson } from "./bpe.ts";
+import { byteLevelToBytes } from "./bytes.ts";
+import { applyChatTemplate, detectChatTemplate } from "./chat.ts";
+import type { ChatMessage, ChatTemplateName, ChatTemplateOptions } from "./chat.ts";
+import { escapeRegExp, onigToRegExp } from "./regex.ts";
+
+/** An added (often special) token: matched in the text before pre-tokenization. */
+export interface AddedToken {
+  id: number;
+  content: string;
+  /** Special tokens are dropped by `decode(…, { skipSpecialTokens: true })`. */
+  special: boolean;
+  /** Absorb whitespace to the left of a match. */
+  lstrip: boolean;
+  /** Absorb whitespace to the right of a match. */
+  rstrip: boolean;
+  /** Match only when not adjacent to word characters. */
+  singleWord: boolean;
+  /** Match against normalized text (true) or raw text (false). */
+  normalized: boolean;
+}
+
+/** Options of {@link Tokenizer.encode}. */
+export interface EncodeOptions {
+  /** Add the post-processor's special tokens (e.g. Llama-3's `<|begin_of_text|>`). Default true, as in HF. */
+  addSpecialTokens?: boolean;
+}
+
+/** Options of {@link Tokenizer.decode}. */
+export interface DecodeOptions {
+  /** Leave out tokens marked special. Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+type Emit = (piece: string) => void;
+type Step = (text: string, emit: Emit) => void;
+type Behavior = "Isolated" | "Removed" | "MergedWithPrevious" | "MergedWithNext" | "Contiguous";
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** GPT-2's split pattern, used by a ByteLevel pre-tokenizer with `use_regex`. */
+const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/** Tokens that end a generation in the families Lethe serves, besides the configured EOS. */
+const KNOWN_STOP_TOKENS = [
+  "<｜end▁of▁sentence｜>",
+  "<|im_end|>",
+  "<|endoftext|>",
+  "<|eot_id|>",
+  "<|end_of_text|>",
+  "<|eom_id|>",
+];
+const KNOWN_BOS_TOKENS = ["<｜begin▁of▁sentence｜>", "<|begin_of_text|>"];
+
+/** A regex step with one of the Hugging Face split behaviors. */
+function splitStep(re: RegExp, behavior: Behavior, invert: boolean): Step {
+  if (behavior === "Isolated" && !invert) {
+    // Fast path used by Qwen2 and Llama-3: every match and every gap is a piece.
+    return (text, emit) => {
+      re.lastIndex = 0;
+      let last = 0;
+      let m: RegExpExecArray | null;
+      while ((m = re.exec(text)) !== null) {
+        const s = m.index, e = s + m[0].length;
+        if (e === s) {
+          re.lastIndex = s + 1; // empty matches split nothing
+          continue;
+        }
+        if (s > last) emit(text.slice(last, s));
+        emit(m[0]);
+        last = e;
+      }
+      if (last < text.length) emit(text.slice(last));
+    };
+  }
+  return (text, emit) => {
+    // Spans covering the text: [start, end, isDelimiter].
+    const spans: Array<[number, number, boolean]> = [];
+    re.lastIndex = 0;
+    let last = 0;
+    let m: RegExpExecArray | null;
+    while ((m = re.exec(text)) !== null) {
+      const s = m.index, e = s + m[0].length;
+      if (e === s) {
+        re.lastIndex = s + 1;
+        continue;
+      }
+      if (s > last) spans.push([last, s, invert]);
+      spans.push([s, e, !invert]);
+      last = e;
+    }
+    if (last < text.length) spans.push([last, text.length, invert]);
+    const pieces: Array<[number, number]> = [];
+    let prevDelim = false;
+    if (behavior === "MergedWithNext") {
+      for (let i = spans.length - 1; i >= 0; i--) {
+        const [s, e, d] = spans[i];
+        if (d && !prevDelim && pieces.length > 0) pieces[pieces.length - 1][0] = s;
+        else pieces.push([s, e]);
+        prevDelim = d;
+      }
+      pieces.reverse();
+    } else {
+      for (const [s, e, d] of spans) {
+        if (behavior === "Removed") {
+          if (!d) pieces.push([s, e]);
+        } else if (behavior === "Isolated") {
+          pieces.push([s, e]);
+        } else if (behavior === "MergedWithPrevious" && d && !prevDelim && pieces.length > 0) {
+          pieces[pieces.length - 1][1] = e;
+        } else if (behavior === "Contiguous" && d && prevDelim) {
+          pieces[pieces.length - 1][1] = e;
+        } else {
+          pieces.push([s, e]);
+        }
+        prevDelim = d;
+      }
+    }
+    for (const [s, e] of pieces) emit(text.slice(s, e));
+  };
+}
+
+function patternOf(p: Json, where: string): RegExp {
+  if (typeof p?.Regex === "string") return onigToRegExp(p.Regex);
+  if (typeof p?.String === "string") return new RegExp(escapeRegExp(p.String), "gu");
+  throw new Error(`tokenizer: ${where} has no String/Regex pattern`);
+}
+
+function buildPreTokenizer(cfg: Json): { run: Step; byteLevel: boolean } {
+  const steps: Step[] = [];
+  let byteLevel = false;
+  const add = (c: Json): void => {
+    switch (c?.type) {
+      case "Sequence":
+        for (const sub of c.pretokenizers ?? []) add(sub);
+        break;
+      case "Split": {
+        const behavior = (c.behavior ?? "Isolated") as Behavior;
+        if (
+          !["Isolated", "Removed", "MergedWithPrevious", "MergedWithNext", "Contiguous"].includes(behavior)
+        ) {
+          throw new Error(`tokenizer: unsupported split behavior ${behavior}`);
+        }
+        steps.push(splitStep(patternOf(c.pattern, "Split"), behavior, c.invert === true));
+        break;
+      }
+      case "ByteLevel":
+        byteLevel = true;
+        if (c.add_prefix_space === true) steps.push((t, emit) => emit(t.startsWith(" ") ? t : " " + t));
+        if (c.use_regex !== false) steps.push(splitStep(onigToRegExp(GPT2_PATTERN), "Isolated", false));
+        break;
+      case "Digits":
+        steps.push(splitStep(c.individual_digits ? /\p{N}/gu : /\p{N}+/gu, "Isolated", false));
+        break;
+      default:
+        throw new Error(`tokenizer: unsupported pre-tokenizer ${JSON.stringify(c?.type)}`);
+    }
+  };
+  if (cfg != null) add(cfg);
+  let run: Step = (t, emit) => emit(t);
+  for (let i = steps.length - 1; i >= 0; i--) {
+    const step = steps[i], inner = run;
+    run = i === steps.length - 1 ? step : (t, emit) => step(t, (p) => inner(p, emit));
+  }
+  return { run, byteLevel };
+}
+
+function buildNormalizer(cfg: Json): ((s: string) => string) | null {
+  if (cfg == null) return null;
+  switch (cfg.type) {
+    case "NFC":
+    case "NFD":
+    case "NFKC":
+    case "NFKD":
+      return (s) => s.normalize(cfg.type);
+    case "Lowercase":
+      return (s) => s.toLowerCase();
+    case "Strip": {
+      const left = cfg.strip_left !== false, right = cfg.strip_right !== false;
+      return (s) => left && right ? s.trim() : left ? s.trimStart() : right ? s.trimEnd() : s;
+    }
+    case "Replace": {
+      const re = patternOf(cfg.pattern, "Replace");
+      const content = String(cfg.content);
+      return (s) => s.replace(re, () => content);
+    }
+    case "Sequence": {
+      const parts = (cfg.normalizers ?? []).map(buildNormalizer).filter((f: unknown) => f !== null);
+      return (s) => parts.reduce((acc: string, f: (s: string) => string) => f(acc), s);
+    }
+    default:
+      throw new Error(`tokenizer: unsupported normalizer ${JSON.stringify(cfg.type)}`);
+  }
+}
+
+/** Special-token ids the post-processor puts around a single sequence. */
+function buildPostProcessor(cfg: Json): { prefix: number[]; suffix: number[] } {
+  if (cfg == null) return { prefix: [], suffix: [] };
+  switch (cfg.type) {
+    case "ByteLevel":
+      return { prefix: [], suffix: [] };
+    case "TemplateProcessing": {
+      const prefix: number[] = [], suffix: number[] = [];
+      let seen = false;
+      for (const item of cfg.single ?? []) {
+        if (item.Sequence) {
+          seen = true;
+        } else if (item.SpecialToken) {
+          const ids = cfg.special_tokens?.[item.SpecialToken.id]?.ids;
+          if (!Array.isArray(ids)) {
+            throw new Error(`tokenizer: template token ${item.SpecialToken.id} has no ids`);
+          }
+          (seen ? suffix : prefix).push(...ids);
+        }
+      }
+      return { prefix, suffix };
+    }
+    case "RobertaProcessing":
+    case "BertProcessing":
+      return { prefix: [cfg.cls[1]], suffix: [cfg.sep[1]] };
+    case "Sequence": {
+      let prefix: number[] = [], suffix: number[] = [];
+      for (const sub of cfg.processors ?? []) {
+        const p = buildPostProcessor(sub);
+        prefix = [...p.prefix, ...prefix];
+        suffix = [...suffix, ...p.suffix];
+      }
+      return { prefix, suffix };
+    }
+    default:
+      throw new Error(`tokenizer: unsupported post-processor ${JSON.stringify(cfg.type)}`);
+  }
+}
+
+function checkDecoder(cfg: Json): void {
+  if (cfg?.type === "ByteLevel") return;
+  if (cfg?.type === "Sequence" && (cfg.decoders ?? []).every((d: Json) => d?.type === "ByteLevel")) return;
+  throw new Error(
+    `tokenizer: unsupported decoder ${JSON.stringify(cfg?.type)} (only ByteLevel is implemented)`,
+  );
+}
+
+/** Leftmost-longest matcher over a set of added tokens. */
+class AddedMatcher {
+  private readonly re: RegExp;
+  constructor(private readonly byContent: Map<string, AddedToken>) {
+    // Alternatives ordered longest first make JS's leftmost-first alternation leftmost-longest.
+    const contents = [...byContent.keys()].sort((a, b) => b.length - a.length);
+    this.re = new RegExp(contents.map(escapeRegExp).join("|"), "gu");
+  }
+
+  split(text: string, onText: (s: string) => void, onToken: (id: number) => void): void {
+    const re = this.re;
+    re.lastIndex = 0;
+    let last = 0;
+    let m: RegExpExecArray | null;
+    while ((m = re.exec(text)) !== null) {
+      const tok = this.byContent.get(m[0])!;
+      let s = m.index, e = s + m[0].length;
+      if (tok.singleWord && (isWordChar(text, s - 1) || isWordChar(text, e))) {
+        re.lastIndex = s + 1;
+        continue;
+      }
+      if (tok.lstrip) { while (s > last && isSpace(text, s - 1)) s--; }
+      if (tok.rstrip) { while (e < text.length && isSpace(text, e)) e++; }
+      if (s > last) onText(text.slice(last, s));
+      onToken(tok.id);
+      last = e;
+      re.lastIndex = e;
+    }
+    if (last < text.length) onText(last === 0 ? text : text.slice(last));
+  }
+}
+
+const WORD_RE = /[\p{L}\p{N}_]/u;
+const SPACE_RE = /\p{White_Space}/u;
+function isWordChar(text: string, i: number): boolean {
+  return i >= 0 && i < text.length && WORD_RE.test(text[i]);
+}
+function isSpace(text: string, i: number): boolean {
+  return SPACE_RE.test(text[i]);
+}
+
+function tokenString(v: unknown): string | null {
+  if (typeof v === "string") return v;
+  if (v !== null && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") {
+    return (v as { content: string }).content;
+  }
+  return null;
+}
+
+const UTF8 = new TextEncoder();
+
+/** A byte-level BPE tokenizer (Qwen2, Llama-3 and DeepSeek-R1-Distill vocabularies). */
+export class Tokenizer {
+  /** Number of token ids known to the tokenizer (largest model or added id + 1). */
+  readonly vocabSize: number;
+  /** Id of the beginning-of-sequence token from the config (or a known BOS token), or null. */
+  readonly bosId: number | null;
+  /** Id of the end-of-sequence token from the config (or a known EOS token), or null. */
+  readonly eosId: number | null;
+  /** Ids that end a generation: the EOS plus the family's known end-of-turn tokens present here. */
+  readonly stopIds: readonly number[];
+  /** The chat template family recognised from the config or vocabulary, or null. */
+  readonly chatTemplate: ChatTemplateName | null;
+  /** Default system prompt of the recognised template (Qwen2.5's ChatML), or null. */
+  readonly defaultSystemPrompt: string | null;
+  /** Added tokens, in file order. */
+  readonly addedTokens: readonly AddedToken[];
+
+  private readonly model: BytePairEncoder;
+  private readonly addedById = new Map<number, AddedToken>();
+  private readonly addedByContent = new Map<string, AddedToken>();
+  private readonly rawMatcher: AddedMatcher | null;
+  private readonly normMatcher: AddedMatcher | null;
+  private readonly normalize: ((s: string) => string) | null;
+  private readonly preTokenize: Step;
+  private readonly post: { prefix: number[]; suffix: number[] };
+  private readonly bytesCache: (Uint8Array | null | undefined)[] = [];
+
+  private constructor(json: Json, config: Json) {
+    const model = json?.model;
+    if (model == null || (model.type !== undefined && model.type !== "BPE")) {
+      throw new Error(`tokenizer: only BPE models are supported (got ${JSON.stringify(model?.type)})`);
+    }
+    if (model.byte_fallback === true) throw new Error("tokenizer: byte_fallback BPE is not supported");
+    if (model.continuing_subword_prefix || model.end_of_word_suffix) {
+      throw new Error("tokenizer: subword prefixes/suffixes are not supported");
+    }
+    this.model = new BytePairEncoder(model as BpeModelJson);
+    this.normalize = buildNormalizer(json.normalizer);
+    const pre = buildPreTokenizer(json.pre_tokenizer);
+    if (!pre.byteLevel) {
+      throw new Error("tokenizer: the pre-tokenizer has no ByteLevel step (not a byte-level BPE)");
+    }
+    this.preTokenize = pre.run;
+    checkDecoder(json.decoder);
+    this.post = buildPostProcessor(json.post_processor);
+
+    const added: AddedToken[] = [];
+    for (const t of json.added_tokens ?? []) {
+      const tok: AddedToken = {
+        id: t.id,
+        content: t.content,
+        special: t.special === true,
+        lstrip: t.lstrip === true,
+        rstrip: t.rstrip === true,
+        singleWord: t.single_word === true,
+        normalized: t.normalized ?? !t.special,
+      };
+      added.push(tok);
+      this.addedById.set(tok.id, tok);
+      this.addedByContent.set(tok.content, tok);
+    }
+    this.addedTokens = added;
+    const raw = new Map<string, AddedToken>(), norm = new Map<string, AddedToken>();
+    for (const t of added) {
+      if (t.content === "") continue;
+      if (t.normalized && this.normalize) norm.set(this.normalize(t.content), t);
+      else raw.set(t.content, t);
+    }
+    this.rawMatcher = raw.size > 0 ? new AddedMatcher(raw) : null;
+    this.normMatcher = norm.size > 0 ? new AddedMatcher(norm) : null;
+
+    let maxId = this.model.idToToken.length - 1;
+    for (const t of added) maxId = Math.max(maxId, t.id);
+    this.vocabSize = maxId + 1;
+
+    const idOf = (v: unknown): number | null => {
+      const s = tokenString(v);
+      return s === null ? null : this.tokenToId(s) ?? null;
+    };
+    const firstKnown = (names: string[]): number | null => {
+      for (const n of names) {
+        const id = this.addedByContent.get(n)?.id;
+        if (id !== undefined) return id;
+      }
+      return null;
+    };
+    this.bosId = config?.bos_token !== undefined ? idOf(config.bos_token) : firstKnown(KNOWN_BOS_TOKENS);
+    this.eosId = config?.eos_token !== undefined ? idOf(config.eos_token) : firstKnown(KNOWN_STOP_TOKENS);
+    const stops = new Set<number>();
+    if (this.eosId !== null) stops.add(this.eosId);
+    for (const n of KNOWN_STOP_TOKENS) {
+      const id = this.addedByContent.get(n)?.id;
+      if (id !== undefined) stops.add(id);
+    }
+    this.stopIds = [...stops];
+
+    const detected = detectChatTemplate(config, (t) => this.addedByContent.has(t));
+    this.chatTemplate = detected?.name ?? null;
+    this.defaultSystemPrompt = detected?.defaultSystemPrompt ?? null;
+  }
+
+  /** Builds a tokenizer from parsed `tokenizer.json` and (optionally) `tokenizer_config.json` objects. */
+  static fromJson(json: unknown, config?: unknown): Tokenizer {
+    return new Tokenizer(json, config ?? null);
+  }
+
+  /**
+   * Reads `tokenizer.json` (or a directory holding it) and, when present beside it, `tokenizer_config.json`.
+   */
+  static async fromFile(path: string): Promise<Tokenizer> {
+    if ((await Deno.stat(path)).isDirectory) path = join(path, "tokenizer.json");
+    const json = JSON.parse(await Deno.readTextFile(path));
+    let config: unknown = null;
+    try {
+      config = JSON.parse(await Deno.readTextFile(join(dirname(path), "tokenizer_config.json")));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return new Tokenizer(json, config);
+  }
+
+  /** Encodes text to token ids. Added/special tokens written in the text are always recognised. */
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const out: number[] = [];
+    const addSpecial = options.addSpecialTokens ?? true;
+    if (addSpecial) out.push(...this.post.prefix);
+    const pushId = (id: number): void => {
+      out.push(id);
+    };
+    const model = this.model;
+    const encodePiece = (piece: string): void => model.encodeWord(piece, out);
+    const encodeNormalized = (s: string): void => this.preTokenize(s, encodePiece);
+    const encodeRaw = (s: string): void => {
+      const n = this.normalize ? this.normalize(s) : s;
+      if (this.normMatcher) this.normMatcher.split(n, encodeNormalized, pushId);
+      else encodeNormalized(n);
+    };
+    if (this.rawMatcher) this.rawMatcher.split(text, encodeRaw, pushId);
+    else if (text.length > 0) encodeRaw(text);
+    if (addSpecial) out.push(...this.post.suffix);
+    return out;
+  }
+
+  /** Decodes ids to text; invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD. */
+  decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(this.decodeBytes(ids, options));
+  }
+
+  /** The raw bytes that `ids` stand for (unknown ids are skipped, as in Hugging Face's decode). */
+  decodeBytes(ids: ArrayLike<number>, options: DecodeOptions = {}): Uint8Array {
+    const skip = options.skipSpecialTokens ?? false;
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    for (let i = 0; i < ids.length; i++) {
+      if (skip && this.isSpecial(ids[i])) continue;
+      const b = this.tokenBytes(ids[i]);
+      if (b === null) continue;
+      parts.push(b);
+      total += b.length;
+    }
+    const out = new Uint8Array(total);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  }
+
+  /** Bytes of one token (an added token's UTF-8 content), or null for an unknown id. */
+  tokenBytes(id: number): Uint8Array | null {
+    let b = this.bytesCache[id];
+    if (b !== undefined) return b;
+    const added = this.addedById.get(id);
+    if (added) {
+      b = UTF8.encode(added.content);
+    } else {
+      const t = this.model.idToToken[id];
+      b = t === undefined ? null : byteLevelToBytes(t) ?? UTF8.encode(t);
+    }
+    if (Number.isInteger(id) && id >= 0) this.bytesCache[id] = b;
+    return b;
+  }
+
+  /** True for added tokens marked special. */
+  isSpecial(id: number): boolean {
+    return this.addedById.get(id)?.special === true;
+  }
+
+  /** Id of a token spelled as in the vocabulary (byte-level alphabet) or an added token's content. */
+  tokenToId(token: string): number | undefined {
+    return this.addedByContent.get(token)?.id ?? this.model.vocab.get(token);
+  }
+
+  /** The vocabulary spelling of an id, or undefined. */
+  idToToken(id: number): string | undefined {
+    return this.addedById.get(id)?.content ?? this.model.idToToken[id];
+  }
+
+  /**
+   * Renders a chat prompt with the recognised template (or the one named). Qwen2.5's default system prompt
+   * is applied when its template was recognised and no `defaultSystemPrompt` option is given.
+   */
+  applyChatTemplate(
+    messages: readonly ChatMessage[],
+    template?: ChatTemplateName,
+    options: ChatTemplateOptions = {},
+  ): string {
+    const name = template ?? this.chatTemplate;
+    if (name === null) throw new Error("tokenizer: no chat template recognised; pass a template name");
+    const defaultSystemPrompt = options.defaultSystemPrompt !== undefined
+      ? options.defaultSystemPrompt
+      : name === this.chatTemplate
+      ? this.defaultSystemPrompt
+      : null;
+    return applyChatTemplate(messages, name, { ...options, defaultSystemPrompt });
+  }
+
+  /** Chat prompt ids: the template already writes BOS, so no post-processor tokens are added. */
+  encodeChat(
+    messages: readonly ChatMessage[],
+    template?: ChatTemplateName,
+    options?: ChatTemplateOptions,
+  ): number[] {
+    return this.encode(this.applyChatTemplate(messages, template, options), { addSpecialTokens: false });
+  }
+
+  /** Forgets the per-word BPE cache (benchmarks of the cold path). */
+  clearCache(): void {
+    this.model.clearCache();
+  }
+}
