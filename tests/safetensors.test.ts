@@ -54,6 +54,11 @@ Deno.test("safetensors: single-file round trip (BF16, F16, F32, scalar, empty) w
       assert.deepEqual(bytesToF32(t.dtype, await f.read(t.name)), values.get(t.name));
     }
     await assert.rejects(() => f.read("nope"), SafetensorsError);
+    // Concurrent reads on one handle must not interleave their seeks.
+    const all = await Promise.all(tensors.map((t) => f.read(t.name)));
+    for (let i = 0; i < tensors.length; i++) {
+      assert.deepEqual(bytesToF32(tensors[i].dtype, all[i]), values.get(tensors[i].name));
+    }
   } finally {
     f.close();
   }

@@ -209,6 +209,7 @@ export class SafetensorsFile {
   readonly tensors: Map<string, TensorInfo>;
   readonly metadata: Record<string, string> | null;
   private fh: Deno.FsFile | null;
+  private queue: Promise<void> = Promise.resolve();
 
   private constructor(path: string, fh: Deno.FsFile, header: SafetensorsHeader) {
     this.path = path;
@@ -258,8 +259,13 @@ export class SafetensorsFile {
   async read(name: string): Promise<Uint8Array> {
     const info = this.tensors.get(name);
     if (!info) throw new SafetensorsError(this.path, "no such tensor", name);
-    if (!this.fh) throw new SafetensorsError(this.path, "file is closed", name);
-    return await readAt(this.fh, this.path, info.offset, info.byteLength);
+    // seek + read on one handle is not atomic: queue reads so concurrent callers cannot interleave them.
+    const run = this.queue.then(() => {
+      if (!this.fh) throw new SafetensorsError(this.path, "file is closed", name);
+      return readAt(this.fh, this.path, info.offset, info.byteLength);
+    });
+    this.queue = run.then(() => {}, () => {});
+    return await run;
   }
 
   close(): void {

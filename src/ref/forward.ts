@@ -10,34 +10,25 @@
 import type { Llama3RopeScaling, ModelConfig } from "../model/config.ts";
 import { layerTensorNames, loadConfig, validateCheckpoint } from "../model/config.ts";
 import { SafetensorsIndex } from "../model/safetensors.ts";
+import { ropeInvFreq } from "./rope.ts";
 
-/**
- * RoPE inverse frequencies for a head of `headDim`: theta^(-2i/headDim), i < headDim/2, with Llama 3.1's
- * scaling when given (long wavelengths divided by `factor`, a smooth blend in between).
- */
+/** RoPE inverse frequencies of `config` (the shared host implementation in rope.ts). */
 export function refRopeInvFreq(
   headDim: number,
   theta: number,
   scaling: Llama3RopeScaling | null,
 ): Float64Array {
-  const half = headDim / 2;
-  const inv = new Float64Array(half);
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(theta, (2 * i) / headDim);
-  if (!scaling) return inv;
-  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: oldCtx } = scaling;
-  const lowFreqWavelen = oldCtx / lowFreqFactor;
-  const highFreqWavelen = oldCtx / highFreqFactor;
-  for (let i = 0; i < half; i++) {
-    const wavelen = (2 * Math.PI) / inv[i];
-    if (wavelen < highFreqWavelen) continue; // high frequencies unchanged
-    if (wavelen > lowFreqWavelen) {
-      inv[i] /= factor; // low frequencies stretched
-    } else {
-      const smooth = (oldCtx / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
-      inv[i] = (1 - smooth) * (inv[i] / factor) + smooth * inv[i];
-    }
-  }
-  return inv;
+  return ropeInvFreq(
+    headDim,
+    theta,
+    scaling && {
+      rope_type: "llama3",
+      factor: scaling.factor,
+      low_freq_factor: scaling.lowFreqFactor,
+      high_freq_factor: scaling.highFreqFactor,
+      original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+    },
+  );
 }
 
 /** Rotates each head of `x` [heads, headDim] in place to position `pos`: pairs (i, i + headDim/2). */
