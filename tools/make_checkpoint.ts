@@ -16,7 +16,7 @@ import type { ModelConfig } from "../src/model/config.ts";
 import { expectedTensors } from "../src/model/config.ts";
 import { numel, writeShardedSafetensors } from "../src/model/safetensors.ts";
 import type { SafetensorsDType, TensorToWrite } from "../src/model/safetensors.ts";
-import { f32ToBf16, f32ToF16 } from "../src/dtype.ts";
+import { f32ToF16 } from "../src/dtype.ts";
 
 const SHAPES_URL = new URL("./r1-distill-shapes.json", import.meta.url);
 
@@ -126,9 +126,23 @@ export function tensorBytes(
     for (let i = 0; i < n; i++) out[i] = isNorm ? 1 : (next() * 2 - 1) * a;
     return new Uint8Array(out.buffer);
   }
+  if (dtype === "F16") {
+    const out = new Uint16Array(n);
+    for (let i = 0; i < n; i++) out[i] = f32ToF16(isNorm ? 1 : (next() * 2 - 1) * a);
+    return new Uint8Array(out.buffer);
+  }
+  // BF16 in bulk: f32 values in a scratch block, rounded to nearest even on their bits (no NaN can occur).
   const out = new Uint16Array(n);
-  const enc = dtype === "BF16" ? f32ToBf16 : f32ToF16;
-  for (let i = 0; i < n; i++) out[i] = enc(isNorm ? 1 : (next() * 2 - 1) * a);
+  const block = new Float32Array(Math.min(n, 1 << 16));
+  const bits = new Uint32Array(block.buffer);
+  for (let start = 0; start < n; start += block.length) {
+    const m = Math.min(block.length, n - start);
+    for (let i = 0; i < m; i++) block[i] = isNorm ? 1 : (next() * 2 - 1) * a;
+    for (let i = 0; i < m; i++) {
+      const b = bits[i];
+      out[start + i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+    }
+  }
   return new Uint8Array(out.buffer);
 }
 
