@@ -38,7 +38,7 @@ export function applyRopeRef(
   headDim: number,
   pos: number,
   invFreq: Float64Array,
-) {
+): void {
   const half = headDim / 2;
   for (let h = 0; h < heads; h++) {
     const b = h * headDim;
