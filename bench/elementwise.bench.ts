@@ -11,7 +11,7 @@
 import { GpuContext } from "../src/gpu/context.ts";
 import { uploadWeight } from "../src/gpu/weights.ts";
 import { embedding } from "../src/ops/embedding.ts";
-import { rmsnorm } from "../src/ops/rmsnorm.ts";
+import { addRmsnorm, rmsnorm } from "../src/ops/rmsnorm.ts";
 import { ropeQK, uploadInvFreq } from "../src/ops/rope.ts";
 import { siluMul } from "../src/ops/silu_mul.ts";
 import { softmax } from "../src/ops/softmax.ts";
@@ -93,6 +93,13 @@ for (const [phase, rows, reps] of [["decode", 1, 50], ["prefill", PREFILL, 2]] a
     (2 * rows * DIM + DIM) * 4,
     reps,
     () => rmsnorm(ctx, x, normW, normOut, rows, DIM, 1e-6),
+  );
+  bench(
+    `addRmsnorm ${rows}×${DIM}`,
+    "rmsnorm",
+    (4 * rows * DIM + DIM) * 4,
+    reps,
+    () => addRmsnorm(ctx, x, embedOut, normW, normOut, rows, DIM, 1e-6),
   );
   bench(
     `ropeQK ${rows}×(${Q_HEADS}+${KV_HEADS})×${HEAD_DIM}`,

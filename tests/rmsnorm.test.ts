@@ -1,5 +1,5 @@
-import { rmsnorm } from "../src/ops/rmsnorm.ts";
-import { rmsnormRef } from "../src/ref/elementwise.ts";
+import { addRmsnorm, rmsnorm } from "../src/ops/rmsnorm.ts";
+import { addRef, rmsnormRef } from "../src/ref/elementwise.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 
 // f32 accumulation of ≤ 8192 squares (strided partial sums + tree) and one inverseSqrt: measured ~1.5e-7
@@ -58,4 +58,31 @@ Deno.test("rmsnorm: many rows (prefill batch of 512 × 1536)", async () => {
   rmsnorm(ctx, gx, gw, out, rows, dim, 1e-6);
   assertClose(await ctx.readF32(out), rmsnormRef(x, w, rows, dim, 1e-6), BOUND, "rmsnorm 512×1536");
   for (const b of [gx, gw, out]) b.destroy();
+});
+
+Deno.test("addRmsnorm: residual += delta in place, then RMSNorm of the sum", async () => {
+  const ctx = await gpuContext();
+  const seed = freshSeed();
+  console.log(`seed ${seed}`);
+  const next = rng(seed);
+  for (const [rows, dim] of [[1, 1536], [7, 1000], [3, 64]] as [number, number][]) {
+    const h = randomF32(rows * dim, next, 4);
+    const d = randomF32(rows * dim, next, 2);
+    const w = randomF32(dim, next);
+    const gh = ctx.upload(h, "h");
+    const gd = ctx.upload(d, "d");
+    const gw = ctx.upload(w, "w");
+    const out = ctx.createBuffer(rows * dim * 4, "out");
+    poison(ctx, out);
+    addRmsnorm(ctx, gh, gd, gw, out, rows, dim, 1e-6);
+    const sum = addRef(h, d);
+    assertClose(await ctx.readF32(gh), sum, 0, `addRmsnorm residual ${rows}×${dim}`);
+    assertClose(
+      await ctx.readF32(out),
+      rmsnormRef(sum, w, rows, dim, 1e-6),
+      BOUND,
+      `addRmsnorm ${rows}×${dim}`,
+    );
+    for (const b of [gh, gd, gw, out]) b.destroy();
+  }
 });
