@@ -32,9 +32,8 @@ export class BytePairEncoder {
   readonly idToToken: string[];
   private readonly ignoreMerges: boolean;
   private readonly byteIds: Int32Array = new Int32Array(256);
-  private readonly keyA: Int32Array;
-  private readonly keyB: Int32Array;
-  private readonly rankOfSlot: Int32Array;
+  /** Slot h holds [left id (-1 = empty), right id, rank, unused] at 4h: one cache line serves a probe. */
+  private readonly table: Int32Array;
   private readonly shift: number;
   private readonly mask: number;
   private readonly mergedId: Int32Array;
@@ -54,10 +53,8 @@ export class BytePairEncoder {
     let bits = 4;
     while ((1 << bits) < merges.length * 2) bits++;
     this.shift = 32 - bits;
-    this.mask = (1 << bits) - 1;
-    this.keyA = new Int32Array(1 << bits).fill(-1);
-    this.keyB = new Int32Array(1 << bits);
-    this.rankOfSlot = new Int32Array(1 << bits);
+    this.mask = (4 << bits) - 1;
+    this.table = new Int32Array(4 << bits).fill(-1);
     this.mergedId = new Int32Array(merges.length);
     for (let rank = 0; rank < merges.length; rank++) {
       const m = merges[rank];
@@ -78,11 +75,12 @@ export class BytePairEncoder {
       }
       this.mergedId[rank] = ab;
       // A repeated pair keeps its last rank, as the Rust crate's HashMap collection does.
-      let h = this.hash(a, b);
-      while (this.keyA[h] !== -1 && (this.keyA[h] !== a || this.keyB[h] !== b)) h = (h + 1) & this.mask;
-      this.keyA[h] = a;
-      this.keyB[h] = b;
-      this.rankOfSlot[h] = rank;
+      const t = this.table;
+      let h = this.hash(a, b) << 2;
+      while (t[h] !== -1 && (t[h] !== a || t[h + 1] !== b)) h = (h + 4) & this.mask;
+      t[h] = a;
+      t[h + 1] = b;
+      t[h + 2] = rank;
     }
   }
 
@@ -92,13 +90,13 @@ export class BytePairEncoder {
 
   /** Rank of merging symbols a and b, or -1 when no merge exists. */
   private rank(a: number, b: number): number {
-    const keyA = this.keyA, mask = this.mask;
-    let h = this.hash(a, b);
+    const t = this.table, mask = this.mask;
+    let h = this.hash(a, b) << 2;
     for (;;) {
-      const k = keyA[h];
+      const k = t[h];
       if (k === -1) return -1;
-      if (k === a && this.keyB[h] === b) return this.rankOfSlot[h];
-      h = (h + 1) & mask;
+      if (k === a && t[h + 1] === b) return t[h + 2];
+      h = (h + 4) & mask;
     }
   }
 
@@ -141,7 +139,9 @@ export class BytePairEncoder {
       syms[i] = id;
     }
     const len = n <= SMALL_WORD ? this.mergeSmall(n) : this.mergeLarge(n);
-    return Array.from(syms.subarray(0, len));
+    const ids: number[] = new Array(len);
+    for (let i = 0; i < len; i++) ids[i] = syms[i];
+    return ids;
   }
 
   /** Quadratic merge: repeatedly merges the leftmost lowest-rank pair. Returns the new symbol count. */
