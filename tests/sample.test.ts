@@ -20,7 +20,7 @@ const next = rng(seed);
 const MARGIN = 1e-5;
 
 /** Rows of logits, laid out with a stride larger than the vocabulary and a leading offset. */
-function layout(rows: Float32Array[], vocab: number, offset: number, stride: number): Float32Array {
+function layout(rows: Float32Array[], offset: number, stride: number): Float32Array {
   const buf = new Float32Array(offset + rows.length * stride).fill(NaN);
   rows.forEach((r, i) => buf.set(r, offset + i * stride));
   return buf;
@@ -47,7 +47,7 @@ Deno.test("argmax matches the reference, ties go to the lowest id", async () => 
       rows.push(l);
     }
     const offset = 5, stride = vocab + 3;
-    const g = ctx.upload(layout(rows, vocab, offset, stride), "logits");
+    const g = ctx.upload(layout(rows, offset, stride), "logits");
     const ids = ctx.createBuffer(rows.length * 4 + 4, "ids");
     poison(ctx, ids);
     argmaxRows(ctx, { logits: g, rows: rows.length, vocab, offset, rowStride: stride }, ids);
@@ -133,7 +133,7 @@ Deno.test("sampled ids agree exactly with the reference (fast and fallback paths
     const rows = Array.from({ length: c.rows }, () => c.make(c.vocab));
     const params = { ...c.p, seed: (c.p.seed * 7919 + seed) >>> 0 };
     const offset = 3, stride = c.vocab + 1;
-    const g = ctx.upload(layout(rows, c.vocab, offset, stride), "logits");
+    const g = ctx.upload(layout(rows, offset, stride), "logits");
     const ids = ctx.createBuffer(c.rows * 4, "ids");
     poison(ctx, ids);
     sampleRows(ctx, { logits: g, rows: c.rows, vocab: c.vocab, offset, rowStride: stride }, params, ids);
