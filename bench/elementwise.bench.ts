@@ -6,10 +6,11 @@
  * `ctx.sync()` costs ~12 ms on Deno + lavapipe (completion polling), which would otherwise swamp every
  * decode-sized op. In the forward pass these ops sit inside one large batch too, so the per-op figure
  * (iteration time / reps) is the relevant one. Achieved GB/s (minimal bytes each op must read + write, per op
- * time) is printed when the run ends.
+ * median time) is printed when the run ends.
  */
 import { GpuContext } from "../src/gpu/context.ts";
 import { uploadWeight } from "../src/gpu/weights.ts";
+import { add } from "../src/ops/add.ts";
 import { embedding } from "../src/ops/embedding.ts";
 import { addRmsnorm, rmsnorm } from "../src/ops/rmsnorm.ts";
 import { ropeQK, uploadInvFreq } from "../src/ops/rope.ts";
@@ -27,7 +28,7 @@ const PREFILL = 512;
 
 const ctx = await GpuContext.create();
 const buf = (floats: number, label: string) => ctx.createBuffer(floats * 4, label);
-const stats = new Map<string, { bytes: number; ms: number; n: number }>();
+const stats = new Map<string, { bytes: number; ms: number[] }>();
 
 /** Registers a benchmark of `record` (which records one op moving `bytes`), batched `reps` times per sync. */
 function bench(name: string, group: string, bytes: number, reps: number, record: () => void, n = 10): void {
@@ -44,22 +45,21 @@ function bench(name: string, group: string, bytes: number, reps: number, record:
       await ctx.sync();
       const dt = performance.now() - t0;
       b.end();
-      const s = stats.get(name) ?? { bytes, ms: 0, n: 0 };
-      s.ms += dt / reps;
-      s.n++;
+      const s = stats.get(name) ?? { bytes, ms: [] };
+      s.ms.push(dt / reps);
       stats.set(name, s);
     },
   });
 }
 
 globalThis.addEventListener("unload", () => {
-  console.log("\nper op (batched; minimal bytes / mean time per op):");
+  console.log("\nper op (batched; minimal bytes / median time per op, warmup included in the median):");
   for (const [name, s] of stats) {
-    const mean = s.ms / s.n;
+    const median = s.ms.sort((a, b) => a - b)[s.ms.length >> 1];
     console.log(
-      `  ${name.padEnd(40)} ${(s.bytes / 1e6).toFixed(3).padStart(8)} MB ${mean.toFixed(3).padStart(9)} ms ${
-        (s.bytes / (mean * 1e6)).toFixed(2).padStart(7)
-      } GB/s`,
+      `  ${name.padEnd(40)} ${(s.bytes / 1e6).toFixed(3).padStart(8)} MB ${
+        median.toFixed(3).padStart(9)
+      } ms ${(s.bytes / (median * 1e6)).toFixed(2).padStart(7)} GB/s`,
     );
   }
 });
@@ -143,5 +143,30 @@ for (const [phase, rows, reps] of [["decode", 1, 50], ["prefill", PREFILL, 2]] a
   }
 }
 
-// The fixed cost every batch pays once, for scale.
-Deno.bench({ name: "empty ctx.sync()", group: "overhead", n: 10, warmup: 2, fn: () => ctx.sync() });
+// Baselines on the same adapter, for scale: the template add kernel and a plain buffer copy.
+bench(
+  "baseline add 512×8960",
+  "baseline",
+  3 * PREFILL * HIDDEN * 4,
+  2,
+  () => add(ctx, gate, up, act, PREFILL * HIDDEN),
+);
+bench(
+  "baseline copyBufferToBuffer 512×8960",
+  "baseline",
+  2 * PREFILL * HIDDEN * 4,
+  2,
+  () => ctx.copy(gate, 0, act, 0, PREFILL * HIDDEN * 4),
+);
+
+// The fixed cost of a lone op: one tiny dispatch, then wait for completion (submit + completion polling).
+Deno.bench({
+  name: "lone rmsnorm 1×1536 + sync (latency)",
+  group: "overhead",
+  n: 10,
+  warmup: 2,
+  async fn() {
+    rmsnorm(ctx, x, normW, normOut, 1, DIM, 1e-6);
+    await ctx.sync();
+  },
+});
