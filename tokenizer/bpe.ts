@@ -43,9 +43,14 @@ export class BytePairEncoder {
   private ranks: Int32Array = new Int32Array(256);
 
   constructor(model: BpeModelJson) {
-    this.vocab = new Map(Object.entries(model.vocab));
+    this.vocab = new Map();
     this.idToToken = [];
-    for (const [tok, id] of this.vocab) this.idToToken[id] = tok;
+    const vocab = model.vocab;
+    for (const tok in vocab) {
+      const id = vocab[tok];
+      this.vocab.set(tok, id);
+      this.idToToken[id] = tok;
+    }
     this.ignoreMerges = model.ignore_merges === true;
     for (let b = 0; b < 256; b++) this.byteIds[b] = this.vocab.get(BYTE_TO_CHAR[b]) ?? -1;
 

@@ -48,6 +48,26 @@ export interface EncodeOptions {
 export interface DecodeOptions {
   /** Leave out tokens marked special. Default false. */
   skipSpecialTokens?: boolean;
+  /**
+   * Apply transformers' `clean_up_tokenization` (" ." → ".", " n't" → "n't", …). Default false: it is lossy,
+   * so a generated text should not go through it (transformers enables it when the config says so).
+   */
+  cleanUpTokenizationSpaces?: boolean;
+}
+
+/** transformers' `clean_up_tokenization`: removes the space before some punctuation and contractions. */
+export function cleanUpTokenization(text: string): string {
+  return text
+    .replaceAll(" .", ".")
+    .replaceAll(" ?", "?")
+    .replaceAll(" !", "!")
+    .replaceAll(" ,", ",")
+    .replaceAll(" ' ", "'")
+    .replaceAll(" n't", "n't")
+    .replaceAll(" 'm", "'m")
+    .replaceAll(" 's", "'s")
+    .replaceAll(" 've", "'ve")
+    .replaceAll(" 're", "'re");
 }
 
 type Emit = (piece: string) => void;
@@ -455,7 +475,8 @@ export class Tokenizer {
 
   /** Decodes ids to text; invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD. */
   decode(ids: ArrayLike<number>, options: DecodeOptions = {}): string {
-    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(this.decodeBytes(ids, options));
+    const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(this.decodeBytes(ids, options));
+    return options.cleanUpTokenizationSpaces ? cleanUpTokenization(text) : text;
   }
 
   /** The raw bytes that `ids` stand for (unknown ids are skipped, as in Hugging Face's decode). */
