@@ -335,11 +335,25 @@ Deno.test("tokenizer: fromFile reads tokenizer.json and tokenizer_config.json be
       }),
     );
     const withConfig = await Tokenizer.fromFile(dir); // a directory works too
+    assert.deepEqual(withConfig.encode("x"), [tinyId("<｜begin▁of▁sentence｜>"), tinyId("x")]); // file's template
     assert.equal(withConfig.bosId, tinyId("<|im_start|>"));
     assert.equal(withConfig.eosId, tinyId("<|im_end|>"));
     assert.ok(withConfig.stopIds.includes(tinyId("<|im_end|>")));
     assert.ok(withConfig.stopIds.includes(tinyId("<｜end▁of▁sentence｜>")));
     assert.equal(withConfig.chatTemplate, "chatml");
+    // Llama tokenizer classes take BOS/EOS from add_bos_token/add_eos_token, as transformers does.
+    const llamaClass = (extra: object) =>
+      Tokenizer.fromJson(TINY, {
+        bos_token: "<|im_start|>",
+        eos_token: "<|im_end|>",
+        tokenizer_class: "LlamaTokenizerFast",
+        ...extra,
+      });
+    assert.deepEqual(llamaClass({}).encode("x"), [tinyId("<|im_start|>"), tinyId("x")]);
+    assert.deepEqual(llamaClass({ add_bos_token: false, add_eos_token: true }).encode("x"), [
+      tinyId("x"),
+      tinyId("<|im_end|>"),
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

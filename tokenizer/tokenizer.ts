@@ -354,7 +354,7 @@ export class Tokenizer {
   private readonly normMatcher: AddedMatcher | null;
   private readonly normalize: ((s: string) => string) | null;
   private readonly preTokenize: Step;
-  private readonly post: { prefix: number[]; suffix: number[] };
+  private post: { prefix: number[]; suffix: number[] };
   private readonly bytesCache: (Uint8Array | null | undefined)[] = [];
 
   private constructor(json: Json, config: Json) {
@@ -425,6 +425,16 @@ export class Tokenizer {
       if (id !== undefined) stops.add(id);
     }
     this.stopIds = [...stops];
+
+    // transformers rebuilds the post-processor of Llama tokenizer classes from add_bos_token/add_eos_token
+    // (DeepSeek-R1-Distill configs use LlamaTokenizerFast), ignoring the one in tokenizer.json.
+    if (config?.tokenizer_class === "LlamaTokenizerFast" || config?.tokenizer_class === "LlamaTokenizer") {
+      const addBos = config.add_bos_token ?? true, addEos = config.add_eos_token ?? false;
+      this.post = {
+        prefix: addBos && this.bosId !== null ? [this.bosId] : [],
+        suffix: addEos && this.eosId !== null ? [this.eosId] : [],
+      };
+    }
 
     const detected = detectChatTemplate(config, (t) => this.addedByContent.has(t));
     this.chatTemplate = detected?.name ?? null;
