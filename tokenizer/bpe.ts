@@ -132,7 +132,7 @@ export class BytePairEncoder {
     const n = utf8Encode(piece, bytes);
     if (this.ignoreMerges) {
       // Llama-3 style: a pre-token that is itself a vocabulary entry is emitted whole, merges or not.
-      const whole = this.vocab.get(bytesToByteLevel(bytes, n));
+      const whole = this.vocab.get(this.byteLevelKey(piece, bytes, n));
       if (whole !== undefined) return [whole];
     }
     const syms = this.syms;
@@ -147,6 +147,21 @@ export class BytePairEncoder {
     const ids: number[] = new Array(len);
     for (let i = 0; i < len; i++) ids[i] = syms[i];
     return ids;
+  }
+
+  /**
+   * The byte-level spelling of a pre-token. Printable ASCII spells itself and a leading space is "Ġ", which
+   * covers most words without building the string one character at a time.
+   */
+  private byteLevelKey(piece: string, bytes: Uint8Array, n: number): string {
+    if (n !== piece.length) return bytesToByteLevel(bytes, n);
+    for (let i = 1; i < n; i++) {
+      const b = bytes[i];
+      if (b < 0x21 || b > 0x7e) return bytesToByteLevel(bytes, n);
+    }
+    const b0 = bytes[0];
+    if (b0 === 0x20) return "Ġ" + piece.slice(1);
+    return b0 >= 0x21 && b0 <= 0x7e ? piece : bytesToByteLevel(bytes, n);
   }
 
   /** Quadratic merge: repeatedly merges the leftmost lowest-rank pair. Returns the new symbol count. */
