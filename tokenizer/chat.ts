@@ -19,7 +19,9 @@
 
 /** One chat turn. */
 export interface ChatMessage {
+  /** "system", "user" or "assistant" (ChatML and Llama-3 accept any role name). */
   role: string;
+  /** The message text. */
   content: string;
 }
 
@@ -36,6 +38,7 @@ export interface ChatTemplateOptions {
 
 /** What {@link detectChatTemplate} found. */
 export interface DetectedChatTemplate {
+  /** The template family. */
   name: ChatTemplateName;
   /** For ChatML: the default system prompt of Qwen2.5's template, when the template text contains it. */
   defaultSystemPrompt: string | null;

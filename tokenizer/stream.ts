@@ -15,6 +15,7 @@ export class IncrementalDecoder {
   private decoder = new TextDecoder("utf-8", { ignoreBOM: true });
   private readonly skipSpecial: boolean;
 
+  /** A decoder for `tokenizer`'s ids; `skipSpecialTokens` drops special tokens as `decode` does. */
   constructor(private readonly tokenizer: Tokenizer, options: DecodeOptions = {}) {
     this.skipSpecial = options.skipSpecialTokens ?? false;
   }

@@ -24,7 +24,9 @@ import { escapeRegExp, onigToRegExp } from "./regex.ts";
 
 /** An added (often special) token: matched in the text before pre-tokenization. */
 export interface AddedToken {
+  /** Token id. */
   id: number;
+  /** The literal text that stands for the token. */
   content: string;
   /** Special tokens are dropped by `decode(…, { skipSpecialTokens: true })`. */
   special: boolean;
