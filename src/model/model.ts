@@ -1,0 +1,153 @@
+/**
+ * A model resident on the GPU: config, weights uploaded once (tensor by tensor, so peak host memory is one
+ * tensor, not the checkpoint), and RoPE frequencies.
+ */
+import type { GpuContext } from "../gpu/context.ts";
+import { uploadWeight, type Weight } from "../gpu/weights.ts";
+import { uploadInvFreq } from "../ops/rope.ts";
+import { ropeInvFreq } from "../ref/rope.ts";
+import { ProgressBar } from "../util/progress.ts";
+import { layerTensorNames, loadConfig, type ModelConfig, validateCheckpoint } from "./config.ts";
+import { bytesToF32, SafetensorsIndex } from "./safetensors.ts";
+
+/** One decoder layer's weights. Matrices are [out_features, in_features]. */
+export interface LayerWeights {
+  /** f32 [hidden] */
+  inputNorm: GPUBuffer;
+  /** [heads·headDim, hidden] */
+  q: Weight;
+  /** [kvHeads·headDim, hidden] */
+  k: Weight;
+  /** [kvHeads·headDim, hidden] */
+  v: Weight;
+  /** f32 [heads·headDim], [kvHeads·headDim], [kvHeads·headDim] — Qwen2 only */
+  qBias: GPUBuffer | null;
+  kBias: GPUBuffer | null;
+  vBias: GPUBuffer | null;
+  /** [hidden, heads·headDim] */
+  o: Weight;
+  /** f32 [hidden] */
+  postNorm: GPUBuffer;
+  /** [intermediate, hidden] */
+  gate: Weight;
+  /** [intermediate, hidden] */
+  up: Weight;
+  /** [hidden, intermediate] */
+  down: Weight;
+}
+
+/** All weights of a decoder. */
+export interface ModelWeights {
+  /** [vocab, hidden] */
+  embed: Weight;
+  layers: LayerWeights[];
+  /** f32 [hidden] */
+  finalNorm: GPUBuffer;
+  /** [vocab, hidden]; the embedding itself when tied. */
+  lmHead: Weight;
+}
+
+/** Options of {@link GpuModel.load}. */
+export interface LoadOptions {
+  /** Show a progress bar on stderr (default: when the checkpoint is over 8 MB). */
+  progress?: boolean;
+}
+
+/** A loaded model. */
+export class GpuModel {
+  readonly config: ModelConfig;
+  readonly weights: ModelWeights;
+  /** f32 [headDim/2] RoPE inverse frequencies (Llama-3 scaling applied when configured). */
+  readonly invFreq: GPUBuffer;
+  /** Bytes of all weights on the GPU (the tied embedding counted once). */
+  readonly weightBytes: number;
+  readonly dir: string;
+
+  constructor(
+    dir: string,
+    config: ModelConfig,
+    weights: ModelWeights,
+    invFreq: GPUBuffer,
+    weightBytes: number,
+  ) {
+    this.dir = dir;
+    this.config = config;
+    this.weights = weights;
+    this.invFreq = invFreq;
+    this.weightBytes = weightBytes;
+  }
+
+  /** Bytes of weights one decode step reads (every matrix once; norms and biases are negligible but counted). */
+  get decodeWeightBytes(): number {
+    return this.weightBytes - this.weights.embed.bytes * (this.config.tieWordEmbeddings ? 0 : 1) +
+      this.config.hiddenSize * 4;
+  }
+
+  /** Reads config.json and the safetensors checkpoint in `dir`, validates them and uploads every weight. */
+  static async load(ctx: GpuContext, dir: string, options: LoadOptions = {}): Promise<GpuModel> {
+    const config = await loadConfig(dir);
+    const index = await SafetensorsIndex.open(dir);
+    try {
+      validateCheckpoint(config, index);
+      const total = [...index.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
+      const bar = new ProgressBar(`loading ${dir}`, total, options.progress ?? total > 8e6);
+      let bytes = 0;
+      const matrix = async (name: string): Promise<Weight> => {
+        const info = index.info(name)!;
+        const data = await index.read(name);
+        bar.advance(data.byteLength);
+        bytes += data.byteLength;
+        const [rows, cols] = info.shape;
+        return uploadWeight(ctx, name, info.engineDType, rows, cols, data);
+      };
+      const vector = async (name: string): Promise<GPUBuffer> => {
+        const info = index.info(name)!;
+        const data = await index.read(name);
+        bar.advance(data.byteLength);
+        bytes += data.byteLength;
+        return ctx.upload(bytesToF32(info.dtype, data), name);
+      };
+      const embed = await matrix("model.embed_tokens.weight");
+      const layers: LayerWeights[] = [];
+      for (let i = 0; i < config.numLayers; i++) {
+        const n = layerTensorNames(i);
+        const bias = config.attentionBias;
+        layers.push({
+          inputNorm: await vector(n.inputNorm),
+          q: await matrix(n.q),
+          qBias: bias ? await vector(n.qBias) : null,
+          k: await matrix(n.k),
+          kBias: bias ? await vector(n.kBias) : null,
+          v: await matrix(n.v),
+          vBias: bias ? await vector(n.vBias) : null,
+          o: await matrix(n.o),
+          postNorm: await vector(n.postNorm),
+          gate: await matrix(n.gate),
+          up: await matrix(n.up),
+          down: await matrix(n.down),
+        });
+      }
+      const finalNorm = await vector("model.norm.weight");
+      const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight");
+      bar.finish();
+      const inv = ropeInvFreq(
+        config.headDim,
+        config.ropeTheta,
+        config.ropeScaling
+          ? {
+            rope_type: "llama3",
+            factor: config.ropeScaling.factor,
+            low_freq_factor: config.ropeScaling.lowFreqFactor,
+            high_freq_factor: config.ropeScaling.highFreqFactor,
+            original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings,
+          }
+          : null,
+      );
+      const invFreq = uploadInvFreq(ctx, inv);
+      await ctx.sync();
+      return new GpuModel(dir, config, { embed, layers, finalNorm, lmHead }, invFreq, bytes);
+    } finally {
+      index.close();
+    }
+  }
+}
