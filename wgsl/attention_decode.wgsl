@@ -1,6 +1,9 @@
 // Decode attention (one query token) with split-K ("flash decoding") and optional per-token scores.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), CH (tokens per chunk),
-// WG (threads per workgroup, a multiple of HD4).
+// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4).
+// The query is read from a uniform buffer (the op copies it there): every invocation reads the same q
+// element at the same time, and CPU adapters (llvmpipe) broadcast uniform loads but gather per lane from
+// workgroup or storage memory — this alone halves the logit pass there.
 //
 // Pass `partial`  — workgroup (chunk c, kv head kh): logits of the chunk's tokens for the G query heads that
 //                   share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V.
@@ -10,7 +13,7 @@
 struct Params {
   len: u32,
   n_chunks: u32,
-  q_off4: u32,      // query offset in vec4 units
+  q_off4: u32,      // unused (the op copies the query from its offset)
   out_off4: u32,    // output offset in vec4 units
   score_off: u32,   // score offset in elements
   decay: u32,       // 0: write fresh, 1: S = gamma * S + score
@@ -27,14 +30,13 @@ const NEG: f32 = -3.0e38;
 const LANES: u32 = WG / HD4;
 
 // ---- partial ----
-@group(0) @binding(1) var<storage, read> q: array<vec4f>;
+@group(0) @binding(1) var<uniform> q: array<vec4f, NQ4>;
 @group(0) @binding(2) var<storage, read> k: array<vec4f>;
 @group(0) @binding(3) var<storage, read> v: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [nHeads, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [nHeads, n_chunks]
 @group(0) @binding(6) var<storage, read_write> logits: array<f32>;    // [nHeads, len]
 
-var<workgroup> qs: array<vec4f, G * HD4>;
 var<workgroup> sl: array<f32, G * CH>;
 var<workgroup> ml: array<vec2f, G>;
 var<workgroup> oacc: array<vec4f, (LANES - 1u) * G * HD4 + 1u>;
@@ -45,11 +47,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let kh = wid.y;
   let base = c * CH;
   let n = min(CH, p.len - base);
-  for (var i = t; i < G * HD4; i += WG) {
-    qs[i] = q[p.q_off4 + kh * G * HD4 + i] * p.scale;
-  }
-  workgroupBarrier();
-
+  let qb = kh * G * HD4;
   // Logits: one thread per token, K row read once for all G heads.
   for (var j = t; j < n; j += WG) {
     let kb = ((base + j) * p.n_kv + kh) * HD4;
@@ -61,13 +59,14 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     for (var d = 0u; d < HD4; d++) {
       let kv = k[kb + d];
       for (var g = 0u; g < G; g++) {
-        acc[g] += dot(qs[g * HD4 + d], kv);
+        acc[g] += dot(q[qb + g * HD4 + d], kv);
       }
     }
     for (var g = 0u; g < G; g++) {
-      sl[g * CH + j] = acc[g];
+      let s = acc[g] * p.scale;
+      sl[g * CH + j] = s;
       if (p.want_logits != 0u) {
-        logits[(kh * G + g) * p.len + base + j] = acc[g];
+        logits[(kh * G + g) * p.len + base + j] = s;
       }
     }
   }

@@ -83,14 +83,18 @@ function checkOffset(name: string, off: number): number {
 }
 
 const decodeKernels = new Map<string, KernelSource>();
-function decodeKernel(G: number, hd: number, entryPoint: string): KernelSource {
-  const key = `${G}/${hd}/${entryPoint}`;
+function decodeKernel(nHeads: number, G: number, hd: number, entryPoint: string): KernelSource {
+  const key = `${nHeads}/${G}/${hd}/${entryPoint}`;
   let k = decodeKernels.get(key);
   if (!k) {
     const header =
       `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
-      `const WG: u32 = ${DECODE_WG}u;\n`;
-    k = { name: `attention_decode_${entryPoint}_g${G}_d${hd}`, code: header + decodeCode, entryPoint };
+      `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * hd / 4}u;\n`;
+    k = {
+      name: `attention_decode_${entryPoint}_h${nHeads}_g${G}_d${hd}`,
+      code: header + decodeCode,
+      entryPoint,
+    };
     decodeKernels.set(key, k);
   }
   return k;
@@ -144,18 +148,30 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
   const partMl = pool.acquire(nHeads * nChunks * 8, STORAGE_USAGE, "attn-part-ml");
   const logits = pool.acquire(wantScores ? nHeads * len * 4 : 4, STORAGE_USAGE, "attn-logits");
   const headMl = pool.acquire(nHeads * 8, STORAGE_USAGE, "attn-head-ml");
+  // The query goes to a uniform buffer (see wgsl/attention_decode.wgsl for why).
+  const qBytes = nHeads * hd * 4;
+  const qUniform = pool.acquire(qBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "attn-q-uniform");
+  const qSrc = a.q instanceof GPUBuffer
+    ? { buffer: a.q, offset: 0 }
+    : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
+  ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4, qUniform, 0, qBytes);
   ctx.dispatch(
-    decodeKernel(G, hd, "partial"),
-    [a.q, a.k, a.v, partO, partMl, logits],
+    decodeKernel(nHeads, G, hd, "partial"),
+    [qUniform, a.k, a.v, partO, partMl, logits],
     [nChunks, nKvHeads],
     uniforms,
   );
-  ctx.dispatch(decodeKernel(G, hd, "combine"), [partO, partMl, a.out, headMl], [nHeads], uniforms);
+  ctx.dispatch(decodeKernel(nHeads, G, hd, "combine"), [partO, partMl, a.out, headMl], [nHeads], uniforms);
   if (a.scores) {
-    ctx.dispatch(decodeKernel(G, hd, "scores"), [logits, headMl, a.scores.buffer], [sx, sy], uniforms);
+    ctx.dispatch(
+      decodeKernel(nHeads, G, hd, "scores"),
+      [logits, headMl, a.scores.buffer],
+      [sx, sy],
+      uniforms,
+    );
   }
   // Safe to recycle now: later users of these buffers are recorded (and so run) after this work.
-  for (const b of [partO, partMl, logits, headMl]) pool.release(b);
+  for (const b of [qUniform, partO, partMl, logits, headMl]) pool.release(b);
 }
 
 /** Records causal prefill attention for one sequence, plus the observation-window scores when asked. */

@@ -1,0 +1,97 @@
+/**
+ * Attention at DeepSeek-R1-Distill-Qwen-1.5B shapes (12 query heads, 2 KV heads, headDim 128).
+ *
+ * Decode: one query over len = 1k, 4k, 8k cached tokens, with and without the per-token score output (fresh
+ * scores; the decayed variant costs the same plus one read). GB/s counts the K/V bytes every step must read
+ * (2 · len · nKv · headDim · 4). Prefill: 512 causal queries from an empty cache, with the observation-window
+ * scores (W = 32) and without; GFLOP/s counts 4 · nHeads · headDim per visible (query, key) pair.
+ * One iteration records `reps` ops and syncs once (a lone sync costs ~12 ms on lavapipe); per-op figures and
+ * the score overhead as a fraction print at the end.
+ */
+import { GpuContext } from "../src/gpu/context.ts";
+import { attentionDecode, attentionPrefill } from "../src/ops/attention.ts";
+
+const SHAPE = { nHeads: 12, nKvHeads: 2, headDim: 128 };
+const LENS = [1024, 4096, 8192];
+const PREFILL = 512;
+const WINDOW = 32;
+
+const ctx = await GpuContext.create();
+const stats = new Map<string, { ms: number; n: number; work: number; unit: string }>();
+
+function lcg(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 * 2 - 1;
+}
+const next = lcg(7);
+const rand = (n: number) => Float32Array.from({ length: n }, next);
+
+const maxLen = Math.max(...LENS);
+const row = SHAPE.nKvHeads * SHAPE.headDim;
+const k = ctx.upload(rand(maxLen * row), "k");
+const v = ctx.upload(rand(maxLen * row), "v");
+const q = ctx.upload(rand(PREFILL * SHAPE.nHeads * SHAPE.headDim), "q");
+const out = ctx.createBuffer(PREFILL * SHAPE.nHeads * SHAPE.headDim * 4, "out");
+const scores = ctx.createBuffer(maxLen * 4, "scores");
+
+function bench(name: string, work: number, unit: string, reps: number, record: () => void): void {
+  record(); // compile outside the timed loop
+  Deno.bench({
+    name: `${name} ×${reps}`,
+    n: 6,
+    warmup: 2,
+    async fn(b) {
+      b.start();
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) record();
+      await ctx.sync();
+      const dt = performance.now() - t0;
+      b.end();
+      const s = stats.get(name) ?? { ms: 0, n: 0, work, unit };
+      s.ms += dt / reps;
+      s.n++;
+      stats.set(name, s);
+    },
+  });
+}
+
+globalThis.addEventListener("unload", () => {
+  console.log("\nper op (batched):");
+  const mean = (name: string) => {
+    const s = stats.get(name);
+    return s ? s.ms / s.n : NaN;
+  };
+  for (const [name, s] of stats) {
+    const ms = s.ms / s.n;
+    console.log(`  ${name.padEnd(40)} ${ms.toFixed(3).padStart(9)} ms ${(s.work / (ms * 1e6)).toFixed(2)} ${s.unit}`);
+  }
+  for (const len of LENS) {
+    const a = mean(`decode len=${len}`), b = mean(`decode len=${len} +scores`);
+    console.log(`  score overhead at len=${len}: ${((b - a) / a * 100).toFixed(1)}%`);
+  }
+  const a = mean(`prefill T=${PREFILL}`), b = mean(`prefill T=${PREFILL} +window`);
+  console.log(`  window-score overhead at T=${PREFILL}: ${((b - a) / a * 100).toFixed(1)}%`);
+});
+
+for (const len of LENS) {
+  const bytes = 2 * len * row * 4;
+  const base = { ...SHAPE, q, k, v, out, len };
+  bench(`decode len=${len}`, bytes, "GB/s", 20, () => attentionDecode(ctx, base));
+  bench(
+    `decode len=${len} +scores`,
+    bytes,
+    "GB/s",
+    20,
+    () => attentionDecode(ctx, { ...base, scores: { buffer: scores } }),
+  );
+}
+const flops = 4 * SHAPE.nHeads * SHAPE.headDim * (PREFILL * (PREFILL + 1) / 2);
+const pre = { ...SHAPE, q, k, v, out, T: PREFILL, start: 0 };
+bench(`prefill T=${PREFILL}`, flops, "GFLOP/s", 1, () => attentionPrefill(ctx, pre));
+bench(
+  `prefill T=${PREFILL} +window`,
+  flops,
+  "GFLOP/s",
+  1,
+  () => attentionPrefill(ctx, { ...pre, window: { buffer: scores, size: WINDOW } }),
+);
