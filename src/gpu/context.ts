@@ -102,10 +102,13 @@ export class GpuContext {
     this.device.queue.writeBuffer(buffer, byteOffset, padded);
   }
 
-  /** Records one compute dispatch. `uniforms` (if any) is bound at binding 0, `bindings` from binding 1. */
+  /**
+   * Records one compute dispatch. `uniforms` (if any) is bound at binding 0, `bindings` from binding 1
+   * (buffers, buffer ranges, or texture views for kernels that sample textures).
+   */
   dispatch(
     kernel: KernelSource,
-    bindings: Binding[],
+    bindings: (Binding | GPUTextureView)[],
     workgroups: readonly [number, number?, number?],
     uniforms?: ArrayBufferView,
   ): void {
@@ -128,7 +131,9 @@ export class GpuContext {
       entries.push({ binding: 0, resource: { buffer: this.#arena, offset, size: Math.max(16, bytes) } });
     }
     bindings.forEach((b, i) => {
-      const resource = b instanceof GPUBuffer
+      const resource = b instanceof GPUTextureView
+        ? b
+        : b instanceof GPUBuffer
         ? { buffer: b }
         : { buffer: b.buffer, offset: b.offset, size: b.size };
       entries.push({ binding: i + 1, resource });
