@@ -63,7 +63,9 @@ globalThis.addEventListener("unload", () => {
   };
   for (const [name, s] of stats) {
     const ms = s.ms / s.n;
-    console.log(`  ${name.padEnd(40)} ${ms.toFixed(3).padStart(9)} ms ${(s.work / (ms * 1e6)).toFixed(2)} ${s.unit}`);
+    console.log(
+      `  ${name.padEnd(40)} ${ms.toFixed(3).padStart(9)} ms ${(s.work / (ms * 1e6)).toFixed(2)} ${s.unit}`,
+    );
   }
   for (const len of LENS) {
     const a = mean(`decode len=${len}`), b = mean(`decode len=${len} +scores`);

@@ -1,107 +1,188 @@
-// Causal prefill attention (flash-attention style, online softmax) and observation-window scores.
-// The op prepends: const G (query heads per KV head), HD4 (headDim / 4), BQ (query rows per workgroup =
-// threads), BK (keys per shared K/V tile).
+// Causal prefill attention as blocked multi-query decoding, plus observation-window scores.
+// The op prepends: const G (query heads per KV head), HD4 (headDim / 4), M (queries per block),
+// NH (query heads), CH (keys per chunk), WG (threads, a multiple of CH and of HD4).
 //
-// Entry `main`   — workgroup (query tile, head h); thread = one query row holding q and the output
-//                  accumulator in registers; K/V tiles of BK slots are staged in workgroup memory. Query i
-//                  sees slots 0..start+i. Also stores (m, l) per (query, head) for the window pass.
-// Entry `window` — thread per slot j: Σ over the last W queries and all heads of exp(q·k·scale - m) / l,
-//                  the same logits recomputed in the same order as `main`.
+// For each block of M queries the op copies the block's queries ([M, NH, HD4], contiguous) into a uniform
+// buffer — CPU adapters broadcast uniform loads but gather per lane from storage/workgroup memory — and runs
+//   `partial` — workgroup (chunk c, kv head kh): the R = M·G (query, head) rows that share kh against the
+//               chunk's CH keys, each K and V row read once for all R rows; causal mask by slot
+//               (query i sees slots 0..start+i); per-row chunk max, sum and unnormalised P·V.
+//   `combine` — workgroup per (query, head): merges the chunks, writes the output and (m, l) for `window`.
+// `window` — thread per slot j: Σ over the last W queries and all heads of exp(q·k·scale − m) / l.
 struct Params {
   t: u32,           // queries in this call
-  start: u32,       // slots already cached before this chunk
-  n_heads: u32,
+  start: u32,       // slots cached before this chunk
   n_kv: u32,
-  q_off4: u32,
+  q0: u32,          // first query of this block
+  mv: u32,          // valid queries in this block (≤ M)
+  n_chunks: u32,    // chunks of this block (covering slots 0..start+q0+mv-1)
   out_off4: u32,
   w: u32,           // window size (≤ t)
-  score_off: u32,
   scale: f32,
   gamma: f32,
-  decay: u32,       // 0: write fresh, 1: S = gamma * S + score
+  decay: u32,       // window: 0 write fresh, 1 S = gamma * S + score
   row_stride: u32,  // threads per grid row of `window`
+  score_off: u32,
+  q_off4: u32,      // `window`: query offset in vec4 units
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 const NEG: f32 = -3.0e38;
+const R: u32 = M * G;
+const TPG: u32 = WG / CH;                 // QK: thread groups per key
+const RPG_QK: u32 = (R + TPG - 1u) / TPG; // QK: rows per thread
+const PG: u32 = WG / HD4;                 // PV: thread groups per output quad
+const RPG_PV: u32 = (R + PG - 1u) / PG;   // PV: rows per thread
 
-@group(0) @binding(1) var<storage, read> q: array<vec4f>;
+// ---- partial ----
+@group(0) @binding(1) var<uniform> q: array<vec4f, M * NH * HD4>;
 @group(0) @binding(2) var<storage, read> k: array<vec4f>;
 @group(0) @binding(3) var<storage, read> v: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> out: array<vec4f>;
-@group(0) @binding(5) var<storage, read_write> stats: array<vec2f>; // [t, n_heads]: (m, l)
+@group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [M, NH, n_chunks, HD4]
+@group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [M, NH, n_chunks]
 
-var<workgroup> ks: array<vec4f, BK * HD4>;
-var<workgroup> vs: array<vec4f, BK * HD4>;
+var<workgroup> sl: array<f32, R * CH>;
+var<workgroup> ml: array<vec2f, R>;
 
-@compute @workgroup_size(BQ)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
-  let h = wid.y;
-  let kh = h / G;
-  let i = wid.x * BQ + t;
-  let live = i < p.t;
-  let lim = p.start + i; // last visible slot (inclusive)
-  let n_keys = p.start + min(wid.x * BQ + BQ, p.t);
-  var qv: array<vec4f, HD4>;
-  var acc: array<vec4f, HD4>;
-  if (live) {
-    let qb = p.q_off4 + (i * p.n_heads + h) * HD4;
+@compute @workgroup_size(WG)
+fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let c = wid.x;
+  let kh = wid.y;
+  let base = c * CH;
+  let n_keys = p.start + p.q0 + p.mv;
+  let n = min(CH, n_keys - base);
+
+  // Logits: thread (key j, row group); each thread loads its key's row and dots it with RPG_QK rows.
+  let j = t % CH;
+  let rg = t / CH;
+  if (j < n) {
+    let kb = ((base + j) * p.n_kv + kh) * HD4;
+    var acc: array<f32, RPG_QK>;
+    for (var i = 0u; i < RPG_QK; i++) {
+      acc[i] = 0.0; // explicit: naga does not re-zero loop-local arrays
+    }
     for (var d = 0u; d < HD4; d++) {
-      qv[d] = q[qb + d] * p.scale;
-    }
-  }
-  var m = NEG;
-  var l = 0.0;
-  for (var kb = 0u; kb < n_keys; kb += BK) {
-    for (var x = t; x < BK * HD4; x += BQ) {
-      let tok = kb + x / HD4;
-      if (tok < n_keys) {
-        let gi = (tok * p.n_kv + kh) * HD4 + x % HD4;
-        ks[x] = k[gi];
-        vs[x] = v[gi];
-      } else {
-        ks[x] = vec4f(0.0);
-        vs[x] = vec4f(0.0);
-      }
-    }
-    workgroupBarrier();
-    if (live && kb <= lim) {
-      var s: array<f32, BK>;
-      var tm = m;
-      let nv = min(BK, lim + 1u - kb); // visible keys of this tile
-      for (var jj = 0u; jj < nv; jj++) {
-        var dd = 0.0;
-        for (var d = 0u; d < HD4; d++) {
-          dd += dot(qv[d], ks[jj * HD4 + d]);
-        }
-        s[jj] = dd;
-        tm = max(tm, dd);
-      }
-      let corr = exp(m - tm);
-      l *= corr;
-      for (var d = 0u; d < HD4; d++) {
-        acc[d] *= corr;
-      }
-      for (var jj = 0u; jj < nv; jj++) {
-        let e = exp(s[jj] - tm);
-        l += e;
-        for (var d = 0u; d < HD4; d++) {
-          acc[d] += e * vs[jj * HD4 + d];
+      let kv = k[kb + d];
+      for (var i = 0u; i < RPG_QK; i++) {
+        let r = rg * RPG_QK + i;
+        if (r < R) {
+          let m = r / G;
+          acc[i] += dot(q[(m * NH + kh * G + r % G) * HD4 + d], kv);
         }
       }
-      m = tm;
     }
-    workgroupBarrier();
+    for (var i = 0u; i < RPG_QK; i++) {
+      let r = rg * RPG_QK + i;
+      if (r < R) {
+        // Query m sits at slot start + q0 + m and sees slots up to it.
+        let visible = base + j <= p.start + p.q0 + r / G;
+        sl[r * CH + j] = select(NEG, acc[i] * p.scale, visible);
+      }
+    }
   }
-  if (live) {
-    let ob = p.out_off4 + (i * p.n_heads + h) * HD4;
-    for (var d = 0u; d < HD4; d++) {
-      out[ob + d] = acc[d] / l;
+  workgroupBarrier();
+
+  // Per-row chunk max and sum (rows with no visible key here get l = 0).
+  if (t < R) {
+    var m = NEG;
+    for (var jj = 0u; jj < n; jj++) {
+      m = max(m, sl[t * CH + jj]);
     }
-    stats[i * p.n_heads + h] = vec2f(m, l);
+    var s = 0.0;
+    for (var jj = 0u; jj < n; jj++) {
+      let x = sl[t * CH + jj];
+      let e = select(0.0, exp(x - m), x > NEG);
+      sl[t * CH + jj] = e;
+      s += e;
+    }
+    ml[t] = vec2f(m, s);
+  }
+  workgroupBarrier();
+
+  // P·V: thread (output quad d, row group); each V element is loaded once for RPG_PV rows.
+  let d = t % HD4;
+  let pg = t / HD4;
+  var acc: array<vec4f, RPG_PV>;
+  for (var jj = 0u; jj < n; jj++) {
+    let vv = v[((base + jj) * p.n_kv + kh) * HD4 + d];
+    for (var i = 0u; i < RPG_PV; i++) {
+      let r = pg * RPG_PV + i;
+      if (r < R) {
+        acc[i] += sl[r * CH + jj] * vv;
+      }
+    }
+  }
+  for (var i = 0u; i < RPG_PV; i++) {
+    let r = pg * RPG_PV + i;
+    if (r < R && r / G < p.mv) {
+      let h = kh * G + r % G;
+      let row = (r / G) * NH + h;
+      part_o[(row * p.n_chunks + c) * HD4 + d] = acc[i];
+      if (d == 0u) {
+        part_ml[row * p.n_chunks + c] = ml[r];
+      }
+    }
   }
 }
 
+// ---- combine ----
+@group(0) @binding(1) var<storage, read> c_part_o: array<vec4f>;
+@group(0) @binding(2) var<storage, read> c_part_ml: array<vec2f>;
+@group(0) @binding(3) var<storage, read_write> c_out: array<vec4f>;
+@group(0) @binding(4) var<storage, read_write> c_stats: array<vec2f>; // [t, NH]: (m, l)
+
+var<workgroup> red: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
+  let row = wid.x; // m * NH + h within the block
+  let nc = p.n_chunks;
+  let mb = row * nc;
+  var m = NEG;
+  for (var c = t; c < nc; c += 64u) {
+    m = max(m, c_part_ml[mb + c].x);
+  }
+  red[t] = m;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] = max(red[t], red[t + s]);
+    }
+    workgroupBarrier();
+  }
+  let gm = red[0];
+  workgroupBarrier();
+  var l = 0.0;
+  for (var c = t; c < nc; c += 64u) {
+    let e = c_part_ml[mb + c];
+    l += exp(e.x - gm) * e.y;
+  }
+  red[t] = l;
+  workgroupBarrier();
+  for (var s = 32u; s > 0u; s >>= 1u) {
+    if (t < s) {
+      red[t] += red[t + s];
+    }
+    workgroupBarrier();
+  }
+  let gl = red[0];
+  let grow = p.q0 * NH + row; // (query, head) row in the whole call
+  for (var d = t; d < HD4; d += 64u) {
+    var acc = vec4f(0.0);
+    for (var c = 0u; c < nc; c++) {
+      let e = c_part_ml[mb + c];
+      if (e.y > 0.0) {
+        acc += exp(e.x - gm) * c_part_o[(mb + c) * HD4 + d];
+      }
+    }
+    c_out[p.out_off4 + grow * HD4 + d] = acc / gl;
+  }
+  if (t == 0u) {
+    c_stats[grow] = vec2f(gm, gl);
+  }
+}
+
+// ---- window ----
 @group(0) @binding(1) var<storage, read> w_q: array<vec4f>;
 @group(0) @binding(2) var<storage, read> w_k: array<vec4f>;
 @group(0) @binding(3) var<storage, read> w_stats: array<vec2f>;
@@ -125,13 +206,13 @@ fn window(@builtin(global_invocation_id) gid: vec3u) {
     for (var g = 0u; g < G; g++) {
       let h = kh * G + g;
       for (var i = max(i0, select(0u, j - p.start, j > p.start)); i < p.t; i++) {
-        let qb = p.q_off4 + (i * p.n_heads + h) * HD4;
+        let qb = p.q_off4 + (i * NH + h) * HD4;
         var dd = 0.0;
         for (var d = 0u; d < HD4; d++) {
-          dd += dot(w_q[qb + d] * p.scale, kr[d]);
+          dd += dot(w_q[qb + d], kr[d]);
         }
-        let e = w_stats[i * p.n_heads + h];
-        total += exp(dd - e.x) / e.y;
+        let e = w_stats[i * NH + h];
+        total += exp(dd * p.scale - e.x) / e.y;
       }
     }
   }

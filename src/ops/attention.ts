@@ -17,9 +17,9 @@ export type { AttentionShape } from "../ref/attention.ts";
 /** Tokens per split-K chunk of decode attention (one workgroup per chunk and KV head). */
 export const DECODE_CHUNK = 128;
 const DECODE_WG = 64;
-/** Query rows (= threads) per prefill workgroup and keys per staged K/V tile. */
-const PREFILL_BQ = 64;
-const PREFILL_BK = 16;
+/** Keys per prefill chunk and threads per prefill `partial` workgroup (a multiple of CH and headDim/4). */
+const PREFILL_CH = 32;
+const PREFILL_WG = 256;
 
 /** Where a kernel writes per-token scores: `buffer[offset + j]` for each valid slot j. */
 export interface ScoreTarget {
@@ -101,16 +101,31 @@ function decodeKernel(nHeads: number, G: number, hd: number, entryPoint: string)
 }
 
 const prefillKernels = new Map<string, KernelSource>();
-function prefillKernel(G: number, hd: number, entryPoint: string): KernelSource {
-  const key = `${G}/${hd}/${entryPoint}`;
+function prefillKernel(nHeads: number, G: number, hd: number, M: number, entryPoint: string): KernelSource {
+  const key = `${nHeads}/${G}/${hd}/${M}/${entryPoint}`;
   let k = prefillKernels.get(key);
   if (!k) {
-    const header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst BQ: u32 = ${PREFILL_BQ}u;\n` +
-      `const BK: u32 = ${PREFILL_BK}u;\n`;
-    k = { name: `attention_prefill_${entryPoint}_g${G}_d${hd}`, code: header + prefillCode, entryPoint };
+    const header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst M: u32 = ${M}u;\n` +
+      `const NH: u32 = ${nHeads}u;\nconst CH: u32 = ${PREFILL_CH}u;\nconst WG: u32 = ${PREFILL_WG}u;\n`;
+    k = {
+      name: `attention_prefill_${entryPoint}_h${nHeads}_g${G}_d${hd}_m${M}`,
+      code: header + prefillCode,
+      entryPoint,
+    };
     prefillKernels.set(key, k);
   }
   return k;
+}
+
+/**
+ * Queries per prefill block: the block's queries must fit one uniform binding (64 KiB), and the M·G rows'
+ * logits one chunk of workgroup memory (M·G·CH·4 bytes ≤ 12 KiB).
+ */
+export function prefillBlock(s: AttentionShape): number {
+  const G = s.nHeads / s.nKvHeads;
+  const byUniform = Math.floor(65536 / (s.nHeads * s.headDim * 4));
+  const byShared = Math.floor(12288 / (G * PREFILL_CH * 4));
+  return Math.max(1, Math.min(16, byUniform, byShared));
 }
 
 /**
@@ -174,41 +189,65 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
   for (const b of [qUniform, partO, partMl, logits, headMl]) pool.release(b);
 }
 
-/** Records causal prefill attention for one sequence, plus the observation-window scores when asked. */
+/**
+ * Records causal prefill attention for one sequence: per block of {@link prefillBlock} queries, a copy of the
+ * block's queries into a uniform buffer, `partial` (chunks × KV heads) and `combine` (queries × heads); then,
+ * when asked, the observation-window scores. Scratch comes from the context's pool.
+ */
 export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
   const G = checkShape(a);
   const { nHeads, nKvHeads, headDim: hd, T, start } = a;
   if (!(T >= 1)) throw new Error(`prefill attention needs T ≥ 1, got ${T}`);
   const n = start + T;
+  const M = prefillBlock(a);
   const W = Math.min(a.window?.size ?? 0, T);
   const [wx, wy] = ctx.grid(Math.ceil(n / 64));
-  const u = new ArrayBuffer(48);
-  const u32 = new Uint32Array(u);
-  const f32 = new Float32Array(u);
-  u32.set([
-    T,
-    start,
-    nHeads,
-    nKvHeads,
-    checkOffset("qOffset", a.qOffset ?? 0),
-    checkOffset("outOffset", a.outOffset ?? 0),
-    W,
-    a.window?.offset ?? 0,
-  ]);
-  f32[8] = 1 / Math.sqrt(hd);
-  f32[9] = a.window?.gamma ?? 0;
-  u32[10] = a.window?.gamma === undefined ? 0 : 1;
-  u32[11] = wx * 64;
-  const uniforms = new Uint8Array(u);
-  const stats = ctx.pool.acquire(T * nHeads * 8, STORAGE_USAGE, "attn-prefill-stats");
-  ctx.dispatch(
-    prefillKernel(G, hd, "main"),
-    [a.q, a.k, a.v, a.out, stats],
-    [Math.ceil(T / PREFILL_BQ), nHeads],
-    uniforms,
-  );
-  if (a.window && W > 0) {
-    ctx.dispatch(prefillKernel(G, hd, "window"), [a.q, a.k, stats, a.window.buffer], [wx, wy], uniforms);
+  const qOff4 = checkOffset("qOffset", a.qOffset ?? 0);
+  const outOff4 = checkOffset("outOffset", a.outOffset ?? 0);
+  const maxChunks = Math.ceil(n / PREFILL_CH);
+  const pool = ctx.pool;
+  const rowBytes = nHeads * hd * 4;
+  const qUniform = pool.acquire(M * rowBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "prefill-q");
+  const partO = pool.acquire(M * nHeads * maxChunks * hd * 4, STORAGE_USAGE, "prefill-part-o");
+  const partMl = pool.acquire(M * nHeads * maxChunks * 8, STORAGE_USAGE, "prefill-part-ml");
+  const stats = pool.acquire(T * nHeads * 8, STORAGE_USAGE, "prefill-stats");
+  const qSrc = a.q instanceof GPUBuffer
+    ? { buffer: a.q, offset: 0 }
+    : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
+  const params = (q0: number, mv: number, nChunks: number): Uint8Array => {
+    const u = new ArrayBuffer(64);
+    const u32 = new Uint32Array(u);
+    const f32 = new Float32Array(u);
+    u32.set([T, start, nKvHeads, q0, mv, nChunks, outOff4, W]);
+    f32[8] = 1 / Math.sqrt(hd);
+    f32[9] = a.window?.gamma ?? 0;
+    u32[10] = a.window?.gamma === undefined ? 0 : 1;
+    u32[11] = wx * 64;
+    u32[12] = a.window?.offset ?? 0;
+    u32[13] = qOff4;
+    return new Uint8Array(u);
+  };
+  for (let q0 = 0; q0 < T; q0 += M) {
+    const mv = Math.min(M, T - q0);
+    const nChunks = Math.ceil((start + q0 + mv) / PREFILL_CH);
+    const u = params(q0, mv, nChunks);
+    // Blocks run in recording order, so one set of scratch buffers serves them all.
+    ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4 + q0 * rowBytes, qUniform, 0, mv * rowBytes);
+    ctx.dispatch(
+      prefillKernel(nHeads, G, hd, M, "partial"),
+      [qUniform, a.k, a.v, partO, partMl],
+      [nChunks, nKvHeads],
+      u,
+    );
+    ctx.dispatch(prefillKernel(nHeads, G, hd, M, "combine"), [partO, partMl, a.out, stats], [mv * nHeads], u);
   }
-  ctx.pool.release(stats);
+  if (a.window && W > 0) {
+    ctx.dispatch(
+      prefillKernel(nHeads, G, hd, M, "window"),
+      [a.q, a.k, stats, a.window.buffer],
+      [wx, wy],
+      params(0, 0, 0),
+    );
+  }
+  for (const b of [qUniform, partO, partMl, stats]) pool.release(b);
 }
