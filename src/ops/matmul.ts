@@ -1,0 +1,72 @@
+/**
+ * Tiled matmul (prefill): Y[m, r] = Σ_c X[m, c] · W[r, c] (+ bias[r]) (+ Y[m, r]) for M token rows.
+ * One dispatch per weight chunk; each workgroup computes a 32 × 32 output tile from workgroup-shared slices
+ * (wgsl/matmul.wgsl). Accumulation in f32; weights bf16/f16/f32 (bf16 and f16 unpack exactly).
+ */
+import code from "../../wgsl/matmul.wgsl" with { type: "text" };
+import type { Binding, GpuContext } from "../gpu/context.ts";
+import type { KernelSource } from "../gpu/pipelines.ts";
+import type { Weight } from "../gpu/weights.ts";
+import type { DType } from "../dtype.ts";
+import { dummyBinding } from "./matvec.ts";
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** f32 [w.rows] added to every output row. */
+  bias?: Binding;
+  /** Add into Y instead of overwriting it (residual connections). */
+  accumulate?: boolean;
+}
+
+/** Output tile edge (tokens and weight rows) of one workgroup. */
+export const MATMUL_TILE = 32;
+
+const WLOAD: Record<DType, string> = {
+  bf16: `alias WTYPE = u32;
+fn wload(i: u32) -> f32 {
+  let u = w[i >> 1u];
+  return bitcast<f32>(select(u << 16u, u & 0xffff0000u, (i & 1u) == 1u));
+}`,
+  f16: `alias WTYPE = u32;
+fn wload(i: u32) -> f32 { return unpack2x16float(w[i >> 1u])[i & 1u]; }`,
+  f32: `alias WTYPE = f32;
+fn wload(i: u32) -> f32 { return w[i]; }`,
+};
+
+const kernels = new Map<string, KernelSource>();
+
+/**
+ * Records Y = X Wᵀ (+ bias) (+ Y). X: f32 [m, w.cols]; Y: f32 [m, w.rows]; bias: f32 [w.rows].
+ * Y must not alias X.
+ */
+export function matmul(
+  ctx: GpuContext,
+  w: Weight,
+  x: Binding,
+  y: Binding,
+  m: number,
+  opts: MatmulOptions = {},
+): void {
+  if (!Number.isInteger(m) || m < 1) throw new Error(`matmul: m must be a positive integer, got ${m}`);
+  const accumulate = opts.accumulate ?? false;
+  const hasBias = opts.bias !== undefined;
+  const name = `matmul_${w.dtype}_${+accumulate}${+hasBias}`;
+  let k = kernels.get(name);
+  if (!k) {
+    k = {
+      name,
+      code: `const ACCUMULATE = ${accumulate};\nconst HAS_BIAS = ${hasBias};\n${WLOAD[w.dtype]}\n${code}`,
+    };
+    kernels.set(name, k);
+  }
+  const tilesM = Math.ceil(m / MATMUL_TILE);
+  for (const c of w.chunks) {
+    const tilesN = Math.ceil(c.rows / MATMUL_TILE);
+    // The kernel unfolds the tile index as wid.x + wid.y · 65535.
+    const total = tilesM * tilesN;
+    const gx = Math.min(total, 65535);
+    const gy = Math.ceil(total / 65535);
+    const u = new Uint32Array([m, c.rows, w.cols, c.rowStart, w.rows, tilesN, 0, 0]);
+    ctx.dispatch(k, [c.buffer, x, y, opts.bias ?? dummyBinding(ctx)], [gx, gy], u);
+  }
+}

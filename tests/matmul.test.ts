@@ -1,0 +1,69 @@
+/**
+ * Tiled matmul against the CPU reference. Relative error bounds (max |gpu − ref| / max |ref|), per weight
+ * dtype: bf16 2e-5, f16 2e-5, f32 2e-5 — weights in the reference are the same dtype-rounded values, so only
+ * the f32 summation order differs.
+ */
+import { matmul } from "../src/ops/matmul.ts";
+import { matmulRef } from "../src/ref/linear.ts";
+import { destroyWeight, uploadWeight } from "../src/gpu/weights.ts";
+import { type DType, encode, roundTo } from "../src/dtype.ts";
+import type { GpuContext } from "../src/gpu/context.ts";
+import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
+
+const BOUND: Record<DType, number> = { bf16: 2e-5, f16: 2e-5, f32: 2e-5 };
+
+async function check(
+  ctx: GpuContext,
+  dtype: DType,
+  m: number,
+  rows: number,
+  cols: number,
+  bias: boolean,
+  accumulate: boolean,
+  next: () => number,
+  maxChunkBytes?: number,
+): Promise<void> {
+  const wv = roundTo(dtype, randomF32(rows * cols, next));
+  const w = uploadWeight(ctx, "w", dtype, rows, cols, encode(dtype, wv), maxChunkBytes, { texture: false });
+  const x = randomF32(m * cols, next);
+  const b = bias ? randomF32(rows, next) : undefined;
+  const y0 = accumulate ? randomF32(m * rows, next) : undefined;
+  const gx = ctx.upload(x, "x"), gb = b ? ctx.upload(b, "bias") : undefined;
+  const gy = ctx.createBuffer(m * rows * 4, "y");
+  if (y0) ctx.write(gy, y0);
+  else poison(ctx, gy);
+  matmul(ctx, w, gx, gy, m, { bias: gb, accumulate });
+  const what = `matmul ${dtype} m=${m} ${rows}x${cols} bias=${bias} acc=${accumulate} chunk=${maxChunkBytes}`;
+  assertClose(
+    await ctx.readF32(gy),
+    matmulRef(x, m, wv, rows, cols, { bias: b, accumulate: y0 }),
+    BOUND[dtype],
+    what,
+  );
+  destroyWeight(w);
+  for (const buf of [gx, gb, gy]) buf?.destroy();
+}
+
+for (const dtype of ["bf16", "f16", "f32"] as DType[]) {
+  Deno.test(`matmul ${dtype}: shapes off the 32×32×16 tile, bias, accumulate`, async () => {
+    const ctx = await gpuContext();
+    const seed = freshSeed();
+    console.log(`seed ${seed}`);
+    const next = rng(seed);
+    const odd = dtype === "f32" ? 1 : 0;
+    await check(ctx, dtype, 1, 5, 8 + odd, false, false, next);
+    await check(ctx, dtype, 33, 70, 50 + odd, true, false, next);
+    await check(ctx, dtype, 64, 64, 64, false, true, next);
+    await check(ctx, dtype, 100, 45, 130 + odd, true, true, next);
+    // Many chunks (a few rows each).
+    await check(ctx, dtype, 40, 97, 36, true, false, next, 1000);
+  });
+}
+
+Deno.test("matmul bf16: a prefill-sized case (512 tokens × 256 rows × 1536 cols)", async () => {
+  const ctx = await gpuContext();
+  const seed = freshSeed();
+  console.log(`seed ${seed}`);
+  const next = rng(seed);
+  await check(ctx, "bf16", 512, 256, 1536, true, false, next);
+});
