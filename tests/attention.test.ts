@@ -35,7 +35,7 @@ Deno.test("decode attention matches the reference (outputs, fresh and decayed sc
   const ctx = await gpuContext();
   const cases: [AttentionShape, number][] = [];
   for (const s of SHAPES) for (const len of [1, 7, 300]) cases.push([s, len]);
-  cases.push([SHAPES[0], 4097], [SHAPES[3], 4097]);
+  cases.push([SHAPES[0], 4097], [SHAPES[3], 4097], [SHAPES[0], 32768]);
   for (const [shape, len] of cases) {
     const what = `decode ${shape.nHeads}/${shape.nKvHeads}×${shape.headDim} len=${len}`;
     // K scaled up so the softmax is peaked rather than flat (a flat one hides indexing errors).
