@@ -94,14 +94,14 @@ Deno.test("sampled ids agree exactly with the reference (fast and fallback paths
       p: { temperature: 1, topP: 0.8, seed: 3, step: 7 },
     },
     {
-      what: "5000, top-k 2000 > candidates (fallback)",
+      what: "5000, top-k 2000 > the 1536 candidates (fallback)",
       vocab: 5000,
       rows: 16,
       make: (v) => randomF32(v, next, 3),
       p: { temperature: 0.9, topK: 2000, seed: 4, step: 1 },
     },
     {
-      what: "6000 on 7 tied levels (candidate overflow)",
+      what: "6000 on 7 tied levels (ties at the candidate boundary)",
       vocab: 6000,
       rows: 16,
       make: (v) => randomF32(v, next, 3).map(Math.round),

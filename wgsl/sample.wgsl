@@ -8,13 +8,14 @@
 //   kept mass Σ{w_i : key_i ≥ t} ≥ top_p · Z_k (Z_k the mass after top-k); again a binary search over keys.
 //   The draw: target_mass = u · Z over the kept set; the smallest id (id order) whose running kept mass > target_mass.
 //   u = (hash(seed, step, row) >> 8) / 2^24, the same hash as src/ref/sample.ts.
-// Speed: rather than ~64 passes over the row (two 32-step binary searches), a 4-pass radix select finds the
-// CAND-th largest logit, the ≥ that many candidates are gathered into workgroup memory, and both searches
-// run there. The full-row searches remain as the fallback when top-k > CAND, when the top-p set is larger
-// than the candidate set (flat distributions), or when ties overflow the candidate buffer.
+// Speed: rather than ~64 passes over the row (two 32-step binary searches), two 11-bit histogram passes find
+// a threshold keeping at most CAP (and usually nearly CAP) of the largest logits, those candidates are
+// gathered into workgroup memory, and one thread runs both searches there (no barriers). The full-row
+// searches remain as the fallback when top-k exceeds the candidates or the top-p set is larger than them
+// (flat distributions).
 const WG: u32 = 256u;
-const CAND: u32 = 1024u;
-const CAP: u32 = 1536u;
+const CAP: u32 = 1536u; // candidate buffer (12 KiB) — with the histogram ~22 KiB of workgroup memory
+const HB: u32 = 2048u;  // histogram bins (11 bits of the key per pass)
 
 struct Params {
   vocab: u32,
@@ -40,13 +41,13 @@ var<workgroup> ru_total: atomic<u32>;
 var<workgroup> ru_plain: u32;
 var<workgroup> pick: vec2u;      // (segment, fallback flag) of the draw
 var<workgroup> pick_t: f32;      // residual target mass inside the picked segment
-var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> hist: array<atomic<u32>, HB>;
 var<workgroup> cand_n: atomic<u32>;
 var<workgroup> cand_key: array<u32, CAP>;
 var<workgroup> cand_w: array<f32, CAP>;
 var<workgroup> res: vec3u;         // thresholds resolved by thread 0: (lo, state, hi)
 var<workgroup> res_goal: f32;
-var<workgroup> sel: vec2u;       // radix select: (chosen digit, remaining count)
+var<workgroup> sel: vec2u;       // histogram select: (bin, count above it), then (threshold, 0)
 
 // Monotone map f32 → u32: a < b ⇔ key(a) < key(b) for non-NaN values.
 fn key(x: f32) -> u32 {
@@ -196,41 +197,66 @@ fn mid_of(lo: u32, hi: u32) -> u32 {
   return lo + ((hi - lo) >> 1u) + ((hi - lo) & 1u);
 }
 
-// The key of the c-th largest logit (1-based), by 8-bit radix select from the top digit.
-fn radix_select(t: u32, base: u32, c: u32) -> u32 {
-  var prefix = 0u;
-  var mask = 0u;
-  var remaining = c;
-  for (var b = 4u; b > 0u; b--) {
-    let shift = (b - 1u) * 8u;
-    atomicStore(&hist[t], 0u);
-    workgroupBarrier();
-    for (var i = t; i < p.vocab; i += WG) {
-      let k = key(logits[base + i]);
-      if ((k & mask) == prefix) {
-        atomicAdd(&hist[(k >> shift) & 255u], 1u);
-      }
-    }
-    workgroupBarrier();
-    if (t == 0u) {
-      var cum = 0u;
-      var d = 255u;
-      loop {
-        let h = atomicLoad(&hist[d]);
-        if (cum + h >= remaining || d == 0u) {
-          sel = vec2u(d, remaining - cum);
-          break;
-        }
-        cum += h;
-        d--;
-      }
-    }
-    let s = workgroupUniformLoad(&sel);
-    prefix |= s.x << shift;
-    mask |= 255u << shift;
-    remaining = s.y;
+// The candidate threshold: the smallest tc on a 2^10-key grid with count(key ≥ tc) ≤ CAP, from two
+// 11-bit histogram passes over the row (bins of key >> 21, then the boundary bin's next 11 bits).
+fn cand_threshold(t: u32, base: u32) -> u32 {
+  for (var b = t; b < HB; b += WG) {
+    atomicStore(&hist[b], 0u);
   }
-  return prefix;
+  workgroupBarrier();
+  for (var i = t; i < p.vocab; i += WG) {
+    atomicAdd(&hist[key(logits[base + i]) >> 21u], 1u);
+  }
+  workgroupBarrier();
+  if (t == 0u) {
+    // Walk down from the top bin; stop at the first bin that would overflow CAP (HB: everything fits).
+    var cum = 0u;
+    var b = HB - 1u;
+    loop {
+      let h = atomicLoad(&hist[b]);
+      if (cum + h > CAP) {
+        break;
+      }
+      cum += h;
+      if (b == 0u) {
+        b = HB;
+        break;
+      }
+      b--;
+    }
+    sel = vec2u(b, cum);
+  }
+  let s1 = workgroupUniformLoad(&sel);
+  if (s1.x == HB) {
+    return 0u;
+  }
+  for (var b = t; b < HB; b += WG) {
+    atomicStore(&hist[b], 0u);
+  }
+  workgroupBarrier();
+  for (var i = t; i < p.vocab; i += WG) {
+    let k = key(logits[base + i]);
+    if ((k >> 21u) == s1.x) {
+      atomicAdd(&hist[(k >> 10u) & (HB - 1u)], 1u);
+    }
+  }
+  workgroupBarrier();
+  if (t == 0u) {
+    var cum = s1.y;
+    var b = HB - 1u;
+    loop {
+      let h = atomicLoad(&hist[b]);
+      if (cum + h > CAP || b == 0u) {
+        break;
+      }
+      cum += h;
+      b--;
+    }
+    // Keys ≥ the sub-bin above b (b = HB - 1: only the bins above s1.x).
+    let tc = (s1.x << 21u) + ((b + 1u) << 10u);
+    sel = vec2u(select(tc, 0xffffffffu, tc < (s1.x << 21u)), 0u);
+  }
+  return workgroupUniformLoad(&sel).x;
 }
 
 @compute @workgroup_size(WG)
@@ -244,12 +270,12 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
   let kmax = am.x;
   let mx = logits[base + am.y];
 
-  // Candidates: every logit ≥ the CAND-th largest (all of them for small vocabularies).
+  // Candidates: the largest logits, at most CAP of them (all of them for small vocabularies).
   // Skipped when neither top-k nor top-p is on (cand_n = CAP + 1 then routes to the no-op full path).
   let need = (p.top_k > 0u && p.top_k < p.vocab) || p.top_p < 1.0;
   var tc = 0u;
-  if (need && p.vocab > CAND) {
-    tc = radix_select(t, base, CAND);
+  if (need && p.vocab > CAP) {
+    tc = cand_threshold(t, base);
   }
   if (t == 0u) {
     atomicStore(&cand_n, select(CAP + 1u, 0u, need));
@@ -288,7 +314,7 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
     var hi_p = 0u;
     var goal = 0.0;
     if (state == 0u && p.top_k > 0u && p.top_k < p.vocab) {
-      if (p.top_k <= CAND) {
+      if (p.top_k <= n) {
         lo = tc;
         var hi = kmax;
         while (lo < hi) {
@@ -332,7 +358,7 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
   let r = workgroupUniformLoad(&res);
   var lo = r.x;
   if (r.y == 1u) {
-    // Full-row fallback: top-k > CAND, or ties overflowed the candidate buffer.
+    // Full-row fallback: top-k exceeds the candidates (or sampling without top-k/top-p: nothing to do).
     if (p.top_k > 0u && p.top_k < p.vocab) {
       var hi = kmax;
       while (lo < hi) {
