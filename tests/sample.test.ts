@@ -87,11 +87,11 @@ Deno.test("sampled ids agree exactly with the reference (fast and fallback paths
       p: { temperature: 0.7, topK: 40, topP: 0.9, seed: 2, step: 3 },
     },
     {
-      what: "5000 flat, top-p 0.8 (fallback)",
+      what: "5000 flat, temperature 2, top-p 0.8 (top-p set beyond the candidates: fallback)",
       vocab: 5000,
       rows: 16,
       make: (v) => randomF32(v, next, 3),
-      p: { temperature: 1, topP: 0.8, seed: 3, step: 7 },
+      p: { temperature: 2, topP: 0.8, seed: 3, step: 7 },
     },
     {
       what: "5000, top-k 2000 > the 1536 candidates (fallback)",
