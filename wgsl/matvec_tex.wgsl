@@ -4,7 +4,7 @@
 // Why textures: on Mesa's CPU adapter every storage-buffer load with per-lane addresses is a scalar loop
 // over the SIMD lanes, while a texel fetch moves 16 bytes per lane; see bench/RESULTS-kernels.md.
 // Each invocation owns R consecutive rows, so each x texel it fetches is reused R times.
-// The host prepends: const R, BB, WG: u32; const ACCUMULATE, HAS_BIAS: bool; and, for the weight dtype, a type
+// The host prepends: const R, WG: u32; const ACCUMULATE, HAS_BIAS: bool; and, for the weight dtype, a type
 // XV (the x values that meet one weight texel), fn xload(t: u32, b: u32) -> XV (reads xt, below) and
 // fn wdot(u: vec4<u32>, xv: XV) -> vec4<f32> (lane-wise partial products of one texel).
 struct Params {
@@ -27,29 +27,23 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let r0 = (gid.x + gid.y * p.stride) * R;
   if (r0 >= p.rows) { return; }
-  var acc: array<vec4<f32>, R * BB>;
+  let last = p.rows - 1u;
+  // Host-generated, fully unrolled (lavapipe keeps named values in registers; an indexed private array
+  // would live in per-lane scratch memory): accumulators a<k>_<b> for row r0+k and vector b; per texel
+  // column t, x values x<b> = xload(t, b) once, then each row's texel u = textureLoad(wt, (t, min(r0+k, last)))
+  // feeds a<k>_<b> += wdot(u, x<b>); finally store(r0 + k, b, a<k>_<b>) for live rows and vectors.
+  //@DECL
   for (var t = 0u; t < p.texels; t++) {
-    // x first, once per texel column, then reused by all R rows.
-    var xs: array<XV, BB>;
-    for (var b = 0u; b < BB; b++) { xs[b] = xload(t, b); }
-    for (var k = 0u; k < R; k++) {
-      let u = textureLoad(wt, vec2<u32>(t, min(r0 + k, p.rows - 1u)), 0);
-      for (var b = 0u; b < BB; b++) {
-        acc[k * BB + b] += wdot(u, xs[b]);
-      }
-    }
+    //@BODY
   }
-  for (var k = 0u; k < R; k++) {
-    let r = r0 + k;
-    if (r >= p.rows) { break; }
-    for (var b = 0u; b < BB; b++) {
-      if (b >= p.batch) { break; }
-      let a = acc[k * BB + b];
-      var v = (a.x + a.y) + (a.z + a.w);
-      if (HAS_BIAS) { v += bias[p.row_start + r]; }
-      let o = p.y_off + b * p.out_stride + p.row_start + r;
-      if (ACCUMULATE) { v += y[o]; }
-      y[o] = v;
-    }
-  }
+  //@STORE
+}
+
+fn store(r: u32, b: u32, a: vec4<f32>) {
+  if (r >= p.rows || b >= p.batch) { return; }
+  var v = (a.x + a.y) + (a.z + a.w);
+  if (HAS_BIAS) { v += bias[p.row_start + r]; }
+  let o = p.y_off + b * p.out_stride + p.row_start + r;
+  if (ACCUMULATE) { v += y[o]; }
+  y[o] = v;
 }

@@ -36,6 +36,9 @@ function rowsPerInvocation(bb: number): number {
   return Math.max(1, 8 / bb);
 }
 
+/** Rows per invocation of the texture kernel per batch tier (measured: bench/RESULTS-kernels.md). */
+export const TEX_ROWS: Record<number, number> = { 1: 8, 2: 4, 4: 4, 8: 4 };
+
 /** Batch tiers compiled: the smallest tier ≥ the live batch (1, 2, 4 or 8). */
 function batchTier(n: number): number {
   return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8;
@@ -188,6 +191,23 @@ function matvecBuffer(
   }
 }
 
+/** The texture kernel with its R×BB inner loop written out (see the comment in wgsl/matvec_tex.wgsl). */
+function unrolledTexBody(r: number, bb: number): string {
+  const decl: string[] = [], body: string[] = [], store: string[] = [];
+  for (let b = 0; b < bb; b++) body.push(`let x${b} = xload(t, ${b}u);`);
+  for (let k = 0; k < r; k++) {
+    const row = k === 0 ? "r0" : `min(r0 + ${k}u, last)`;
+    body.push(`let u${k} = textureLoad(wt, vec2<u32>(t, ${row}), 0);`);
+    for (let b = 0; b < bb; b++) {
+      decl.push(`var a${k}_${b} = vec4<f32>(0.0);`);
+      body.push(`a${k}_${b} += wdot(u${k}, x${b});`);
+      store.push(`store(r0 + ${k}u, ${b}u, a${k}_${b});`);
+    }
+  }
+  return matvecTexCode.replace("//@DECL", decl.join("\n  ")).replace("//@BODY", body.join("\n    "))
+    .replace("//@STORE", store.join("\n  "));
+}
+
 function matvecTexture(
   ctx: GpuContext,
   w: Weight,
@@ -199,7 +219,7 @@ function matvecTexture(
 ): void {
   const textures = w.textures!;
   const bb = batchTier(n);
-  const r = rowsPerInvocation(bb);
+  const r = TEX_ROWS[bb];
   const accumulate = opts.accumulate ?? false;
   const hasBias = opts.bias !== undefined;
   const texels = textures[0].texels;
@@ -217,10 +237,11 @@ function matvecTexture(
     const inv = Math.ceil(t.rows / r);
     const wg = workgroupSize(inv);
     const k = kernel(
-      `matvec_tex_${w.dtype}_b${bb}_wg${wg}_${+accumulate}${+hasBias}`,
+      `matvec_tex_${w.dtype}_r${r}_b${bb}_wg${wg}_${+accumulate}${+hasBias}`,
       () =>
-        consts({ R: r, BB: bb, WG: wg, ACCUMULATE: accumulate, HAS_BIAS: hasBias }) + "\n" +
-        TEX_DTYPE[w.dtype] + "\n" + matvecTexCode,
+        consts({ R: r, WG: wg, ACCUMULATE: accumulate, HAS_BIAS: hasBias }) + "\n" + TEX_DTYPE[w.dtype] +
+        "\n" +
+        unrolledTexBody(r, bb),
     );
     const [gx, gy] = ctx.grid(Math.ceil(inv / wg));
     const u = new Uint32Array([t.rows, texels, t.rowStart, w.rows, n, gx * wg, g * w.rows, 0]);
