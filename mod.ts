@@ -14,3 +14,33 @@ export type { KernelSource } from "./src/gpu/pipelines.ts";
 export { destroyWeight, uploadWeight } from "./src/gpu/weights.ts";
 export type { Weight, WeightChunk } from "./src/gpu/weights.ts";
 export type { DType } from "./src/dtype.ts";
+export { buildPolicy, DEFAULT_SAMPLING, Engine } from "./src/generate.ts";
+export type {
+  GenerateOptions,
+  GenerationResult,
+  GenerationStats,
+  KvOptions,
+  PruneRound,
+  SamplingOptions,
+} from "./src/generate.ts";
+export { Forward } from "./src/model/forward.ts";
+export type { SequenceState } from "./src/model/forward.ts";
+export { GpuModel } from "./src/model/model.ts";
+export type { LayerWeights, LoadOptions, ModelWeights } from "./src/model/model.ts";
+export { loadConfig, parseConfig, SUPPORTED_MODEL_TYPES } from "./src/model/config.ts";
+export type { ModelConfig } from "./src/model/config.ts";
+export { SafetensorsError, SafetensorsIndex, writeSafetensors } from "./src/model/safetensors.ts";
+export { bytesPerToken, SequenceKv } from "./src/kv/cache.ts";
+export type { KvShape, LayerKv } from "./src/kv/cache.ts";
+export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
+export type {
+  KvPolicy,
+  KvPolicyOptions,
+  LayerView,
+  LetheOptions,
+  PolicyName,
+  PruneDecision,
+} from "./src/kv/policy.ts";
+export { createPolicy } from "./src/kv/policies/mod.ts";
+export { applyChatTemplate, IncrementalDecoder, Tokenizer } from "./tokenizer/mod.ts";
+export type { ChatMessage, ChatTemplateName } from "./tokenizer/mod.ts";

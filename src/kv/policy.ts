@@ -76,6 +76,8 @@ export interface KvPolicy {
   readonly decodeGamma: number | null;
   /** Prompt queries that score the prompt at prefill: the last N, all of them, or none. */
   readonly prefillQueries: number | "all" | null;
+  /** Slots to leave free after compacting an uncapped layer (the growth expected before the next round). */
+  readonly roundHeadroom: number;
   /** How the per-step evictor picks its victim among unprotected slots. */
   readonly evictBy: "score" | "position";
   /** Hard per-layer cap during decode (an append at the cap evicts one slot on the GPU); null = none. */

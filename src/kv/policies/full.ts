@@ -14,6 +14,7 @@ export function fullPolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: null,
     prefillQueries: null,
+    roundHeadroom: 0,
     evictBy: "score",
     decodeCap: () => null,
     recentWindow: () => 0,

@@ -19,6 +19,7 @@ export function h2oPolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: 1,
     prefillQueries: "all",
+    roundHeadroom: 0,
     evictBy: "score",
     decodeCap: () => options.budget,
     recentWindow: () => recent,

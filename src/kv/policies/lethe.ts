@@ -96,6 +96,7 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: options.lethe.gamma,
     prefillQueries: Math.max(1, Math.min(options.window, Math.floor(options.budget / 2))),
+    roundHeadroom: interval,
     evictBy: "score",
     decodeCap: () => null,
     recentWindow: () => recent,

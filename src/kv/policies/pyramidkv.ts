@@ -28,6 +28,7 @@ export function pyramidkvPolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: 1,
     prefillQueries: window,
+    roundHeadroom: 0,
     evictBy: "score",
     decodeCap: capOf,
     recentWindow: () => window,

@@ -46,6 +46,7 @@ export function snapkvPolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: null,
     prefillQueries: window,
+    roundHeadroom: 16,
     evictBy: "score",
     decodeCap: () => null,
     recentWindow: () => window,

@@ -16,6 +16,7 @@ export function streamingPolicy(options: KvPolicyOptions): KvPolicy {
     options,
     decodeGamma: null,
     prefillQueries: null,
+    roundHeadroom: 0,
     evictBy: "position",
     decodeCap: () => options.budget,
     recentWindow: () => recent,

@@ -1,0 +1,294 @@
+/**
+ * `deno task generate`: generate text with a local Hugging Face model directory.
+ *
+ * Run with --help for the flags. Without --model it runs the model that ships with the project.
+ */
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { Engine, type GenerateOptions, type KvOptions, type PruneRound } from "./generate.ts";
+import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "./kv/policy.ts";
+import { NoGpuError } from "./gpu/device.ts";
+import { applyChatTemplate } from "../tokenizer/mod.ts";
+
+/** Directory of the model that ships with the project (stories260K in Hugging Face layout). */
+export const DEFAULT_MODEL_DIR: string = fileURLToPath(new URL("../models/stories260K", import.meta.url));
+
+const HELP = `Usage: deno task generate [options]
+
+Generates a continuation with a local Hugging Face model directory (config.json + *.safetensors
+[+ tokenizer.json]). Text streams to stdout; the loading progress goes to stderr.
+
+Model and prompt:
+  --model DIR            model directory (default: the bundled stories260K, a 260K-parameter Llama
+                         without a tokenizer: use --prompt-ids; its output is printed as token ids)
+  --prompt TEXT          prompt text (needs the model's tokenizer.json)
+  --prompt-ids 1,2,3     prompt as comma-separated token ids (default for models without a tokenizer: 1)
+  --chat                 wrap --prompt in the model's chat template (DeepSeek-R1 or ChatML)
+  --max-tokens N         tokens to generate at most (default 256)
+  --stop TEXT            stop when this text appears (repeatable)
+
+Sampling (default greedy):
+  --temperature T        0 = greedy (default 0)
+  --top-k K              keep the K most likely tokens, 0 = off (default 0)
+  --top-p P              nucleus sampling mass, 1 = off (default 1)
+  --seed S               RNG seed; the same seed gives the same output (default 0)
+
+KV cache policy:
+  --kv POLICY            ${POLICY_NAMES.join(" | ")} (default full)
+  --kv-budget N          tokens per layer on average; total budget N × layers (default ${DEFAULT_KV_OPTIONS.budget})
+  --kv-sink N            attention-sink tokens always kept (default ${DEFAULT_KV_OPTIONS.sink})
+  --kv-recent-ratio R    recent window as a fraction of the budget, Lethe (default ${DEFAULT_KV_OPTIONS.recentRatio})
+  --kv-window W          observation window of prompt queries, SnapKV/PyramidKV/Lethe (default ${DEFAULT_KV_OPTIONS.window})
+  --lethe-tau T          attention drop factor of the breakpoint (default ${DEFAULT_KV_OPTIONS.lethe.tau})
+  --lethe-segments D     segments the sorted scores are cut into (default ${DEFAULT_KV_OPTIONS.lethe.segments})
+  --lethe-gamma G        RASR score decay per step (default ${DEFAULT_KV_OPTIONS.lethe.gamma})
+  --lethe-interval P     decode steps between pruning rounds (default ${DEFAULT_KV_OPTIONS.lethe.interval})
+  --kv-trace FILE        write one JSON line per pruning round
+
+Output:
+  --json                 print one JSON object (prompt_ids, ids, text, stats) instead of streaming
+  --quiet                no progress bar
+  -h, --help             this help
+`;
+
+/** Exit with a message (no stack trace) for user errors. */
+class UsageError extends Error {}
+
+function num(
+  name: string,
+  v: string | undefined,
+  fallback: number,
+  check: (x: number) => boolean,
+  what: string,
+): number {
+  if (v === undefined) return fallback;
+  const x = Number(v);
+  if (v.trim() === "" || !Number.isFinite(x) || !check(x)) {
+    throw new UsageError(`--${name} must be ${what}, got "${v}"`);
+  }
+  return x;
+}
+
+const isInt = (x: number) => Number.isInteger(x);
+
+/** Parses CLI arguments into engine inputs; throws UsageError on bad input. */
+export function parseCli(args: string[]): {
+  help: boolean;
+  model: string;
+  prompt: string | null;
+  promptIds: number[] | null;
+  chat: boolean;
+  json: boolean;
+  quiet: boolean;
+  trace: string | null;
+  options: GenerateOptions & { maxTokens: number };
+} {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        model: { type: "string" },
+        prompt: { type: "string" },
+        "prompt-ids": { type: "string" },
+        chat: { type: "boolean" },
+        "max-tokens": { type: "string" },
+        stop: { type: "string", multiple: true },
+        temperature: { type: "string" },
+        "top-k": { type: "string" },
+        "top-p": { type: "string" },
+        seed: { type: "string" },
+        kv: { type: "string" },
+        "kv-budget": { type: "string" },
+        "kv-sink": { type: "string" },
+        "kv-recent-ratio": { type: "string" },
+        "kv-window": { type: "string" },
+        "lethe-tau": { type: "string" },
+        "lethe-segments": { type: "string" },
+        "lethe-gamma": { type: "string" },
+        "lethe-interval": { type: "string" },
+        "kv-trace": { type: "string" },
+        json: { type: "boolean" },
+        quiet: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\nRun with --help for the options.`);
+  }
+  const v = parsed.values;
+  const policy = (v.kv ?? "full") as PolicyName;
+  if (!POLICY_NAMES.includes(policy)) {
+    throw new UsageError(`--kv must be one of ${POLICY_NAMES.join(", ")}, got "${v.kv}"`);
+  }
+  const d = DEFAULT_KV_OPTIONS;
+  const kv: KvOptions = {
+    policy,
+    budget: num("kv-budget", v["kv-budget"], d.budget, (x) => isInt(x) && x > 0, "a positive integer"),
+    sink: num("kv-sink", v["kv-sink"], d.sink, (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
+    recentRatio: num(
+      "kv-recent-ratio",
+      v["kv-recent-ratio"],
+      d.recentRatio,
+      (x) => x >= 0 && x < 1,
+      "in [0, 1)",
+    ),
+    window: num("kv-window", v["kv-window"], d.window, (x) => isInt(x) && x > 0, "a positive integer"),
+    lethe: {
+      tau: num("lethe-tau", v["lethe-tau"], d.lethe.tau, (x) => x > 1, "a number > 1"),
+      segments: num(
+        "lethe-segments",
+        v["lethe-segments"],
+        d.lethe.segments,
+        (x) => isInt(x) && x > 0,
+        "a positive integer",
+      ),
+      gamma: num("lethe-gamma", v["lethe-gamma"], d.lethe.gamma, (x) => x > 0 && x <= 1, "in (0, 1]"),
+      interval: num(
+        "lethe-interval",
+        v["lethe-interval"],
+        d.lethe.interval,
+        (x) => isInt(x) && x > 0,
+        "a positive integer",
+      ),
+    },
+  };
+  let promptIds: number[] | null = null;
+  if (v["prompt-ids"] !== undefined) {
+    promptIds = v["prompt-ids"].split(",").map((s) => {
+      const x = Number(s.trim());
+      if (s.trim() === "" || !Number.isInteger(x) || x < 0) {
+        throw new UsageError(
+          `--prompt-ids must be comma-separated non-negative integers, got "${v["prompt-ids"]}"`,
+        );
+      }
+      return x;
+    });
+  }
+  if (promptIds && v.prompt !== undefined) {
+    throw new UsageError("give either --prompt or --prompt-ids, not both");
+  }
+  if (v.chat && v.prompt === undefined) throw new UsageError("--chat needs --prompt");
+  const maxTokens = num(
+    "max-tokens",
+    v["max-tokens"],
+    256,
+    (x) => isInt(x) && x > 0 && x <= 1_000_000,
+    "an integer in [1, 1000000]",
+  );
+  return {
+    help: v.help ?? false,
+    model: v.model ?? DEFAULT_MODEL_DIR,
+    prompt: v.prompt ?? null,
+    promptIds,
+    chat: v.chat ?? false,
+    json: v.json ?? false,
+    quiet: v.quiet ?? false,
+    trace: v["kv-trace"] ?? null,
+    options: {
+      maxTokens,
+      stop: v.stop,
+      sampling: {
+        temperature: num("temperature", v.temperature, 0, (x) => x >= 0, "a number ≥ 0"),
+        topK: num("top-k", v["top-k"], 0, (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
+        topP: num("top-p", v["top-p"], 1, (x) => x > 0 && x <= 1, "in (0, 1]"),
+        seed: num("seed", v.seed, 0, (x) => isInt(x) && x >= 0 && x < 2 ** 32, "an integer in [0, 2^32)"),
+      },
+      kv,
+    },
+  };
+}
+
+/** Runs the CLI; returns the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  let cli;
+  try {
+    cli = parseCli(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  if (cli.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const enc = new TextEncoder();
+  const out = (s: string) => Deno.stdout.writeSync(enc.encode(s));
+  let traceFile: Deno.FsFile | null = null;
+  try {
+    const engine = await Engine.load(cli.model, { progress: cli.quiet ? false : undefined });
+    let prompt: string | number[];
+    if (cli.promptIds) prompt = cli.promptIds;
+    else if (cli.prompt !== null) {
+      if (!engine.tokenizer) {
+        throw new UsageError(`model ${cli.model} has no tokenizer.json: use --prompt-ids`);
+      }
+      if (cli.chat) {
+        const template = engine.tokenizer.chatTemplate ?? "deepseek-r1";
+        prompt = applyChatTemplate([{ role: "user", content: cli.prompt }], template, {
+          defaultSystemPrompt: engine.tokenizer.defaultSystemPrompt,
+        });
+        prompt = engine.tokenizer.encode(prompt, { addSpecialTokens: false });
+      } else prompt = cli.prompt;
+    } else if (engine.tokenizer) {
+      throw new UsageError("give a prompt: --prompt TEXT or --prompt-ids 1,2,3");
+    } else prompt = [engine.model.config.bosTokenId ?? 1];
+
+    if (cli.trace) traceFile = await Deno.open(cli.trace, { write: true, create: true, truncate: true });
+    const options: GenerateOptions = {
+      ...cli.options,
+      onPrune: traceFile
+        ? (r: PruneRound) => traceFile!.writeSync(enc.encode(JSON.stringify(r) + "\n"))
+        : undefined,
+    };
+    if (!cli.json) {
+      if (engine.tokenizer) options.onText = (t) => out(t);
+      else options.onToken = (id) => out(`${id} `);
+    }
+    const result = await engine.generate(prompt, options);
+    if (cli.json) {
+      console.log(
+        JSON.stringify({
+          prompt_ids: result.promptIds,
+          ids: result.ids,
+          text: result.text,
+          finish_reason: result.finishReason,
+          stats: result.stats,
+        }),
+      );
+    } else {
+      out("\n");
+      const s = result.stats;
+      if (!cli.quiet) {
+        console.error(
+          `[${s.prefill_tokens} prompt tokens at ${
+            s.prefill_tok_s.toFixed(1)
+          } tok/s, ${s.decode_tokens} generated at ` +
+            `${s.decode_tok_s.toFixed(2)} tok/s; KV ${s.kv_policy}: peak ${
+              (s.kv_bytes_peak / 1024).toFixed(1)
+            } KiB ` +
+            `(FullKV would hold ${
+              (s.kv_bytes_full_equivalent / 1024).toFixed(1)
+            } KiB), ${s.prune_rounds} pruning rounds]`,
+        );
+      }
+    }
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || e instanceof NoGpuError) {
+      console.error(`error: ${e.message}`);
+      return e instanceof UsageError ? 2 : 1;
+    }
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    traceFile?.close();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

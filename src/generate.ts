@@ -1,0 +1,343 @@
+/**
+ * Generation: prefill, the decode loop, sampling on the GPU, stop conditions, streaming text, KV policy
+ * rounds and statistics. `Engine` is the library's entry point (also used by the CLI).
+ */
+import { GpuContext } from "./gpu/context.ts";
+import { bytesPerToken, SequenceKv } from "./kv/cache.ts";
+import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
+import type { PolicyName } from "./kv/policy.ts";
+import { createPolicy } from "./kv/policies/mod.ts";
+import { Forward, type SequenceState } from "./model/forward.ts";
+import { GpuModel } from "./model/model.ts";
+import { sampleRows } from "./ops/sample.ts";
+import { IncrementalDecoder, Tokenizer } from "../tokenizer/mod.ts";
+
+/** How the next token is chosen. temperature 0 → greedy (argmax). */
+export interface SamplingOptions {
+  temperature: number;
+  /** Keep the k most likely tokens (0 = off). */
+  topK: number;
+  /** Keep the smallest set of tokens whose probability mass reaches p (1 = off). */
+  topP: number;
+  /** RNG seed: the same seed gives the same output. */
+  seed: number;
+}
+
+/** KV policy selection for a generation. */
+export interface KvOptions {
+  policy: PolicyName;
+  budget: number;
+  sink: number;
+  recentRatio: number;
+  window: number;
+  lethe: LetheOptions;
+}
+
+/** One pruning round, as written to the trace. */
+export interface PruneRound {
+  /** Decode step after which the round ran (0 = after prefill). */
+  step: number;
+  /** Kept tokens per layer after the round. */
+  kept: number[];
+  /** Hoyer sparsity per layer (policies that compute it). */
+  hoyer: number[] | null;
+  /** Per-layer shrink triggers after the round (Lethe). */
+  trigger: number[] | null;
+}
+
+/** Options of {@link Engine.generate}. */
+export interface GenerateOptions {
+  maxTokens?: number;
+  sampling?: Partial<SamplingOptions>;
+  kv?: Partial<KvOptions>;
+  /** Stop when the decoded text contains any of these (the stop string is not returned). */
+  stop?: string[];
+  /** Stop at these token ids (default: the model's EOS ids). */
+  eos?: number[];
+  /** Called with each piece of text as soon as it is final (never splits a UTF-8 character). */
+  onText?: (text: string) => void;
+  /** Called with each generated token id. */
+  onToken?: (id: number) => void;
+  /** Called after each pruning round. */
+  onPrune?: (round: PruneRound) => void;
+  /** Called after every decode step with the sequence's cache (tests check invariants here). */
+  onStep?: (step: number, kv: SequenceKv) => void | Promise<void>;
+}
+
+/** Statistics of one generation (field names as in the CLI's JSON). */
+export interface GenerationStats {
+  prefill_tokens: number;
+  decode_tokens: number;
+  prefill_tok_s: number;
+  decode_tok_s: number;
+  weights_bytes: number;
+  kv_policy: PolicyName;
+  /** Peak bytes allocated for the KV cache (K, V, positions, scores). */
+  kv_bytes_peak: number;
+  /** Peak bytes holding valid tokens. */
+  kv_bytes_live_peak: number;
+  /** What FullKV would have held at the end (every token in every layer). */
+  kv_bytes_full_equivalent: number;
+  kv_tokens_per_layer: number[];
+  prune_rounds: number;
+  hoyer_per_layer: number[] | null;
+}
+
+/** The outcome of one generation. */
+export interface GenerationResult {
+  promptIds: number[];
+  ids: number[];
+  text: string;
+  finishReason: "stop" | "eos" | "length";
+  stats: GenerationStats;
+}
+
+/** The default sampling: greedy. */
+export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+/** Builds the policy for a generation from partial options over the documented defaults. */
+export function buildPolicy(kv: Partial<KvOptions> = {}): KvPolicy {
+  const options: KvPolicyOptions = {
+    budget: kv.budget ?? DEFAULT_KV_OPTIONS.budget,
+    sink: kv.sink ?? DEFAULT_KV_OPTIONS.sink,
+    recentRatio: kv.recentRatio ?? DEFAULT_KV_OPTIONS.recentRatio,
+    window: kv.window ?? DEFAULT_KV_OPTIONS.window,
+    lethe: { ...DEFAULT_KV_OPTIONS.lethe, ...kv.lethe },
+  };
+  return createPolicy(kv.policy ?? "full", options);
+}
+
+/** Holds back text that could still become the start of a stop string. */
+class StopFilter {
+  #pending = "";
+  #emitted = "";
+  readonly #stops: string[];
+  readonly #hold: number;
+  stopped = false;
+
+  constructor(stops: string[]) {
+    this.#stops = stops.filter((s) => s.length > 0);
+    this.#hold = Math.max(0, ...this.#stops.map((s) => s.length - 1));
+  }
+
+  /** Adds text; returns what is safe to show now. */
+  push(text: string): string {
+    if (this.stopped) return "";
+    this.#pending += text;
+    for (const s of this.#stops) {
+      const at = (this.#emitted.slice(-this.#hold) + this.#pending).indexOf(s);
+      if (at >= 0) {
+        const cut = at - Math.min(this.#hold, this.#emitted.length);
+        const out = this.#pending.slice(0, Math.max(0, cut));
+        this.stopped = true;
+        this.#pending = "";
+        this.#emitted += out;
+        return out;
+      }
+    }
+    const safe = Math.max(0, this.#pending.length - this.#hold);
+    // Never cut a surrogate pair.
+    let end = safe;
+    if (end > 0 && end < this.#pending.length && /[\uD800-\uDBFF]/.test(this.#pending[end - 1])) end--;
+    const out = this.#pending.slice(0, end);
+    this.#pending = this.#pending.slice(end);
+    this.#emitted += out;
+    return out;
+  }
+
+  /** Ends the stream. */
+  flush(): string {
+    const out = this.stopped ? "" : this.#pending;
+    this.#pending = "";
+    this.#emitted += out;
+    return out;
+  }
+
+  get text(): string {
+    return this.#emitted;
+  }
+}
+
+/** A loaded model ready to generate. */
+export class Engine {
+  readonly ctx: GpuContext;
+  readonly model: GpuModel;
+  readonly forward: Forward;
+  /** Null for models that ship without a tokenizer.json (then prompts are token ids). */
+  readonly tokenizer: Tokenizer | null;
+  readonly #ids: GPUBuffer;
+
+  constructor(ctx: GpuContext, model: GpuModel, tokenizer: Tokenizer | null) {
+    this.ctx = ctx;
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.forward = new Forward(ctx, model);
+    this.#ids = ctx.createBuffer(4 * 64, "sampled-ids");
+  }
+
+  /** Loads a Hugging Face model directory (config.json, safetensors, optional tokenizer.json). */
+  static async load(dir: string, options: { ctx?: GpuContext; progress?: boolean } = {}): Promise<Engine> {
+    const ctx = options.ctx ?? await GpuContext.create();
+    const model = await GpuModel.load(ctx, dir, { progress: options.progress });
+    let tokenizer: Tokenizer | null = null;
+    try {
+      await Deno.stat(`${dir}/tokenizer.json`);
+      tokenizer = await Tokenizer.fromFile(`${dir}/tokenizer.json`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return new Engine(ctx, model, tokenizer);
+  }
+
+  /** Encodes a prompt (raw text, special tokens recognised), adding BOS when the tokenizer asks for it. */
+  encode(text: string): number[] {
+    if (!this.tokenizer) {
+      throw new Error(`model ${this.model.dir} has no tokenizer.json: pass token ids instead`);
+    }
+    return this.tokenizer.encode(text, { addSpecialTokens: true });
+  }
+
+  /** A fresh sequence with its own KV cache and policy. */
+  newSequence(kv: Partial<KvOptions> = {}, expectedTokens = 64): SequenceState {
+    const c = this.model.config;
+    const policy = buildPolicy(kv);
+    const cache = new SequenceKv(this.ctx, {
+      layers: c.numLayers,
+      nKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    }, expectedTokens);
+    return { kv: cache, policy, pos: 0 };
+  }
+
+  /** Samples one id per logits row on the GPU and reads back only the ids. */
+  async sampleIds(logits: GPUBuffer, rows: number, s: SamplingOptions, step: number): Promise<number[]> {
+    sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, this.#ids);
+    return [...await this.ctx.readU32(this.#ids, 0, rows)];
+  }
+
+  /** Runs a pruning round if the policy wants one; returns it (for the trace) or null. */
+  async maybePrune(seq: SequenceState, step: number, afterPrefill: boolean): Promise<PruneRound | null> {
+    const lens = seq.kv.lens();
+    if (afterPrefill) {
+      if (seq.policy.prefillQueries === null && seq.policy.name !== "streaming") return null;
+      if (seq.policy.name === "full") return null;
+    } else if (!seq.policy.wantsRound(step, lens)) return null;
+    const views = await seq.kv.views();
+    const decision = afterPrefill ? seq.policy.afterPrefill(views) : seq.policy.round(step, views);
+    let changed = false;
+    const L = this.model.config.numLayers;
+    decision.keep.forEach((keep, l) => {
+      if (keep) {
+        // Room to grow before the next round: up to the layer's cap, or a little for uncapped policies.
+        const cap = seq.policy.decodeCap(l, L);
+        seq.kv.compact(l, keep, cap !== null ? Math.max(0, cap - keep.length) : seq.policy.roundHeadroom);
+        changed = true;
+      }
+    });
+    if (!changed && afterPrefill) return null;
+    return { step, kept: seq.kv.lens(), hoyer: decision.hoyer ?? null, trigger: decision.trigger ?? null };
+  }
+
+  /** Generates a continuation of `prompt` (text, or token ids). */
+  async generate(prompt: string | number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    const c = this.model.config;
+    const promptIds = typeof prompt === "string" ? this.encode(prompt) : prompt;
+    if (promptIds.length === 0) throw new Error("the prompt is empty");
+    for (const id of promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize) {
+        throw new Error(`prompt token id ${id} is outside the vocabulary [0, ${c.vocabSize})`);
+      }
+    }
+    const maxTokens = options.maxTokens ?? 256;
+    if (promptIds.length + maxTokens > c.maxPositionEmbeddings) {
+      throw new Error(
+        `prompt (${promptIds.length}) + max tokens (${maxTokens}) exceeds the model's context of ${c.maxPositionEmbeddings}`,
+      );
+    }
+    const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...options.sampling };
+    const eos = new Set(options.eos ?? c.eosTokenIds);
+    const seq = this.newSequence(options.kv, promptIds.length + Math.min(maxTokens, 256));
+    const decoder = this.tokenizer
+      ? new IncrementalDecoder(this.tokenizer, { skipSpecialTokens: true })
+      : null;
+    const stop = new StopFilter(options.stop ?? []);
+    const emit = (t: string) => {
+      if (t) options.onText?.(t);
+    };
+    const ids: number[] = [];
+    let rounds = 0;
+    let hoyer: number[] | null = null;
+    let finishReason: GenerationResult["finishReason"] = "length";
+    try {
+      // Prefill.
+      const t0 = performance.now();
+      let logits = this.forward.prefill(seq, promptIds);
+      let [next] = await this.sampleIds(logits, 1, sampling, 0);
+      const prefillMs = performance.now() - t0;
+      const pruned = await this.maybePrune(seq, 0, true);
+      if (pruned) {
+        rounds++;
+        hoyer = pruned.hoyer ?? hoyer;
+        options.onPrune?.(pruned);
+      }
+      // Decode.
+      const t1 = performance.now();
+      for (let step = 1; step <= maxTokens; step++) {
+        ids.push(next);
+        options.onToken?.(next);
+        if (eos.has(next)) {
+          finishReason = "eos";
+          break;
+        }
+        if (decoder) emit(stop.push(decoder.push(next)));
+        if (stop.stopped) {
+          finishReason = "stop";
+          break;
+        }
+        if (step === maxTokens) break;
+        logits = this.forward.decode([seq], [next]);
+        [next] = await this.sampleIds(logits, 1, sampling, step);
+        await options.onStep?.(step, seq.kv);
+        const round = await this.maybePrune(seq, step, false);
+        if (round) {
+          rounds++;
+          hoyer = round.hoyer ?? hoyer;
+          options.onPrune?.(round);
+        }
+      }
+      const decodeMs = performance.now() - t1;
+      if (decoder && !stop.stopped) emit(stop.push(decoder.flush()));
+      emit(stop.flush());
+      const decodeSteps = Math.max(0, ids.length - 1);
+      const full = (promptIds.length + decodeSteps) * c.numLayers * bytesPerToken(seq.kv.shape);
+      return {
+        promptIds,
+        ids,
+        text: decoder ? stop.text : "",
+        finishReason,
+        stats: {
+          prefill_tokens: promptIds.length,
+          decode_tokens: ids.length,
+          prefill_tok_s: promptIds.length / (prefillMs / 1000),
+          decode_tok_s: decodeSteps > 0 ? decodeSteps / (decodeMs / 1000) : 0,
+          weights_bytes: this.model.weightBytes,
+          kv_policy: seq.policy.name,
+          kv_bytes_peak: seq.kv.peakAllocated,
+          kv_bytes_live_peak: seq.kv.peakLive,
+          kv_bytes_full_equivalent: full,
+          kv_tokens_per_layer: seq.kv.lens(),
+          prune_rounds: rounds,
+          hoyer_per_layer: hoyer,
+        },
+      };
+    } finally {
+      seq.kv.destroy();
+    }
+  }
+
+  /** Frees GPU memory held by the engine (the model's weights stay until the device is destroyed). */
+  destroy(): void {
+    this.forward.destroy();
+    this.ctx.destroyLater(this.#ids);
+  }
+}

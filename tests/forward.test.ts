@@ -1,0 +1,120 @@
+/**
+ * The GPU forward against independent results: stories260K's golden logits (from a C implementation), and
+ * random-weight Qwen2 / Llama-3 checkpoints against the plain CPU reference forward, for prefill and 50 decode
+ * steps, batch 1 and 4.
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { Engine } from "../src/generate.ts";
+import { RefModel } from "../src/ref/forward.ts";
+import { assertClose, gpuContext, relError } from "./helpers.ts";
+import { GOLDEN_DIR, randomCheckpoint, STORIES_DIR, TINY_LLAMA3, TINY_QWEN2 } from "./support/models.ts";
+
+interface Golden {
+  prompt: number[];
+  positions: number;
+  logits: number[][];
+  greedy: number[];
+}
+
+async function engineFor(dir: string): Promise<Engine> {
+  return await Engine.load(dir, { ctx: await gpuContext(), progress: false });
+}
+
+for (const file of ["golden_bos.json", "golden_prompt4.json"]) {
+  Deno.test(`stories260K on the GPU matches ${file} (logits ≤ 1e-4 relative; greedy up to the first near-tie)`, async () => {
+    const golden: Golden = JSON.parse(await Deno.readTextFile(`${GOLDEN_DIR}/${file}`));
+    const engine = await engineFor(STORIES_DIR);
+    const seq = engine.newSequence({ policy: "full" }, golden.positions);
+    const vocab = engine.model.config.vocabSize;
+    let logitsBuf = engine.forward.prefill(seq, golden.prompt);
+    const steps = golden.positions - golden.prompt.length;
+    let agreed = 0;
+    let nearTie = false;
+    for (let step = 0; step < steps; step++) {
+      const logits = await engine.ctx.readF32(logitsBuf, 0, vocab);
+      if (step < golden.logits.length) {
+        assertClose(logits, golden.logits[step], 1e-4, `${file} step ${step} logits`);
+      }
+      const order = [...logits.keys()].sort((a, b) => logits[b] - logits[a]);
+      const next = order[0];
+      if (!nearTie) {
+        if (next === golden.greedy[step]) agreed++;
+        else {
+          assert(
+            logits[order[0]] - logits[order[1]] < 1e-3,
+            `${file}: greedy diverged at step ${step} without a near-tie`,
+          );
+          nearTie = true;
+        }
+      }
+      if (step + 1 < steps) logitsBuf = engine.forward.decode([seq], [golden.greedy[step]]);
+    }
+    console.log(
+      `${file}: greedy agreed for ${agreed} of ${steps} tokens${nearTie ? " (stopped at a near-tie)" : ""}`,
+    );
+    assert(agreed >= Math.min(steps, 100), `only ${agreed} greedy tokens agreed`);
+    seq.kv.destroy();
+  });
+}
+
+for (const [name, shape] of [["qwen2", TINY_QWEN2], ["llama3", TINY_LLAMA3]] as const) {
+  Deno.test(`random ${name} checkpoint: GPU logits match the CPU reference (prefill + 50 decode steps, batch 1 and 4)`, async () => {
+    const dir = await randomCheckpoint(name, shape);
+    const engine = await engineFor(dir);
+    const ref = await RefModel.load(dir);
+    const vocab = engine.model.config.vocabSize;
+    const bound = 2e-3; // bf16 weights read exactly; f32 accumulation on the GPU vs f64 on the CPU
+    const prompts = [[1, 5, 9, 200, 17, 33, 4, 8, 99, 120], [1, 7], [1, 300, 301, 302, 303, 304, 305], [
+      1,
+      42,
+      43,
+      44,
+      45,
+    ]];
+    // Batch 1: prefill (every prompt position) then 50 greedy decode steps, teacher-forced on the GPU's choices.
+    const seq = engine.newSequence({ policy: "full" });
+    const prefill = await engine.ctx.readF32(
+      engine.forward.prefill(seq, prompts[0], true),
+      0,
+      prompts[0].length * vocab,
+    );
+    const refPrefill = ref.forward(prompts[0], 0);
+    refPrefill.forEach((r, i) =>
+      assertClose(prefill.subarray(i * vocab, (i + 1) * vocab), r, bound, `prefill row ${i}`)
+    );
+    let last = prefill.subarray((prompts[0].length - 1) * vocab);
+    const single: Float32Array[] = [];
+    let worst = 0;
+    for (let step = 0; step < 50; step++) {
+      const next = last.indexOf(Math.max(...last));
+      last = (await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, vocab)).slice();
+      const want = ref.forward([next], prompts[0].length + step)[0];
+      worst = Math.max(worst, relError(last, want));
+      assertClose(last, want, bound, `decode step ${step}`);
+      single.push(last);
+    }
+    console.log(`${name}: worst relative error over 50 decode steps ${worst.toExponential(2)}`);
+    seq.kv.destroy();
+
+    // Batch 4: each sequence decoded together with the others equals the same sequence run alone.
+    const seqs = prompts.map(() => engine.newSequence({ policy: "full" }));
+    const nexts: number[] = [];
+    for (let b = 0; b < 4; b++) {
+      const l = await engine.ctx.readF32(engine.forward.prefill(seqs[b], prompts[b]), 0, vocab);
+      nexts.push(l.indexOf(Math.max(...l)));
+    }
+    const refs = await Promise.all(prompts.map(() => RefModel.load(dir)));
+    prompts.forEach((p, b) => refs[b].forward(p, 0));
+    for (let step = 0; step < 12; step++) {
+      const all = await engine.ctx.readF32(engine.forward.decode(seqs, nexts), 0, 4 * vocab);
+      for (let b = 0; b < 4; b++) {
+        const got = all.subarray(b * vocab, (b + 1) * vocab);
+        const want = refs[b].forward([nexts[b]], prompts[b].length + step)[0];
+        assertClose(got, want, bound, `batch seq ${b} step ${step}`);
+        nexts[b] = got.indexOf(Math.max(...got));
+      }
+    }
+    assertEquals(seqs.map((s) => s.pos), prompts.map((p) => p.length + 12));
+    for (const s of seqs) s.kv.destroy();
+  });
+}

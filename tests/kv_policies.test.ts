@@ -1,0 +1,127 @@
+/**
+ * KV policies on the real engine (stories260K, a trained model with real attention patterns):
+ * - with a budget at least the sequence length every policy gives logits identical to `full`;
+ * - at small budgets the invariants hold after every decode step, read from the GPU cache itself:
+ *   sinks and the recent window kept, budgets respected, positions of kept tokens unchanged (each kept slot's
+ *   K row is still the row that token got when it was appended).
+ */
+import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { Engine } from "../src/generate.ts";
+import { POLICY_NAMES } from "../src/kv/policy.ts";
+import type { SequenceKv } from "../src/kv/cache.ts";
+import { gpuContext } from "./helpers.ts";
+import { STORIES_DIR } from "./support/models.ts";
+
+async function stories(): Promise<Engine> {
+  return await Engine.load(STORIES_DIR, { ctx: await gpuContext(), progress: false });
+}
+
+Deno.test("every policy with budget ≥ sequence length gives logits identical to full", async () => {
+  const engine = await stories();
+  const vocab = engine.model.config.vocabSize;
+  const prompt = [1, 400, 300, 200, 17, 33];
+  const steps = 40;
+  // PyramidKV's deepest layer gets k̄/β + W of an average budget, so for it "budget ≥ length" must hold for that
+  // layer: (budget − 8)/20 + 8 ≥ 46 needs budget ≥ 768.
+  const run = async (policy: string) => {
+    const budget = policy === "pyramidkv" ? 800 : 128;
+    const seq = engine.newSequence({ policy: policy as never, budget, window: 8 });
+    const out: Float32Array[] = [];
+    let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, vocab);
+    await engine.maybePrune(seq, 0, true);
+    for (let step = 1; step <= steps; step++) {
+      out.push(logits);
+      const next = logits.indexOf(Math.max(...logits));
+      logits = await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, vocab);
+      await engine.maybePrune(seq, step, false);
+    }
+    assertEquals(
+      seq.kv.lens(),
+      new Array(engine.model.config.numLayers).fill(prompt.length + steps),
+      `${policy} lens`,
+    );
+    seq.kv.destroy();
+    return out;
+  };
+  const full = await run("full");
+  for (const p of POLICY_NAMES.filter((p) => p !== "full")) {
+    const got = await run(p);
+    got.forEach((l, i) => assertEquals([...l], [...full[i]], `${p} step ${i} logits differ from full`));
+  }
+});
+
+/** Reads the cache's positions and checks the policy invariants. */
+async function checkInvariants(
+  policy: string,
+  kv: SequenceKv,
+  nextPos: number,
+  caps: (number | null)[],
+  sink: number,
+  recent: number[],
+  totalBudget: number | null,
+): Promise<void> {
+  const views = await kv.views();
+  let total = 0;
+  views.forEach((v, l) => {
+    const pos = [...v.positions];
+    total += pos.length;
+    const seen = new Set(pos);
+    assertEquals(seen.size, pos.length, `${policy} layer ${l}: duplicate positions`);
+    for (const p of pos) assert(p < nextPos, `${policy} layer ${l}: position ${p} from the future`);
+    for (let s = 0; s < Math.min(sink, nextPos); s++) {
+      assert(seen.has(s), `${policy} layer ${l}: sink ${s} evicted`);
+    }
+    for (let p = Math.max(0, nextPos - recent[l]); p < nextPos; p++) {
+      assert(seen.has(p), `${policy} layer ${l}: recent position ${p} evicted (next ${nextPos})`);
+    }
+    if (caps[l] !== null) {
+      assert(pos.length <= caps[l]!, `${policy} layer ${l}: ${pos.length} > cap ${caps[l]}`);
+    }
+  });
+  if (totalBudget !== null) assert(total <= totalBudget, `${policy}: total ${total} > budget ${totalBudget}`);
+}
+
+Deno.test("policies at budget 32: sinks, recent window, budgets and kept positions hold after every step", async () => {
+  const engine = await stories();
+  const L = engine.model.config.numLayers;
+  const row = engine.model.config.numKvHeads * engine.model.config.headDim;
+  const prompt = [1, 400, 300, 200];
+  for (const policy of ["streaming", "h2o", "pyramidkv", "lethe"] as const) {
+    const budget = 32;
+    const seq = engine.newSequence({ policy, budget, window: 8 });
+    const p = seq.policy;
+    const caps = Array.from({ length: L }, (_, l) => p.decodeCap(l, L));
+    // The recent window a policy guarantees: the evictor protects recentWindow(l) positions; Lethe protects its
+    // recent window at rounds.
+    const recent = Array.from({ length: L }, (_, l) => Math.min(p.recentWindow(l, L), caps[l] ?? Infinity));
+    // Every token's K row as first written (layer 0), to check that compaction moves rows with their positions.
+    const firstRow = new Map<number, Float32Array>();
+    let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, 512);
+    await engine.maybePrune(seq, 0, true);
+    for (let step = 1; step <= 120; step++) {
+      const next = logits.indexOf(Math.max(...logits));
+      logits = await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, 512);
+      await engine.maybePrune(seq, step, false);
+      await checkInvariants(
+        policy,
+        seq.kv,
+        seq.pos,
+        caps,
+        p.options.sink,
+        recent,
+        policy === "lethe" ? budget * L : null,
+      );
+      const L0 = seq.kv.layers[0];
+      const [views] = await seq.kv.views();
+      const k = await engine.ctx.readF32(L0.k, 0, L0.len * row);
+      for (let s = 0; s < L0.len; s++) {
+        const pos = views.positions[s];
+        const r = k.slice(s * row, (s + 1) * row);
+        const first = firstRow.get(pos);
+        if (first) assertEquals([...r], [...first], `${policy}: K row of position ${pos} changed`);
+        else firstRow.set(pos, r);
+      }
+    }
+    seq.kv.destroy();
+  }
+});
