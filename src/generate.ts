@@ -175,8 +175,14 @@ export class Engine {
     this.#ids = ctx.createBuffer(4 * 64, "sampled-ids");
   }
 
-  /** Loads a Hugging Face model directory (config.json, safetensors, optional tokenizer.json). */
-  static async load(dir: string, options: { ctx?: GpuContext; progress?: boolean } = {}): Promise<Engine> {
+  /**
+   * Loads a Hugging Face model directory (config.json, safetensors, optional tokenizer.json). Unless
+   * `warmup` is false, runs a tiny prefill and decode so every pipeline is compiled before the first timing.
+   */
+  static async load(
+    dir: string,
+    options: { ctx?: GpuContext; progress?: boolean; warmup?: boolean } = {},
+  ): Promise<Engine> {
     const ctx = options.ctx ?? await GpuContext.create();
     const model = await GpuModel.load(ctx, dir, { progress: options.progress });
     let tokenizer: Tokenizer | null = null;
@@ -186,7 +192,21 @@ export class Engine {
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
-    return new Engine(ctx, model, tokenizer);
+    const engine = new Engine(ctx, model, tokenizer);
+    if (options.warmup ?? true) await engine.warmup();
+    return engine;
+  }
+
+  /** Compiles the prefill (matmul) and decode (matvec) pipelines and the sampler by running them once. */
+  async warmup(): Promise<void> {
+    const seq = this.newSequence({ policy: "full" }, 16);
+    try {
+      const prompt = Array.from({ length: 9 }, (_, i) => i % this.model.config.vocabSize);
+      await this.sampleIds(this.forward.prefill(seq, prompt), 1, { ...DEFAULT_SAMPLING, temperature: 1 }, 0);
+      await this.sampleIds(this.forward.decode([seq], [0]), 1, DEFAULT_SAMPLING, 1);
+    } finally {
+      seq.kv.destroy();
+    }
   }
 
   /** Encodes a prompt (raw text, special tokens recognised), adding BOS when the tokenizer asks for it. */

@@ -118,3 +118,29 @@ for (const [name, shape] of [["qwen2", TINY_QWEN2], ["llama3", TINY_LLAMA3]] as 
     for (const s of seqs) s.kv.destroy();
   });
 }
+
+Deno.test("chunked prefill equals one-pass prefill: logits and observation-window scores", async () => {
+  const dir = await randomCheckpoint("qwen2", TINY_QWEN2);
+  const engine = await engineFor(dir);
+  const vocab = engine.model.config.vocabSize;
+  const prompt = Array.from({ length: 23 }, (_, i) => (i * 37 + 1) % vocab);
+  const run = async (chunk: number, policy: "lethe" | "h2o") => {
+    engine.forward.prefillChunk = chunk;
+    const seq = engine.newSequence({ policy, budget: 64, window: 5 });
+    const logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, vocab);
+    const views = await seq.kv.views();
+    seq.kv.destroy();
+    return { logits, scores: views.map((v) => v.scores) };
+  };
+  for (const policy of ["lethe", "h2o"] as const) {
+    const whole = await run(512, policy);
+    for (const chunk of [4, 10, 20]) {
+      const parts = await run(chunk, policy);
+      assertClose(parts.logits, whole.logits, 1e-5, `${policy} chunk ${chunk} logits`);
+      parts.scores.forEach((s, l) =>
+        assertClose(s, whole.scores[l], 1e-5, `${policy} chunk ${chunk} layer ${l} scores`)
+      );
+    }
+  }
+  engine.forward.prefillChunk = 512;
+});

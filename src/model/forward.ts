@@ -53,6 +53,8 @@ interface Activations {
 export class Forward {
   readonly ctx: GpuContext;
   readonly model: GpuModel;
+  /** Prompt tokens per prefill pass (activations scale with it). */
+  prefillChunk = 512;
   #act: Activations | null = null;
   /** f32 [logitRows, vocab], sized for the rows actually projected (not the prompt length). */
   #logitsBuf: GPUBuffer | null = null;
@@ -65,22 +67,60 @@ export class Forward {
 
   /**
    * Records the prefill of `tokens` for one sequence (appended to its cache at positions seq.pos, …) and returns
-   * the logits buffer: f32 [1, vocab] for the last token, or [T, vocab] for every token with `allLogits`.
-   * With a policy that scores the prompt, the observation-window scores are written into the cache's score slots.
+   * the logits buffer: f32 [1, vocab] for the last token, or [T, vocab] for every token with `allLogits`
+   * (prompts of at most one chunk). Long prompts run in chunks of `prefillChunk` tokens so activations stay
+   * within the binding limit. With a policy that scores the prompt, the scores land in the cache's score slots:
+   * the observation window (the last W queries) scores every prompt token; "all" accumulates every query.
    */
   prefill(seq: SequenceState, tokens: number[], allLogits = false): GPUBuffer {
-    const c = this.model.config;
     const T = tokens.length;
     if (T === 0) throw new Error("prefill needs at least one token");
+    if (allLogits && T > this.prefillChunk) {
+      throw new Error(`allLogits needs a prompt of at most ${this.prefillChunk} tokens, got ${T}`);
+    }
+    const queries = seq.policy.prefillQueries;
+    const window = queries === null ? 0 : queries === "all" ? T : Math.min(queries, T);
+    // Chunk ends; the last chunk holds at least the whole observation window.
+    const ends: number[] = [];
+    for (let e = Math.min(T, this.prefillChunk);; e = Math.min(T, e + this.prefillChunk)) {
+      ends.push(e);
+      if (e === T) break;
+    }
+    const n = ends.length;
+    if (n > 1 && queries !== "all" && T - ends[n - 2] < window && T - window > (n > 2 ? ends[n - 3] : 0)) {
+      ends[ends.length - 2] = T - window;
+    }
+    let begin = 0;
+    let logits: GPUBuffer | null = null;
+    for (const end of ends) {
+      const last = end === T;
+      const score = queries === "all"
+        ? { size: end - begin, gamma: 1 } // accumulate every query across chunks (new rows start at 0)
+        : last && window > 0
+        ? { size: window }
+        : null;
+      logits = this.#prefillChunk(seq, tokens.slice(begin, end), score, last ? allLogits : null);
+      begin = end;
+    }
+    return logits!;
+  }
+
+  /** One prefill chunk; `logitsOf` null = no LM head, false = last row, true = every row. */
+  #prefillChunk(
+    seq: SequenceState,
+    tokens: number[],
+    score: { size: number; gamma?: number } | null,
+    logitsOf: boolean | null,
+  ): GPUBuffer | null {
+    const c = this.model.config;
+    const T = tokens.length;
     const a = this.#activations(T);
     this.ctx.write(a.ids, Uint32Array.from(tokens));
     this.ctx.write(a.positions, Uint32Array.from(tokens, (_, i) => seq.pos + i));
     embedding(this.ctx, this.model.weights.embed, a.ids, a.x, T);
     const shape = { nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
-    const windowQueries = seq.policy.prefillQueries;
     this.#layers(T, (l) => {
-      const layer = seq.kv.layers[l];
-      const start = layer.len;
+      const start = seq.kv.layers[l].len;
       seq.kv.append(l, a.k, a.v, 0, T, seq.pos);
       const L = seq.kv.layers[l];
       attentionPrefill(this.ctx, {
@@ -91,14 +131,12 @@ export class Forward {
         out: a.att,
         T,
         start,
-        window: windowQueries === null ? undefined : {
-          buffer: L.score,
-          size: windowQueries === "all" ? T : windowQueries,
-        },
+        window: score === null ? undefined : { buffer: L.score, ...score },
       });
     });
     seq.pos += T;
-    return this.#logits(a, T, allLogits ? 0 : T - 1);
+    if (logitsOf === null) return null;
+    return this.#logits(a, T, logitsOf ? 0 : T - 1);
   }
 
   /**
