@@ -75,6 +75,34 @@ globalThis.addEventListener("unload", () => {
   console.log(`  window-score overhead at T=${PREFILL}: ${((b - a) / a * 100).toFixed(1)}%`);
 });
 
+// Paired measurement of the score overhead: alternate the two variants and keep each one's best time, so
+// the ratio is not skewed by load that drifts between separately scheduled benches.
+async function timeBatch(reps: number, record: () => void): Promise<number> {
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) record();
+  await ctx.sync();
+  return (performance.now() - t0) / reps;
+}
+console.log("decode score overhead (paired, best of 5 alternating rounds of 20 steps):");
+for (const len of LENS) {
+  const base = { ...SHAPE, q, k, v, out, len };
+  const plain = () => attentionDecode(ctx, base);
+  const fresh = () => attentionDecode(ctx, { ...base, scores: { buffer: scores } });
+  const decayed = () => attentionDecode(ctx, { ...base, scores: { buffer: scores, gamma: 0.9 } });
+  let a = Infinity, b = Infinity, c = Infinity;
+  for (let round = 0; round < 5; round++) {
+    a = Math.min(a, await timeBatch(20, plain));
+    b = Math.min(b, await timeBatch(20, fresh));
+    c = Math.min(c, await timeBatch(20, decayed));
+  }
+  const gbs = (ms: number) => (2 * len * row * 4 / (ms * 1e6)).toFixed(2);
+  console.log(
+    `  len=${len}: ${a.toFixed(2)} ms (${gbs(a)} GB/s K/V) | +scores ${b.toFixed(2)} ms, overhead ${
+      ((b - a) / a * 100).toFixed(1)
+    }% | +decayed scores ${c.toFixed(2)} ms, overhead ${((c - a) / a * 100).toFixed(1)}%`,
+  );
+}
+
 for (const len of LENS) {
   const bytes = 2 * len * row * 4;
   const base = { ...SHAPE, q, k, v, out, len };

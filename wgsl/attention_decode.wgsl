@@ -6,10 +6,12 @@
 // workgroup or storage memory — this alone halves the logit pass there.
 //
 // Pass `partial`  — workgroup (chunk c, kv head kh): logits of the chunk's tokens for the G query heads that
-//                   share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V.
-// Pass `combine`  — workgroup per query head: merges chunk partials into the output; keeps (M, L) per head.
-// Pass `scores`   — thread per token: score[j] = Σ_h exp(logit[h, j] - M_h) / L_h, written fresh or
-//                   decayed into the running score (S = γ·S + score).
+//                   share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V; with
+//                   scores, also the chunk-local weights e[h, j] = exp(logit − m_c).
+// Pass `combine`  — workgroup per query head: merges chunk partials into the output; with scores, writes
+//                   per-(head, chunk) factors f = exp(m_c − M) / L so that p[h, j] = e[h, j] · f[h, c].
+// Pass `scores`   — thread per token: score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and head),
+//                   written fresh or decayed into the running score (S = γ·S + score).
 struct Params {
   len: u32,
   n_chunks: u32,
@@ -18,7 +20,7 @@ struct Params {
   score_off: u32,   // score offset in elements
   decay: u32,       // 0: write fresh, 1: S = gamma * S + score
   n_kv: u32,
-  want_logits: u32, // 1: `partial` stores logits for the `scores` pass
+  want_logits: u32, // 1: scores wanted (`partial` stores e, `combine` stores f)
   scale: f32,
   gamma: f32,
   row_stride: u32,  // threads per grid row of the `scores` pass
@@ -35,7 +37,7 @@ const LANES: u32 = WG / HD4;
 @group(0) @binding(3) var<storage, read> v: array<vec4f>;
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [nHeads, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [nHeads, n_chunks]
-@group(0) @binding(6) var<storage, read_write> logits: array<f32>;    // [nHeads, len]
+@group(0) @binding(6) var<storage, read_write> weights: array<f32>;   // e: [nHeads, len]
 
 var<workgroup> sl: array<f32, G * CH>;
 var<workgroup> ml: array<vec2f, G>;
@@ -63,11 +65,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
       }
     }
     for (var g = 0u; g < G; g++) {
-      let s = acc[g] * p.scale;
-      sl[g * CH + j] = s;
-      if (p.want_logits != 0u) {
-        logits[(kh * G + g) * p.len + base + j] = s;
-      }
+      sl[g * CH + j] = acc[g] * p.scale;
     }
   }
   workgroupBarrier();
@@ -87,6 +85,13 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     ml[t] = vec2f(m, s);
   }
   workgroupBarrier();
+  if (p.want_logits != 0u) {
+    for (var j = t; j < n; j += WG) {
+      for (var g = 0u; g < G; g++) {
+        weights[(kh * G + g) * p.len + base + j] = sl[g * CH + j];
+      }
+    }
+  }
 
   // P·V: thread owns one vec4 of the head dimension and every LANES-th token of the chunk.
   let d = t % HD4;
@@ -123,7 +128,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
 @group(0) @binding(1) var<storage, read> c_part_o: array<vec4f>;
 @group(0) @binding(2) var<storage, read> c_part_ml: array<vec2f>;
 @group(0) @binding(3) var<storage, read_write> c_out: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> c_head_ml: array<vec2f>; // [nHeads]: (M, L)
+@group(0) @binding(4) var<storage, read_write> c_factor: array<f32>; // [nHeads, n_chunks]
 
 var<workgroup> red: array<f32, WG>;
 
@@ -167,14 +172,16 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     }
     c_out[p.out_off4 + h * HD4 + d] = acc / gl;
   }
-  if (t == 0u) {
-    c_head_ml[h] = vec2f(gm, gl);
+  if (p.want_logits != 0u) {
+    for (var c = t; c < nc; c += WG) {
+      c_factor[mb + c] = exp(c_part_ml[mb + c].x - gm) / gl;
+    }
   }
 }
 
 // ---- scores ----
-@group(0) @binding(1) var<storage, read> s_logits: array<f32>;
-@group(0) @binding(2) var<storage, read> s_head_ml: array<vec2f>;
+@group(0) @binding(1) var<storage, read> s_weights: array<f32>;
+@group(0) @binding(2) var<storage, read> s_factor: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s_score: array<f32>;
 
 @compute @workgroup_size(256)
@@ -184,9 +191,9 @@ fn scores(@builtin(global_invocation_id) gid: vec3u) {
     return;
   }
   var s = 0.0;
+  let c = j / CH;
   for (var h = 0u; h < p.n_heads; h++) {
-    let e = s_head_ml[h];
-    s += exp(s_logits[h * p.len + j] - e.x) / e.y;
+    s += s_weights[h * p.len + j] * s_factor[h * p.n_chunks + c];
   }
   let o = p.score_off + j;
   if (p.decay != 0u) {

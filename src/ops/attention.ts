@@ -161,8 +161,8 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
   const pool = ctx.pool;
   const partO = pool.acquire(nHeads * nChunks * hd * 4, STORAGE_USAGE, "attn-part-o");
   const partMl = pool.acquire(nHeads * nChunks * 8, STORAGE_USAGE, "attn-part-ml");
-  const logits = pool.acquire(wantScores ? nHeads * len * 4 : 4, STORAGE_USAGE, "attn-logits");
-  const headMl = pool.acquire(nHeads * 8, STORAGE_USAGE, "attn-head-ml");
+  const weights = pool.acquire(wantScores ? nHeads * len * 4 : 4, STORAGE_USAGE, "attn-weights");
+  const factor = pool.acquire(wantScores ? nHeads * nChunks * 4 : 4, STORAGE_USAGE, "attn-factor");
   // The query goes to a uniform buffer (see wgsl/attention_decode.wgsl for why).
   const qBytes = nHeads * hd * 4;
   const qUniform = pool.acquire(qBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "attn-q-uniform");
@@ -172,21 +172,21 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
   ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4, qUniform, 0, qBytes);
   ctx.dispatch(
     decodeKernel(nHeads, G, hd, "partial"),
-    [qUniform, a.k, a.v, partO, partMl, logits],
+    [qUniform, a.k, a.v, partO, partMl, weights],
     [nChunks, nKvHeads],
     uniforms,
   );
-  ctx.dispatch(decodeKernel(nHeads, G, hd, "combine"), [partO, partMl, a.out, headMl], [nHeads], uniforms);
+  ctx.dispatch(decodeKernel(nHeads, G, hd, "combine"), [partO, partMl, a.out, factor], [nHeads], uniforms);
   if (a.scores) {
     ctx.dispatch(
       decodeKernel(nHeads, G, hd, "scores"),
-      [logits, headMl, a.scores.buffer],
+      [weights, factor, a.scores.buffer],
       [sx, sy],
       uniforms,
     );
   }
   // Safe to recycle now: later users of these buffers are recorded (and so run) after this work.
-  for (const b of [qUniform, partO, partMl, logits, headMl]) pool.release(b);
+  for (const b of [qUniform, partO, partMl, weights, factor]) pool.release(b);
 }
 
 /**
