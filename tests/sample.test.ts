@@ -161,22 +161,25 @@ Deno.test("sampled ids agree exactly with the reference (fast and fallback paths
 
 Deno.test("empirical distribution of draws matches the reference probabilities (chi-square)", async () => {
   const ctx = await gpuContext();
-  const vocab = 12, rows = 6000;
+  // 4 seeds × 1500 rows = 6000 draws per parameter set.
+  const vocab = 12, rows = 1500, seeds = 4, draws = rows * seeds;
   const logits = randomF32(vocab, next, 2);
   const g = ctx.upload(logits, "logits");
   const ids = ctx.createBuffer(rows * 4, "ids");
   for (
     const p of [{ temperature: 0.8, topK: 8, topP: 0.9 }, { temperature: 1.5 }] as Partial<SampleParams>[]
   ) {
-    const params: SampleParams = { temperature: 1, ...p, seed: seed ^ 0x5a5a, step: 42 };
-    poison(ctx, ids);
-    // rowStride 0: every row reads the same logits; the row index varies the uniform.
-    sampleRows(ctx, { logits: g, rows, vocab, rowStride: 0 }, params, ids);
-    const got = await ctx.readU32(ids);
+    const params: SampleParams = { temperature: 1, ...p, seed: 0, step: 42 };
     const counts = new Float64Array(vocab);
-    for (const id of got) {
-      if (!(id < vocab)) throw new Error(`id ${id} out of range`);
-      counts[id]++;
+    for (let sd = 0; sd < seeds; sd++) {
+      params.seed = (seed + sd * 0x9e3779b9) >>> 0;
+      poison(ctx, ids);
+      // rowStride 0: every row reads the same logits; seed and row index vary the uniform.
+      sampleRows(ctx, { logits: g, rows, vocab, rowStride: 0 }, params, ids);
+      for (const id of await ctx.readU32(ids)) {
+        if (!(id < vocab)) throw new Error(`id ${id} out of range`);
+        counts[id]++;
+      }
     }
     const probs = sampleDistribution(logits, params).probs;
     let chi2 = 0, df = -1;
@@ -189,7 +192,7 @@ Deno.test("empirical distribution of draws matches the reference probabilities (
         }
         continue;
       }
-      const e = probs[i] * rows;
+      const e = probs[i] * draws;
       chi2 += (counts[i] - e) ** 2 / e;
       df++;
     }
