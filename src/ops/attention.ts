@@ -1,10 +1,15 @@
 /**
- * Attention on the GPU: decode (one query token, split-K with per-token KV-policy scores) and causal prefill
- * (tiled online softmax, optional observation-window scores).
+ * Attention on the GPU: decode (one query token, split-K "flash decoding" with per-token KV-policy scores)
+ * and causal prefill (blocked multi-query split-K, optional observation-window scores).
  *
  * KV layout (the KV-cache contract): for one sequence and one layer, K and V are f32 token-major
- * [capacity, nKvHeads, headDim] (K after RoPE); `len` slots are valid. Queries and outputs are f32
- * [nHeads, headDim] per token; query head h reads KV head floor(h / (nHeads / nKvHeads)); scale 1/√headDim.
+ * [capacity, nKvHeads, headDim] (K after RoPE); `len` slots are valid, in slot order (positions do not
+ * matter: RoPE is applied). Queries and outputs are f32 [nHeads, headDim] per token; query head h reads KV
+ * head floor(h / (nHeads / nKvHeads)); scale 1/√headDim.
+ *
+ * Both ops copy their queries into a uniform buffer (CPU adapters broadcast uniform loads but gather per
+ * lane from storage memory), so the query buffer needs COPY_SRC usage (STORAGE_USAGE has it). Several
+ * sequences = one call each (each has its own K/V and len); all calls batch into one submit.
  */
 import decodeCode from "../../wgsl/attention_decode.wgsl" with { type: "text" };
 import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" };

@@ -2,6 +2,10 @@
  * Token selection on the GPU: argmax and temperature/top-k/top-p sampling over rows of logits. Only the
  * chosen ids (u32 per row) are written, so the host reads back `rows` u32s, never the logits. Semantics are
  * documented in src/ref/sample.ts (the CPU reference implements the same ones).
+ *
+ * One workgroup (256 threads) per row. `sampleRows` uses ~22 KiB of workgroup memory (a 2048-bin histogram
+ * and a 1536-entry candidate buffer): above WebGPU's 16 KiB default, within the real limit of the adapters
+ * we request (lavapipe 32 KiB, desktop GPUs ≥ 32 KiB).
  */
 import code from "../../wgsl/sample.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
