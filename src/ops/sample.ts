@@ -16,6 +16,8 @@ export type { SampleParams } from "../ref/sample.ts";
 
 const ARGMAX: KernelSource = { name: "sample_argmax", code, entryPoint: "argmax" };
 const SAMPLE: KernelSource = { name: "sample_topkp", code, entryPoint: "sample" };
+/** Workgroup memory of the `sample` entry point (histogram, candidates, reduction scratch), rounded up. */
+const SAMPLE_SHARED_BYTES = 23 * 1024;
 
 /** Where the rows are: `rows` rows of `vocab` f32 logits, row r at element offset + r·rowStride. */
 export interface LogitRows {
@@ -58,6 +60,11 @@ export function argmaxRows(ctx: GpuContext, l: LogitRows, ids: Binding): void {
  */
 export function sampleRows(ctx: GpuContext, l: LogitRows, params: SampleParams, ids: Binding): void {
   if (!(params.temperature > 0)) return argmaxRows(ctx, l, ids);
+  if (ctx.gpu.limits.maxComputeWorkgroupStorageSize < SAMPLE_SHARED_BYTES) {
+    throw new Error(
+      `sampleRows needs ${SAMPLE_SHARED_BYTES} bytes of workgroup memory; this adapter allows ${ctx.gpu.limits.maxComputeWorkgroupStorageSize}`,
+    );
+  }
   const [u, grid] = uniforms(ctx, l, params);
   ctx.dispatch(SAMPLE, [l.logits, ids], grid, u);
 }
