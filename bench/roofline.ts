@@ -136,6 +136,11 @@ async function main(): Promise<void> {
   });
   const quick = args.values.quick;
   const ctx = await GpuContext.create();
+  // A failed pipeline or bind group makes dispatches no-ops and the figures fantasies: fail instead.
+  let gpuError = "";
+  ctx.device.addEventListener("uncapturederror", (e) => {
+    gpuError ||= (e as GPUUncapturedErrorEvent).error.message;
+  });
   const samples = quick ? 2 : 5;
   const ceiling = await copyCeilingGbps(ctx, quick ? 32 << 20 : 128 << 20, samples);
   const cases: { kernel: string; dtype: DType; shape: [number, number]; opts: MatvecOptions }[] = [];
@@ -164,6 +169,7 @@ async function main(): Promise<void> {
       ratio: +(gbps / ceiling).toFixed(4),
     });
   }
+  if (gpuError) throw new Error(`WebGPU error during the roofline run: ${gpuError}`);
   if (args.values.json) console.log(JSON.stringify(rows));
   else {
     console.log(`adapter: ${ctx.gpu.description}`);

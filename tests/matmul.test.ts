@@ -22,9 +22,12 @@ async function check(
   accumulate: boolean,
   next: () => number,
   maxChunkBytes?: number,
+  path: "tiled" | "texture" = "tiled",
 ): Promise<void> {
   const wv = roundTo(dtype, randomF32(rows * cols, next));
-  const w = uploadWeight(ctx, "w", dtype, rows, cols, encode(dtype, wv), maxChunkBytes, { texture: false });
+  const w = uploadWeight(ctx, "w", dtype, rows, cols, encode(dtype, wv), maxChunkBytes, {
+    texture: path === "texture",
+  });
   const x = randomF32(m * cols, next);
   const b = bias ? randomF32(rows, next) : undefined;
   const y0 = accumulate ? randomF32(m * rows, next) : undefined;
@@ -32,8 +35,9 @@ async function check(
   const gy = ctx.createBuffer(m * rows * 4, "y");
   if (y0) ctx.write(gy, y0);
   else poison(ctx, gy);
-  matmul(ctx, w, gx, gy, m, { bias: gb, accumulate });
-  const what = `matmul ${dtype} m=${m} ${rows}x${cols} bias=${bias} acc=${accumulate} chunk=${maxChunkBytes}`;
+  matmul(ctx, w, gx, gy, m, { bias: gb, accumulate, path });
+  const what =
+    `matmul ${path} ${dtype} m=${m} ${rows}x${cols} bias=${bias} acc=${accumulate} chunk=${maxChunkBytes}`;
   assertClose(
     await ctx.readF32(gy),
     matmulRef(x, m, wv, rows, cols, { bias: b, accumulate: y0 }),
@@ -57,6 +61,10 @@ for (const dtype of ["bf16", "f16", "f32"] as DType[]) {
     await check(ctx, dtype, 100, 45, 130 + odd, true, true, next);
     // Many chunks (a few rows each).
     await check(ctx, dtype, 40, 97, 36, true, false, next, 1000);
+    // The texture path (CPU adapters' default): token groups of 8 in grid z, partial last group.
+    await check(ctx, dtype, 1, 5, 8 + odd, false, false, next, undefined, "texture");
+    await check(ctx, dtype, 45, 70, 50 + odd, true, false, next, undefined, "texture");
+    await check(ctx, dtype, 100, 45, 130 + odd, true, true, next, undefined, "texture");
   });
 }
 
@@ -66,4 +74,5 @@ Deno.test("matmul bf16: a prefill-sized case (512 tokens × 256 rows × 1536 col
   console.log(`seed ${seed}`);
   const next = rng(seed);
   await check(ctx, "bf16", 512, 256, 1536, true, false, next);
+  await check(ctx, "bf16", 512, 256, 1536, true, true, next, undefined, "texture");
 });

@@ -1,10 +1,10 @@
 // Matvec, texture fast path (decode): y[b, row_start + r] = Σ_c W[r, c] · x[b, c] (+ bias) (+ y when ACCUMULATE),
-// for b < batch ≤ BB. Weights come from an rgba32uint texture (one texel = 16 bytes of a row, see
+// for b < batch. Weights come from an rgba32uint texture (one texel = 16 bytes of a row, see
 // WeightTexture in src/gpu/weights.ts), x from an rgba32float staging texture (texel (j, b) = x[b, 4j..4j+3]).
 // Why textures: on Mesa's CPU adapter every storage-buffer load with per-lane addresses is a scalar loop
 // over the SIMD lanes, while a texel fetch moves 16 bytes per lane; see bench/RESULTS-kernels.md.
 // Each invocation owns R consecutive rows, so each x texel it fetches is reused R times.
-// The host prepends: const R, WG: u32; const ACCUMULATE, HAS_BIAS: bool; and, for the weight dtype, a type
+// The host prepends: const R, BB, WG: u32; const ACCUMULATE, HAS_BIAS: bool; and, for the weight dtype, a type
 // XV (the x values that meet one weight texel), fn xload(t: u32, b: u32) -> XV (reads xt, below) and
 // fn wdot(u: vec4<u32>, xv: XV) -> vec4<f32> (lane-wise partial products of one texel).
 struct Params {
@@ -24,14 +24,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let r0 = (gid.x + gid.y * p.stride) * R;
+  // Grid z walks groups of BB vectors (prefill runs all its tokens in one dispatch).
+  let tok0 = wid.z * BB;
   if (r0 >= p.rows) { return; }
   let last = p.rows - 1u;
   // Host-generated, fully unrolled (lavapipe keeps named values in registers; an indexed private array
   // would live in per-lane scratch memory): accumulators a<k>_<b> for row r0+k and vector b; per texel
-  // column t, x values x<b> = xload(t, b) once, then each row's texel u = textureLoad(wt, (t, min(r0+k, last)))
-  // feeds a<k>_<b> += wdot(u, x<b>); finally store(r0 + k, b, a<k>_<b>) for live rows and vectors.
+  // column t, x values x<b> = xload(t, tok0 + b) once, then each row's texel u = textureLoad(wt, (t,
+  // min(r0+k, last))) feeds a<k>_<b> += wdot(u, x<b>); finally store(r0 + k, tok0 + b, a<k>_<b>).
   //@DECL
   for (var t = 0u; t < p.texels; t++) {
     //@BODY

@@ -1,14 +1,14 @@
 /**
  * Tiled matmul (prefill): Y[m, r] = Σ_c X[m, c] · W[r, c] (+ bias[r]) (+ Y[m, r]) for M token rows.
- * One dispatch per weight chunk; each workgroup computes a 32 × 32 output tile from workgroup-shared slices
- * (wgsl/matmul.wgsl). Accumulation in f32; weights bf16/f16/f32 (bf16 and f16 unpack exactly).
+ * Tiled kernel: one dispatch per weight chunk; each workgroup computes a 32 × 32 output tile from
+ * workgroup-shared slices (wgsl/matmul.wgsl). Weights with a texture copy use the texture matvec instead. Accumulation in f32; weights bf16/f16/f32 (bf16 and f16 unpack exactly).
  */
 import code from "../../wgsl/matmul.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
 import type { Weight } from "../gpu/weights.ts";
 import type { DType } from "../dtype.ts";
-import { dummyBinding } from "./matvec.ts";
+import { dummyBinding, matvec } from "./matvec.ts";
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -16,6 +16,12 @@ export interface MatmulOptions {
   bias?: Binding;
   /** Add into Y instead of overwriting it (residual connections). */
   accumulate?: boolean;
+  /**
+   * Force a kernel (tests, benchmarks). Default: when the weight has a texture copy (CPU adapters), the texture
+   * matvec over all M rows — on lavapipe workgroup-memory loads cost as much as storage loads, and the
+   * batched texture matvec measured ~30× the tiled kernel's GFLOP/s (bench/RESULTS-kernels.md); else tiled.
+   */
+  path?: "tiled" | "texture";
 }
 
 /** Output tile edge (tokens and weight rows) of one workgroup. */
@@ -48,6 +54,10 @@ export function matmul(
   opts: MatmulOptions = {},
 ): void {
   if (!Number.isInteger(m) || m < 1) throw new Error(`matmul: m must be a positive integer, got ${m}`);
+  if (opts.path === "texture" || (opts.path !== "tiled" && w.textures)) {
+    matvec(ctx, w, x, y, { batch: m, bias: opts.bias, accumulate: opts.accumulate, path: "texture" });
+    return;
+  }
   const accumulate = opts.accumulate ?? false;
   const hasBias = opts.bias !== undefined;
   const name = `matmul_${w.dtype}_${+accumulate}${+hasBias}`;

@@ -1,8 +1,8 @@
 /**
  * Matrix × small batch of vectors (decode): y[b, r] = Σ_c W[r, c] · x[b, c] (+ bias[r]) (+ y[b, r]).
  *
- * The weights are read once per call for all vectors of the batch (up to {@link MATVEC_GROUP}; larger batches
- * are processed in groups of that size, one weight read per group). Two kernels:
+ * Each invocation reads its rows' weights once for a group of up to {@link MATVEC_GROUP} vectors; larger batches
+ * are several groups (on the texture path in the same dispatch, so it also serves prefill). Two kernels:
  * - texture path (wgsl/matvec_tex.wgsl) when the weight carries a texture copy (`Weight.textures`, made by
  *   `uploadWeight` on CPU adapters): x is first staged into a small texture (wgsl/copy_x_texture.wgsl);
  * - storage-buffer path (wgsl/matvec.wgsl) otherwise, one dispatch per weight chunk.
@@ -125,23 +125,26 @@ export function dummyBinding(ctx: GpuContext): GPUBuffer {
   return b;
 }
 
-/** Per-context staging textures for x, keyed by size. */
-const stagings = new WeakMap<GpuContext, Map<string, GPUTextureView>>();
+/**
+ * Per-context staging textures for x, one per width, grown to the tallest height asked for (rows past the
+ * current call's are never read, so a taller texture serves shorter calls).
+ */
+const stagings = new WeakMap<GpuContext, Map<number, { tex: GPUTexture; view: GPUTextureView }>>();
 function staging(ctx: GpuContext, texels: number, height: number): GPUTextureView {
   let m = stagings.get(ctx);
   if (!m) stagings.set(ctx, m = new Map());
-  const key = `${texels}x${height}`;
-  let v = m.get(key);
-  if (!v) {
-    v = ctx.device.createTexture({
-      size: [texels, height],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
-      label: `matvec-x-${key}`,
-    }).createView();
-    m.set(key, v);
-  }
-  return v;
+  const have = m.get(texels);
+  if (have && have.tex.height >= height) return have.view;
+  // The old texture may still be referenced by recorded work: let the GC reclaim it rather than destroy it.
+  const tex = ctx.device.createTexture({
+    size: [texels, height],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+    label: `matvec-x-${texels}x${height}`,
+  });
+  const entry = { tex, view: tex.createView() };
+  m.set(texels, entry);
+  return entry.view;
 }
 
 /**
@@ -155,10 +158,14 @@ export function matvec(ctx: GpuContext, w: Weight, x: Binding, y: Binding, opts:
   }
   const useTex = opts.path === "texture" || (opts.path !== "buffer" && w.textures !== undefined);
   if (useTex && !w.textures) throw new Error(`matvec: weight ${w.label} has no texture copy`);
+  if (useTex) {
+    // All groups of 8 vectors in one dispatch (grid z), up to the staging texture's height per pass.
+    const per = ctx.device.limits.maxTextureDimension2D;
+    for (let g = 0; g < batch; g += per) matvecTexture(ctx, w, x, y, Math.min(per, batch - g), g, opts);
+    return;
+  }
   for (let g = 0; g < batch; g += MATVEC_GROUP) {
-    const n = Math.min(MATVEC_GROUP, batch - g);
-    if (useTex) matvecTexture(ctx, w, x, y, n, g, opts);
-    else matvecBuffer(ctx, w, x, y, n, g, opts);
+    matvecBuffer(ctx, w, x, y, Math.min(MATVEC_GROUP, batch - g), g, opts);
   }
 }
 
@@ -194,14 +201,14 @@ function matvecBuffer(
 /** The texture kernel with its R×BB inner loop written out (see the comment in wgsl/matvec_tex.wgsl). */
 function unrolledTexBody(r: number, bb: number): string {
   const decl: string[] = [], body: string[] = [], store: string[] = [];
-  for (let b = 0; b < bb; b++) body.push(`let x${b} = xload(t, ${b}u);`);
+  for (let b = 0; b < bb; b++) body.push(`let x${b} = xload(t, tok0 + ${b}u);`);
   for (let k = 0; k < r; k++) {
     const row = k === 0 ? "r0" : `min(r0 + ${k}u, last)`;
     body.push(`let u${k} = textureLoad(wt, vec2<u32>(t, ${row}), 0);`);
     for (let b = 0; b < bb; b++) {
       decl.push(`var a${k}_${b} = vec4<f32>(0.0);`);
       body.push(`a${k}_${b} += wdot(u${k}, x${b});`);
-      store.push(`store(r0 + ${k}u, ${b}u, a${k}_${b});`);
+      store.push(`store(r0 + ${k}u, tok0 + ${b}u, a${k}_${b});`);
     }
   }
   return matvecTexCode.replace("//@DECL", decl.join("\n  ")).replace("//@BODY", body.join("\n    "))
@@ -218,19 +225,20 @@ function matvecTexture(
   opts: MatvecOptions,
 ): void {
   const textures = w.textures!;
-  const bb = batchTier(n);
+  const bb = batchTier(Math.min(n, MATVEC_GROUP));
+  const groups = Math.ceil(n / bb);
   const r = TEX_ROWS[bb];
   const accumulate = opts.accumulate ?? false;
   const hasBias = opts.bias !== undefined;
   const texels = textures[0].texels;
   // x texels that meet one weight texel: 2 for 16-bit weights (8 values), 1 for f32 (4 values).
   const xTexels = w.dtype === "f32" ? texels : 2 * texels;
-  const xt = staging(ctx, xTexels, bb);
+  const xt = staging(ctx, xTexels, groups * bb);
   const copyK = kernel("copy_x_texture", () => copyXCode);
   ctx.dispatch(
     copyK,
     [x, xt],
-    [Math.ceil(xTexels / 64), bb],
+    [Math.ceil(xTexels / 64), groups * bb],
     new Uint32Array([w.cols, n, xTexels, g * w.cols]),
   );
   for (const t of textures) {
@@ -239,12 +247,13 @@ function matvecTexture(
     const k = kernel(
       `matvec_tex_${w.dtype}_r${r}_b${bb}_wg${wg}_${+accumulate}${+hasBias}`,
       () =>
-        consts({ R: r, WG: wg, ACCUMULATE: accumulate, HAS_BIAS: hasBias }) + "\n" + TEX_DTYPE[w.dtype] +
+        consts({ R: r, BB: bb, WG: wg, ACCUMULATE: accumulate, HAS_BIAS: hasBias }) + "\n" +
+        TEX_DTYPE[w.dtype] +
         "\n" +
         unrolledTexBody(r, bb),
     );
     const [gx, gy] = ctx.grid(Math.ceil(inv / wg));
     const u = new Uint32Array([t.rows, texels, t.rowStart, w.rows, n, gx * wg, g * w.rows, 0]);
-    ctx.dispatch(k, [t.view, xt, y, opts.bias ?? dummyBinding(ctx)], [gx, gy], u);
+    ctx.dispatch(k, [t.view, xt, y, opts.bias ?? dummyBinding(ctx)], [gx, gy, groups], u);
   }
 }
