@@ -193,6 +193,27 @@ export class SequenceKv {
     });
   }
 
+  /** A deep copy on the GPU (same capacities, lengths and contents); benchmarks fork a prefilled cache with it. */
+  clone(): SequenceKv {
+    const copy = new SequenceKv(this.#ctx, this.shape, 16);
+    this.layers.forEach((L, l) => {
+      copy.#release(copy.layers[l]);
+      const fresh = copy.#alloc(L.capacity, l);
+      const rowBytes = this.row * 4;
+      if (L.len > 0) {
+        this.#ctx.copy(L.k, 0, fresh.k, 0, L.len * rowBytes);
+        this.#ctx.copy(L.v, 0, fresh.v, 0, L.len * rowBytes);
+        this.#ctx.copy(L.pos, 0, fresh.pos, 0, L.len * 4);
+        this.#ctx.copy(L.score, 0, fresh.score, 0, L.len * 4);
+      }
+      fresh.len = L.len;
+      copy.layers[l] = fresh;
+    });
+    copy.peakAllocated = copy.allocatedBytes();
+    copy.peakLive = copy.liveBytes();
+    return copy;
+  }
+
   /** Frees every buffer. */
   destroy(): void {
     for (const L of this.layers) this.#release(L);

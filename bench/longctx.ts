@@ -1,0 +1,134 @@
+/**
+ * Decode speed at long contexts, `full` against `lethe` at a 10% budget, in one run on one adapter, plus the
+ * cost of Lethe's own work (scoring in the attention pass + pruning rounds) as a fraction of its step time.
+ *
+ * For each context length the prompt is prefilled once (chunked, with Lethe's observation-window scores), then
+ * forked on the GPU into three sequences decoded for the same number of steps:
+ *   full    — the whole context, no scores;
+ *   lethe   — compressed to the budget after prefill, decayed scores every step, pruning rounds;
+ *   frozen  — the same compressed cache, decoded without scores or rounds (the baseline for the overhead).
+ *
+ *   deno run -A bench/longctx.ts [--model DIR | --shape NAME --layers 2] [--contexts 1024,4096,8192]
+ *                                [--steps 16] [--budget-ratio 0.1] [--json]
+ */
+import { parseArgs } from "node:util";
+import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
+import type { SequenceState } from "../src/model/forward.ts";
+import { checkpointFor } from "./decode.ts";
+import { median } from "./roofline.ts";
+
+/** One context length's measurements. */
+export interface LongCtxRow {
+  context: number;
+  budget: number;
+  full_tok_s: number;
+  lethe_tok_s: number;
+  speedup: number;
+  full_kv_bytes: number;
+  lethe_kv_bytes_peak: number;
+  kv_ratio: number;
+  lethe_step_ms: number;
+  frozen_step_ms: number;
+  round_ms_per_step: number;
+  overhead_fraction: number;
+  rounds: number;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      shape: { type: "string", default: "DeepSeek-R1-Distill-Qwen-1.5B" },
+      layers: { type: "string", default: "2" },
+      contexts: { type: "string", default: "1024,4096,8192" },
+      steps: { type: "string", default: "16" },
+      "budget-ratio": { type: "string", default: "0.1" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const dir = values.model ?? await checkpointFor(values.shape, Number(values.layers));
+  const engine = await Engine.load(dir);
+  const c = engine.model.config;
+  const steps = Number(values.steps);
+  const rows: LongCtxRow[] = [];
+  for (const context of values.contexts.split(",").map(Number)) {
+    const budget = Math.max(16, Math.round(context * Number(values["budget-ratio"])));
+    const kv = { policy: "lethe" as const, budget };
+    const prompt = Array.from({ length: context }, (_, i) => (i * 7919 + 13) % c.vocabSize);
+    console.error(`context ${context}: prefilling …`);
+    const lethe = engine.newSequence(kv, context + steps);
+    const logits = engine.forward.prefill(lethe, prompt);
+    const [first] = await engine.sampleIds(logits, 1, DEFAULT_SAMPLING, 0);
+    const full: SequenceState = {
+      kv: lethe.kv.clone(),
+      policy: engine.newSequence({ policy: "full" }, 16).policy,
+      pos: lethe.pos,
+    };
+    await engine.maybePrune(lethe, 0, true);
+    lethe.kv.peakLive = lethe.kv.liveBytes(); // measure the decode-time peak, after the prompt is compressed
+    const frozenPolicy = { ...lethe.policy, decodeGamma: null, wantsRound: () => false };
+    const frozen: SequenceState = { kv: lethe.kv.clone(), policy: frozenPolicy, pos: lethe.pos };
+    await engine.ctx.sync();
+
+    const time = async (seq: SequenceState, prune: boolean) => {
+      const stepMs: number[] = [];
+      let roundMs = 0;
+      let rounds = 0;
+      let id = first;
+      for (let s = 1; s <= steps; s++) {
+        const t = performance.now();
+        [id] = await engine.sampleIds(engine.forward.decode([seq], [id]), 1, DEFAULT_SAMPLING, s);
+        stepMs.push(performance.now() - t);
+        if (prune) {
+          const r0 = performance.now();
+          if (await engine.maybePrune(seq, s, false)) rounds++;
+          roundMs += performance.now() - r0;
+        }
+      }
+      return { ms: median(stepMs), roundMs: roundMs / steps, rounds };
+    };
+    const f = await time(full, false);
+    const l = await time(lethe, true);
+    const z = await time(frozen, false);
+    const letheMs = l.ms + l.roundMs;
+    rows.push({
+      context,
+      budget,
+      full_tok_s: 1000 / f.ms,
+      lethe_tok_s: 1000 / letheMs,
+      speedup: f.ms / letheMs,
+      full_kv_bytes: full.kv.liveBytes(),
+      lethe_kv_bytes_peak: lethe.kv.peakLive,
+      kv_ratio: lethe.kv.peakLive / full.kv.liveBytes(),
+      lethe_step_ms: letheMs,
+      frozen_step_ms: z.ms,
+      round_ms_per_step: l.roundMs,
+      overhead_fraction: Math.max(0, letheMs - z.ms) / letheMs,
+      rounds: l.rounds,
+    });
+    for (const s of [full, lethe, frozen]) s.kv.destroy();
+  }
+  if (values.json) {
+    console.log(
+      JSON.stringify({ model: dir, adapter: engine.ctx.gpu.description, layers: c.numLayers, rows }),
+    );
+    return;
+  }
+  console.log(
+    `${dir} (${c.numLayers} layers) on ${engine.ctx.gpu.description}; ${steps} decode steps, medians`,
+  );
+  console.log(
+    `| context | lethe budget | full tok/s | lethe tok/s | speed-up | lethe KV vs full | scoring+pruning overhead | rounds |`,
+  );
+  console.log(`| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`);
+  for (const r of rows) {
+    console.log(
+      `| ${r.context} | ${r.budget} | ${r.full_tok_s.toFixed(2)} | ${r.lethe_tok_s.toFixed(2)} | ${
+        r.speedup.toFixed(2)
+      }× | ${r.kv_ratio.toFixed(3)} | ${(100 * r.overhead_fraction).toFixed(1)}% | ${r.rounds} |`,
+    );
+  }
+}
+
+if (import.meta.main) await main();
