@@ -1,0 +1,180 @@
+"""Trains lethe-reasoner-tiny (a Qwen2-architecture model of ~3M parameters) on the synthetic reasoning tasks
+of tasks.py, on CPU, seeded and reproducible, then exports it with export.py.
+
+  /usr/bin/python3 tools/train/train.py --out models/lethe-reasoner-tiny
+
+Loss counts only the thought-and-answer tokens (everything after the prompt's `<think>\\n`, EOS included).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+# One thread everywhere: on this shared 2-core machine, multi-threaded OpenMP/OpenBLAS stalls on preempted
+# sibling threads and measured 3-4x slower than a single thread. Must be set before torch loads OpenBLAS.
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tasks  # noqa: E402
+from model import Config, Qwen2, greedy_batch  # noqa: E402
+from tokenizer import Tok  # noqa: E402
+
+
+def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int]:
+    p = tok.encode(ex["prompt"])
+    full = tok.encode(ex["prompt"] + ex["completion"])
+    assert full[: len(p)] == p, "prompt tokens must be a prefix of the full text's tokens"
+    return full, len(p)
+
+
+def batches(tok: Tok, seed: int, tokens_per_batch: int, pool_size: int = 512):
+    """Endless stream of (ids, loss_mask) batches; a pool of examples is sorted by length and cut into
+    batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded)."""
+    stream = tasks.train_stream(seed)
+    rng = random.Random(f"batches-{seed}")
+    while True:
+        pool = [encode_example(tok, next(stream)) for _ in range(pool_size)]
+        pool.sort(key=lambda e: len(e[0]))
+        group: list = []
+        groups = []
+        for e in pool:
+            if group and (len(group) + 1) * len(e[0]) > tokens_per_batch:
+                groups.append(group)
+                group = []
+            group.append(e)
+        if group:
+            groups.append(group)
+        rng.shuffle(groups)
+        for g in groups:
+            L = max(len(e[0]) for e in g)
+            ids = torch.zeros(len(g), L, dtype=torch.long)
+            mask = torch.zeros(len(g), L, dtype=torch.bool)
+            for i, (full, np_) in enumerate(g):
+                ids[i, : len(full)] = torch.tensor(full)
+                mask[i, np_: len(full)] = True  # positions whose token is a target
+            yield ids, mask
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def evaluate(model: Qwen2, tok: Tok, sets: dict, batch: int = 100, max_new: int = 512) -> dict:
+    """Greedy, full-KV exact match of the final answer per family; also mean generated thought length."""
+    model.eval()
+    eos = tok.added[tasks.EOS]
+    end_think = tok.added[tasks.END_THINK]
+    res = {}
+    for fam, exs in sets.items():
+        ok = 0
+        thought_lens = []
+        samples = []
+        for i in range(0, len(exs), batch):
+            chunk = exs[i: i + batch]
+            outs = greedy_batch(model, [tok.encode(e["prompt"]) for e in chunk], eos, max_new)
+            for e, o in zip(chunk, outs):
+                text = tok.decode([t for t in o if t != eos])
+                ans = text.split(tasks.END_THINK)[-1].strip() if tasks.END_THINK in text else None
+                ok += ans == e["answer"]
+                thought_lens.append(o.index(end_think) if end_think in o else len(o))
+                if len(samples) < 2 and ans != e["answer"]:
+                    samples.append({"prompt": e["prompt"], "want": e["answer"], "got": text[-200:]})
+        res[fam] = {"n": len(exs), "correct": ok, "accuracy": ok / len(exs),
+                    "mean_thought_tokens": sum(thought_lens) / len(thought_lens), "wrong_samples": samples}
+    model.train()
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="models/lethe-reasoner-tiny")
+    ap.add_argument("--seed", type=int, default=20261129)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--tokens-per-batch", type=int, default=3072)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--hidden", type=int, default=192)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--intermediate", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--eval-every", type=int, default=500, help="quick eval (30/family) every N steps; 0 = off")
+    ap.add_argument("--heldout-n", type=int, default=200)
+    ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    tok = Tok()
+    cfg = Config(tok.vocab_size, hidden_size=args.hidden, intermediate_size=args.intermediate,
+                 num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                 num_key_value_heads=args.kv_heads)
+    model = Qwen2(cfg)
+    nparams = sum(p.numel() for p in model.parameters())
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "train_log.txt")
+    logf = open(log_path, "w")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    log(f"args {json.dumps(vars(args))}")
+    log(f"torch {torch.__version__} threads {torch.get_num_threads()} params {nparams}")
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    quick = {f: tasks.heldout_set(f, 30, seed=999) for f in tasks.FAMILIES}
+    t0 = time.time()
+    seen_tokens = 0
+    loss_acc, n_acc = 0.0, 0
+    it = batches(tok, args.seed, args.tokens_per_batch)
+    for step in range(args.steps):
+        ids, mask = next(it)
+        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        logits = model(ids[:, :-1])
+        tgt = ids[:, 1:]
+        m = mask[:, 1:]
+        loss = F.cross_entropy(logits[m], tgt[m])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        seen_tokens += ids.numel()
+        loss_acc += loss.item()
+        n_acc += 1
+        if (step + 1) % 25 == 0 or step == 0:
+            el = time.time() - t0
+            log(f"step {step + 1} loss {loss_acc / n_acc:.4f} lr {lr:.2e} tokens {seen_tokens} "
+                f"elapsed {el:.0f}s tok/s {seen_tokens / el:.0f}")
+            loss_acc, n_acc = 0.0, 0
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            r = evaluate(model, tok, quick)
+            log("quick-eval step %d %s" % (step + 1, {f: round(v["accuracy"], 3) for f, v in r.items()}))
+    train_s = time.time() - t0
+    log(f"training done: {args.steps} steps, {seen_tokens} tokens (padded), {train_s:.0f}s")
+    torch.save({"cfg": vars(cfg), "state": model.state_dict()}, args.ckpt)
+
+    import export  # noqa: E402
+    export.export(model, tok, args.out, args.heldout_n, log)
+    log(f"total wall time {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
