@@ -144,28 +144,43 @@ Deno.test("prefill attention matches the reference (causal, start 0 and > 0, win
   }
 });
 
-Deno.test("prefill window scores accumulate with decay", async () => {
+Deno.test("prefill window scores accumulate with decay; q, out and scores at offsets", async () => {
   const ctx = await gpuContext();
   const shape = SHAPES[1];
   const T = 20, start = 5, W = 6, n = start + T, gamma = 0.5;
+  const qOff = 12, outOff = 8, sOff = 3;
   const { k, v, kPad, vPad } = kvBuffers(shape, n, n, 2);
   const q = randomF32(T * shape.nHeads * shape.headDim, next, 2);
   const ref = attentionPrefillRef(shape, q, k, v, T, start, W);
-  const prior = randomF32(n, next);
-  const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
-  const out = ctx.createBuffer(q.length * 4, "out");
+  const prior = randomF32(sOff + n + 1, next);
+  const qBuf = new Float32Array(qOff + q.length).fill(NaN);
+  qBuf.set(q, qOff);
+  const gq = ctx.upload(qBuf, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
+  const out = ctx.createBuffer((outOff + q.length + 4) * 4, "out");
+  poison(ctx, out);
   const sc = ctx.upload(prior, "scores");
   attentionPrefill(ctx, {
     ...shape,
     q: gq,
+    qOffset: qOff,
     k: gk,
     v: gv,
     out,
+    outOffset: outOff,
     T,
     start,
-    window: { buffer: sc, size: W, gamma },
+    window: { buffer: sc, offset: sOff, size: W, gamma },
   });
-  const want = ref.score.map((x, j) => gamma * prior[j] + x);
-  assertClose(await ctx.readF32(sc), want, SCORE_BOUND, "prefill decayed window scores");
+  const o = await ctx.readF32(out);
+  assertClose(o.subarray(outOff, outOff + q.length), ref.out, OUT_BOUND, "prefill at offsets out");
+  if (!Number.isNaN(o[0]) || !Number.isNaN(o[outOff + q.length])) {
+    throw new Error("prefill wrote outside out");
+  }
+  const got = await ctx.readF32(sc);
+  const want = ref.score.map((x, j) => gamma * prior[sOff + j] + x);
+  assertClose(got.subarray(sOff, sOff + n), want, SCORE_BOUND, "prefill decayed window scores");
+  if (got[0] !== prior[0] || got[sOff + n] !== prior[sOff + n]) {
+    throw new Error("window scores outside range");
+  }
   for (const b of [gq, gk, gv, out, sc]) b.destroy();
 });
