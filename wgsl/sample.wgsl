@@ -193,6 +193,74 @@ fn count_ser(n: u32, th: u32) -> u32 {
   return c;
 }
 
+fn cand_swap(i: u32, j: u32) {
+  let k = cand_key[i];
+  let w = cand_w[i];
+  cand_key[i] = cand_key[j];
+  cand_w[i] = cand_w[j];
+  cand_key[j] = k;
+  cand_w[j] = w;
+}
+
+// Moves the candidates with key ≥ th to the front; returns how many there are.
+fn front_ge(n: u32, th: u32) -> u32 {
+  var a = 0u;
+  for (var i = 0u; i < n; i++) {
+    if (cand_key[i] >= th) {
+      cand_swap(i, a);
+      a++;
+    }
+  }
+  return a;
+}
+
+// Weighted quickselect over candidates [lo0, hi0): the largest key th with Σ{w : key ≥ th} ≥ goal (w = 1
+// per element when by_count). Three-way partitions around a middle pivot; expected linear time.
+// Invariant: `above` (the weight known to lie above the range) < goal.
+fn wselect(lo0: u32, hi0: u32, goal: f32, by_count: bool) -> u32 {
+  var lo = lo0;
+  var hi = hi0;
+  var above = 0.0;
+  loop {
+    let pk = cand_key[(lo + hi) / 2u];
+    // [lo, a): key > pk; [a, b): key == pk; [b, hi): key < pk.
+    var a = lo;
+    var i = lo;
+    var b = hi;
+    while (i < b) {
+      let k = cand_key[i];
+      if (k > pk) {
+        cand_swap(i, a);
+        a++;
+        i++;
+      } else if (k < pk) {
+        b--;
+        cand_swap(i, b);
+      } else {
+        i++;
+      }
+    }
+    var m_up = 0.0;
+    for (var j = lo; j < a; j++) {
+      m_up += select(cand_w[j], 1.0, by_count);
+    }
+    if (a > lo && above + m_up >= goal) {
+      hi = a;
+      continue;
+    }
+    var m_eq = 0.0;
+    for (var j = a; j < b; j++) {
+      m_eq += select(cand_w[j], 1.0, by_count);
+    }
+    if (above + m_up + m_eq >= goal || b == hi) {
+      return pk; // (b == hi: nothing below; only float rounding can get here without reaching goal)
+    }
+    above += m_up + m_eq;
+    lo = b;
+  }
+  return 0u; // unreachable; naga wants a return after the loop
+}
+
 fn mid_of(lo: u32, hi: u32) -> u32 {
   return lo + ((hi - lo) >> 1u) + ((hi - lo) & 1u);
 }
@@ -305,8 +373,8 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
   let n_all = workgroupUniformLoad(&cand_n);
   let n = min(n_all, CAP);
 
-  // One thread resolves both thresholds on the candidates: a few thousand operations and no barriers
-  // (barriers, not arithmetic, dominate on CPU adapters). state 0: done; 1: do everything on the full row;
+  // One thread resolves both thresholds on the candidates by weighted quickselect: a few thousand
+  // operations and no barriers  // (barriers, not arithmetic, dominate on CPU adapters). state 0: done; 1: do everything on the full row;
   // 2: top-k done, the top-p threshold lies below the candidates (search the full row below them).
   if (t == 0u) {
     var lo = 0u;
@@ -315,16 +383,7 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
     var goal = 0.0;
     if (state == 0u && p.top_k > 0u && p.top_k < p.vocab) {
       if (p.top_k <= n) {
-        lo = tc;
-        var hi = kmax;
-        while (lo < hi) {
-          let mid = mid_of(lo, hi);
-          if (count_ser(n, mid) >= p.top_k) {
-            lo = mid;
-          } else {
-            hi = mid - 1u;
-          }
-        }
+        lo = wselect(0u, n, f32(p.top_k), true);
       } else {
         state = 1u;
       }
@@ -337,16 +396,7 @@ fn sample(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t:
       goal = p.top_p * zk;
       let lc = max(lo, tc);
       if (mass_ser(n, lc) >= goal) {
-        lo = lc;
-        var hi = kmax;
-        while (lo < hi) {
-          let mid = mid_of(lo, hi);
-          if (mass_ser(n, mid) >= goal) {
-            lo = mid;
-          } else {
-            hi = mid - 1u;
-          }
-        }
+        lo = wselect(0u, front_ge(n, lc), goal, false);
       } else {
         state = 2u;
         hi_p = lc - 1u;
