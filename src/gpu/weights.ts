@@ -52,6 +52,12 @@ export interface UploadWeightOptions {
    * (llvmpipe/lavapipe) adapter, where it makes decode several times faster at the price of twice the memory.
    */
   texture?: boolean | "auto";
+  /**
+   * Keep the storage-buffer chunks even when a texture copy exists (default true). Pass false for weights only
+   * ever multiplied (not gathered) to avoid holding every weight twice; the buffer is still made when no
+   * texture could be.
+   */
+  keepBuffer?: boolean;
 }
 
 /** True when the adapter is Mesa's CPU rasterizer (where texture fetches beat storage-buffer loads). */
@@ -137,16 +143,17 @@ export function uploadWeight(
       } bytes for [${rows}, ${cols}] ${dtype}, got ${bytes.byteLength}`,
     );
   }
+  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes, chunks: [] };
+  const texture = options.texture ?? "auto";
+  const hasTexture = (texture === true || (texture === "auto" && isCpuAdapter(ctx))) &&
+    attachWeightTexture(ctx, w, bytes);
+  if (hasTexture && options.keepBuffer === false) return w;
   const per = rowsPerChunk(cols, dtype, maxChunkBytes);
-  const chunks: WeightChunk[] = [];
   for (let r = 0; r < rows; r += per) {
     const n = Math.min(per, rows - r);
     const buffer = ctx.upload(bytes.subarray(r * rowBytes, (r + n) * rowBytes), `${label}[${r}:${r + n}]`);
-    chunks.push({ buffer, rowStart: r, rows: n });
+    w.chunks.push({ buffer, rowStart: r, rows: n });
   }
-  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes, chunks };
-  const texture = options.texture ?? "auto";
-  if (texture === true || (texture === "auto" && isCpuAdapter(ctx))) attachWeightTexture(ctx, w, bytes);
   return w;
 }
 

@@ -92,13 +92,19 @@ export class GpuModel {
       const total = [...index.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
       const bar = new ProgressBar(`loading ${dir}`, total, options.progress ?? total > 8e6);
       let bytes = 0;
-      const matrix = async (name: string): Promise<Weight> => {
+      // Matrices are only multiplied, so on the CPU adapter they live as textures alone (the matvec fast path);
+      // the embedding is also gathered and keeps its buffer (tied models multiply it too, as the LM head).
+      const matrix = async (name: string, gathered = false): Promise<Weight> => {
         const info = index.info(name)!;
         const data = await index.read(name);
         bar.advance(data.byteLength);
         bytes += data.byteLength;
         const [rows, cols] = info.shape;
-        return uploadWeight(ctx, name, info.engineDType, rows, cols, data);
+        const texture = gathered && !config.tieWordEmbeddings ? false : "auto";
+        return uploadWeight(ctx, name, info.engineDType, rows, cols, data, ctx.maxBinding, {
+          texture,
+          keepBuffer: gathered,
+        });
       };
       const vector = async (name: string): Promise<GPUBuffer> => {
         const info = index.info(name)!;
@@ -107,7 +113,7 @@ export class GpuModel {
         bytes += data.byteLength;
         return ctx.upload(bytesToF32(info.dtype, data), name);
       };
-      const embed = await matrix("model.embed_tokens.weight");
+      const embed = await matrix("model.embed_tokens.weight", true);
       const layers: LayerWeights[] = [];
       for (let i = 0; i < config.numLayers; i++) {
         const n = layerTensorNames(i);
