@@ -83,23 +83,37 @@ async function timeBatch(reps: number, record: () => void): Promise<number> {
   await ctx.sync();
   return (performance.now() - t0) / reps;
 }
-console.log("decode score overhead (paired, best of 5 alternating rounds of 20 steps):");
+console.log(
+  "decode, paired (best of 5 alternating rounds of 20 steps); K/V via storage buffers or texture copies:",
+);
 for (const len of LENS) {
   const base = { ...SHAPE, q, k, v, out, len };
-  const plain = () => attentionDecode(ctx, base);
-  const fresh = () => attentionDecode(ctx, { ...base, scores: { buffer: scores } });
-  const decayed = () => attentionDecode(ctx, { ...base, scores: { buffer: scores, gamma: 0.9 } });
-  let a = Infinity, b = Infinity, c = Infinity;
+  const variants: [string, () => void][] = [
+    ["buffer", () => attentionDecode(ctx, { ...base, texture: false })],
+    ["texture", () => attentionDecode(ctx, { ...base, texture: true })],
+    ["texture+scores", () => attentionDecode(ctx, { ...base, texture: true, scores: { buffer: scores } })],
+    [
+      "texture+decayed",
+      () => attentionDecode(ctx, { ...base, texture: true, scores: { buffer: scores, gamma: 0.9 } }),
+    ],
+  ];
+  const best = variants.map(() => Infinity);
   for (let round = 0; round < 5; round++) {
-    a = Math.min(a, await timeBatch(20, plain));
-    b = Math.min(b, await timeBatch(20, fresh));
-    c = Math.min(c, await timeBatch(20, decayed));
+    for (let i = 0; i < variants.length; i++) {
+      best[i] = Math.min(best[i], await timeBatch(20, variants[i][1]));
+    }
   }
   const gbs = (ms: number) => (2 * len * row * 4 / (ms * 1e6)).toFixed(2);
+  const tex = best[1];
   console.log(
-    `  len=${len}: ${a.toFixed(2)} ms (${gbs(a)} GB/s K/V) | +scores ${b.toFixed(2)} ms, overhead ${
-      ((b - a) / a * 100).toFixed(1)
-    }% | +decayed scores ${c.toFixed(2)} ms, overhead ${((c - a) / a * 100).toFixed(1)}%`,
+    `  len=${len}: ` + variants.map(([name], i) =>
+      `${name} ${best[i].toFixed(2)} ms (${gbs(best[i])} GB/s)`
+    ).join(
+      " | ",
+    ) +
+      ` | score overhead ${((best[2] - tex) / tex * 100).toFixed(1)}% fresh, ${
+        ((best[3] - tex) / tex * 100).toFixed(1)
+      }% decayed`,
   );
 }
 

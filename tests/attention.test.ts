@@ -101,17 +101,30 @@ Deno.test("decode attention matches the reference (outputs, fresh and decayed sc
   }
 });
 
-Deno.test("decode attention without scores matches the reference", async () => {
+Deno.test("decode attention without scores, storage-buffer and texture K/V paths", async () => {
   const ctx = await gpuContext();
-  for (const [shape, len] of [[SHAPES[1], 129], [SHAPES[0], 1000]] as [AttentionShape, number][]) {
+  for (
+    const [shape, len] of [[SHAPES[1], 129], [SHAPES[0], 1000], [SHAPES[3], 3000]] as [
+      AttentionShape,
+      number,
+    ][]
+  ) {
     const { k, v, kPad, vPad } = kvBuffers(shape, len, len, 3);
     const q = randomF32(shape.nHeads * shape.headDim, next, 3);
     const ref = attentionDecodeRef(shape, q, k, v, len);
     const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
     const out = ctx.createBuffer(q.length * 4, "out");
     poison(ctx, out);
-    attentionDecode(ctx, { ...shape, q: gq, k: gk, v: gv, out, len });
-    assertClose(await ctx.readF32(out), ref.out, OUT_BOUND, `decode no-scores len=${len}`);
+    for (const texture of [false, true]) {
+      poison(ctx, out);
+      attentionDecode(ctx, { ...shape, q: gq, k: gk, v: gv, out, len, texture });
+      assertClose(
+        await ctx.readF32(out),
+        ref.out,
+        OUT_BOUND,
+        `decode no-scores len=${len} texture=${texture}`,
+      );
+    }
     for (const b of [gq, gk, gv, out]) b.destroy();
   }
 });

@@ -33,8 +33,9 @@ const LANES: u32 = WG / HD4;
 
 // ---- partial ----
 @group(0) @binding(1) var<uniform> q: array<vec4f, NQ4>;
-@group(0) @binding(2) var<storage, read> k: array<vec4f>;
-@group(0) @binding(3) var<storage, read> v: array<vec4f>;
+// Bindings 2 and 3 (K and V) and their accessors kload/vload(token, kv head, quad) -> vec4f come from the
+// op's header: storage buffers, or (on CPU adapters) rgba32float texture copies of them, whose texel
+// fetches are straight-line 16-byte loads where a per-lane storage load is a scalar loop.
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [nHeads, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [nHeads, n_chunks]
 @group(0) @binding(6) var<storage, read_write> weights: array<f32>;   // e: [nHeads, len]
@@ -52,14 +53,13 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let qb = kh * G * HD4;
   // Logits: one thread per token, K row read once for all G heads.
   for (var j = t; j < n; j += WG) {
-    let kb = ((base + j) * p.n_kv + kh) * HD4;
     // Zeroed explicitly: naga hoists loop-local vars and does not re-zero them per iteration.
     var acc: array<f32, G>;
     for (var g = 0u; g < G; g++) {
       acc[g] = 0.0;
     }
     for (var d = 0u; d < HD4; d++) {
-      let kv = k[kb + d];
+      let kv = kload(base + j, kh, d);
       for (var g = 0u; g < G; g++) {
         acc[g] += dot(q[qb + g * HD4 + d], kv);
       }
@@ -98,7 +98,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let lane = t / HD4;
   var acc: array<vec4f, G>;
   for (var j = lane; j < n; j += LANES) {
-    let vv = v[((base + j) * p.n_kv + kh) * HD4 + d];
+    let vv = vload(base + j, kh, d);
     for (var g = 0u; g < G; g++) {
       acc[g] += sl[g * CH + j] * vv;
     }

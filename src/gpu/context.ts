@@ -152,6 +152,25 @@ export class GpuContext {
     this.#commandEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
+  /**
+   * Records a buffer-to-texture copy of `size` = [width, height] texels to `origin` = [x, y]; buffer rows are
+   * `bytesPerRow` apart (a multiple of 256).
+   */
+  copyToTexture(
+    src: GPUBuffer,
+    srcOffset: number,
+    bytesPerRow: number,
+    dst: GPUTexture,
+    origin: [number, number],
+    size: [number, number],
+  ): void {
+    this.#endPass();
+    this.#commandEncoder().copyBufferToTexture({ buffer: src, offset: srcOffset, bytesPerRow }, {
+      texture: dst,
+      origin,
+    }, size);
+  }
+
   /** Submits everything recorded so far (no-op when nothing is pending). */
   flush(): void {
     this.#endPass();

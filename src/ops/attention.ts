@@ -50,6 +50,11 @@ export interface DecodeArgs extends AttentionShape {
   len: number;
   /** score[j] = Σ_h softmax(q_h·K/√d)[j] for j < len. */
   scores?: ScoreTarget;
+  /**
+   * Read K/V through texture copies (made by copyBufferToTexture each call): several times faster on CPU
+   * adapters, pure overhead on GPUs. Default: on CPU (fallback) adapters only.
+   */
+  texture?: boolean;
 }
 
 /** Arguments of {@link attentionPrefill}. */
@@ -88,21 +93,91 @@ function checkOffset(name: string, off: number): number {
 }
 
 const decodeKernels = new Map<string, KernelSource>();
-function decodeKernel(nHeads: number, G: number, hd: number, entryPoint: string): KernelSource {
-  const key = `${nHeads}/${G}/${hd}/${entryPoint}`;
+/** `tpr` > 0: K/V come from textures holding `tpr` tokens per texture row; 0: from storage buffers. */
+function decodeKernel(
+  nHeads: number,
+  nKv: number,
+  hd: number,
+  tpr: number,
+  entryPoint: string,
+): KernelSource {
+  const key = `${nHeads}/${nKv}/${hd}/${tpr}/${entryPoint}`;
   let k = decodeKernels.get(key);
   if (!k) {
-    const header =
-      `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
-      `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * hd / 4}u;\n`;
+    const G = nHeads / nKv;
+    const HD4 = hd / 4;
+    let header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${HD4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
+      `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * HD4}u;\n`;
+    header += tpr > 0
+      ? `@group(0) @binding(2) var kt: texture_2d<f32>;
+@group(0) @binding(3) var vt: texture_2d<f32>;
+fn texel(tok: u32, kh: u32, d: u32) -> vec2u {
+  return vec2u((tok % ${tpr}u) * ${nKv * HD4}u + kh * HD4 + d, tok / ${tpr}u);
+}
+fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(kt, texel(tok, kh, d), 0); }
+fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(vt, texel(tok, kh, d), 0); }
+`
+      : `@group(0) @binding(2) var<storage, read> k: array<vec4f>;
+@group(0) @binding(3) var<storage, read> v: array<vec4f>;
+fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return k[(tok * ${nKv}u + kh) * HD4 + d]; }
+fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return v[(tok * ${nKv}u + kh) * HD4 + d]; }
+`;
     k = {
-      name: `attention_decode_${entryPoint}_h${nHeads}_g${G}_d${hd}`,
+      name: `attention_decode_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}${tpr > 0 ? `_tex${tpr}` : ""}`,
       code: header + decodeCode,
       entryPoint,
     };
     decodeKernels.set(key, k);
   }
   return k;
+}
+
+/** The per-context K/V texture pair of the CPU-adapter decode path (grown on demand, shared by all layers). */
+interface KvTextures {
+  k: GPUTexture;
+  v: GPUTexture;
+  kView: GPUTextureView;
+  vView: GPUTextureView;
+}
+const kvTextures = new WeakMap<GpuContext, KvTextures>();
+
+function decodeTextures(ctx: GpuContext, width: number, height: number): KvTextures {
+  const cur = kvTextures.get(ctx);
+  if (cur && cur.k.width === width && cur.k.height >= height) return cur;
+  if (cur) {
+    ctx.flush(); // recorded work may still use the old pair
+    cur.k.destroy();
+    cur.v.destroy();
+  }
+  const rows = Math.max(height, Math.ceil((cur?.k.height ?? 0) * 1.5), 16);
+  const make = (label: string) =>
+    ctx.device.createTexture({
+      label,
+      size: [width, Math.min(rows, ctx.device.limits.maxTextureDimension2D)],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+    });
+  const k = make("attn-k-texture"), v = make("attn-v-texture");
+  const t = { k, v, kView: k.createView(), vView: v.createView() };
+  kvTextures.set(ctx, t);
+  return t;
+}
+
+/**
+ * Tokens per texture row for the texture path, or 0 when it cannot be used: rows of whole tokens whose byte
+ * length is a multiple of 256 (a copy requirement), within the texture size limit.
+ */
+function texTokensPerRow(ctx: GpuContext, nKv: number, hd: number, len: number): number {
+  const maxDim = ctx.device.limits.maxTextureDimension2D;
+  const texels = nKv * hd / 4;
+  let f = 1;
+  while (f * 2 * texels <= maxDim) f *= 2;
+  if ((f * texels * 16) % 256 !== 0 || Math.ceil(len / f) > maxDim) return 0;
+  return f;
+}
+
+function bufferOf(b: Binding): { buffer: GPUBuffer; offset: number } {
+  return b instanceof GPUBuffer ? { buffer: b, offset: 0 } : { buffer: b.buffer, offset: b.offset ?? 0 };
 }
 
 const prefillKernels = new Map<string, KernelSource>();
@@ -138,7 +213,7 @@ export function prefillBlock(s: AttentionShape): number {
  * head) and, with `scores`, a per-token score pass. Scratch comes from the context's pool.
  */
 export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
-  const G = checkShape(a);
+  checkShape(a);
   const { nHeads, nKvHeads, headDim: hd, len } = a;
   if (!(len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${len}`);
   const nChunks = Math.ceil(len / DECODE_CHUNK);
@@ -175,16 +250,39 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
     ? { buffer: a.q, offset: 0 }
     : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
   ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4, qUniform, 0, qBytes);
+  let tpr = (a.texture ?? ctx.gpu.isFallback) ? texTokensPerRow(ctx, nKvHeads, hd, len) : 0;
+  const kSrc = bufferOf(a.k), vSrc = bufferOf(a.v);
+  if (kSrc.offset % 16 !== 0 || vSrc.offset % 16 !== 0) tpr = 0; // texture copies need 16-byte offsets
+  let kvBind: (Binding | GPUTextureView)[] = [a.k, a.v];
+  if (tpr > 0) {
+    const rowTexels = tpr * nKvHeads * hd / 4;
+    const bytesPerRow = rowTexels * 16;
+    const tex = decodeTextures(ctx, rowTexels, Math.ceil(len / tpr));
+    const full = Math.floor(len / tpr), tail = len % tpr;
+    for (const [src, dst] of [[kSrc, tex.k], [vSrc, tex.v]] as const) {
+      if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, 0], [rowTexels, full]);
+      if (tail > 0) {
+        const w = tail * nKvHeads * hd / 4;
+        ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, full], [w, 1]);
+      }
+    }
+    kvBind = [tex.kView, tex.vView];
+  }
   ctx.dispatch(
-    decodeKernel(nHeads, G, hd, "partial"),
-    [qUniform, a.k, a.v, partO, partMl, weights],
+    decodeKernel(nHeads, nKvHeads, hd, tpr, "partial"),
+    [qUniform, ...kvBind, partO, partMl, weights],
     [nChunks, nKvHeads],
     uniforms,
   );
-  ctx.dispatch(decodeKernel(nHeads, G, hd, "combine"), [partO, partMl, a.out, factor], [nHeads], uniforms);
+  ctx.dispatch(
+    decodeKernel(nHeads, nKvHeads, hd, 0, "combine"),
+    [partO, partMl, a.out, factor],
+    [nHeads],
+    uniforms,
+  );
   if (a.scores) {
     ctx.dispatch(
-      decodeKernel(nHeads, G, hd, "scores"),
+      decodeKernel(nHeads, nKvHeads, hd, 0, "scores"),
       [weights, factor, a.scores.buffer],
       [sx, sy],
       uniforms,
