@@ -99,7 +99,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/lethe-reasoner-tiny")
     ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--tokens-per-batch", type=int, default=3072)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--warmup", type=int, default=100)
@@ -112,7 +112,10 @@ def main():
     ap.add_argument("--eval-every", type=int, default=500, help="quick eval (30/family) every N steps; 0 = off")
     ap.add_argument("--heldout-n", type=int, default=200)
     ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
+    ap.add_argument("--export-from", default="", help="skip training: export this saved checkpoint")
     args = ap.parse_args()
+    if args.export_from:
+        return export_saved(args)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -167,6 +170,7 @@ def main():
         if args.eval_every and (step + 1) % args.eval_every == 0:
             r = evaluate(model, tok, quick)
             log("quick-eval step %d %s" % (step + 1, {f: round(v["accuracy"], 3) for f, v in r.items()}))
+            torch.save({"cfg": vars(cfg), "state": model.state_dict(), "step": step + 1}, args.ckpt + ".partial")
     train_s = time.time() - t0
     log(f"training done: {args.steps} steps, {seen_tokens} tokens (padded), {train_s:.0f}s")
     torch.save({"cfg": vars(cfg), "state": model.state_dict()}, args.ckpt)
@@ -174,6 +178,27 @@ def main():
     import export  # noqa: E402
     export.export(model, tok, args.out, args.heldout_n, log)
     log(f"total wall time {time.time() - t0:.0f}s")
+
+
+def export_saved(args):
+    """Exports a checkpoint saved by a (possibly interrupted) run; appends to its train_log.txt."""
+    torch.set_num_threads(args.threads)
+    tok = Tok()
+    saved = torch.load(args.export_from)
+    cfg = Config(tok.vocab_size)
+    cfg.__dict__.update(saved["cfg"])
+    model = Qwen2(cfg)
+    model.load_state_dict(saved["state"])
+    logf = open(os.path.join(args.out, "train_log.txt"), "a")
+
+    def log(msg):
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    log(f"exporting {args.export_from} (step {saved.get('step', 'final')})")
+    import export  # noqa: E402
+    export.export(model, tok, args.out, args.heldout_n, log)
 
 
 if __name__ == "__main__":
