@@ -117,6 +117,23 @@ for (const len of LENS) {
   );
 }
 
+{
+  // Prefill, paired: storage-buffer vs texture K/V (2 alternating rounds, best of each).
+  const pre = { ...SHAPE, q, k, v, out, T: PREFILL, start: 0 };
+  let a = Infinity, b = Infinity;
+  for (let round = 0; round < 2; round++) {
+    a = Math.min(a, await timeBatch(1, () => attentionPrefill(ctx, { ...pre, texture: false })));
+    b = Math.min(b, await timeBatch(1, () => attentionPrefill(ctx, { ...pre, texture: true })));
+  }
+  const gf = (ms: number) =>
+    (4 * SHAPE.nHeads * SHAPE.headDim * (PREFILL * (PREFILL + 1) / 2) / (ms * 1e6)).toFixed(2);
+  console.log(
+    `prefill T=${PREFILL}, paired: buffer ${a.toFixed(0)} ms (${gf(a)} GFLOP/s) | texture ${
+      b.toFixed(0)
+    } ms (${gf(b)} GFLOP/s)`,
+  );
+}
+
 for (const len of LENS) {
   const bytes = 2 * len * row * 4;
   const base = { ...SHAPE, q, k, v, out, len };

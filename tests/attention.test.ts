@@ -129,7 +129,7 @@ Deno.test("decode attention without scores, storage-buffer and texture K/V paths
   }
 });
 
-Deno.test("prefill attention matches the reference (causal, start 0 and > 0, window scores)", async () => {
+Deno.test("prefill attention matches the reference (causal, start 0 and > 0, window scores, both K/V paths)", async () => {
   const ctx = await gpuContext();
   const cases: [AttentionShape, number, number, number][] = [];
   // [shape, T, start, window]
@@ -146,13 +146,16 @@ Deno.test("prefill attention matches the reference (causal, start 0 and > 0, win
     const gq = ctx.upload(q, "q"), gk = ctx.upload(kPad, "k"), gv = ctx.upload(vPad, "v");
     const out = ctx.createBuffer(q.length * 4, "out");
     const sc = ctx.createBuffer((n + 1) * 4, "scores");
-    poison(ctx, out);
-    poison(ctx, sc);
-    attentionPrefill(ctx, { ...shape, q: gq, k: gk, v: gv, out, T, start, window: { buffer: sc, size: W } });
-    assertClose(await ctx.readF32(out), ref.out, OUT_BOUND, `${what} out`);
-    const s = await ctx.readF32(sc);
-    assertClose(s.subarray(0, n), ref.score, SCORE_BOUND, `${what} scores`);
-    if (!Number.isNaN(s[n])) throw new Error(`${what}: wrote past the scores`);
+    for (const texture of [false, true]) {
+      poison(ctx, out);
+      poison(ctx, sc);
+      const window = { buffer: sc, size: W };
+      attentionPrefill(ctx, { ...shape, q: gq, k: gk, v: gv, out, T, start, window, texture });
+      assertClose(await ctx.readF32(out), ref.out, OUT_BOUND, `${what} texture=${texture} out`);
+      const s = await ctx.readF32(sc);
+      assertClose(s.subarray(0, n), ref.score, SCORE_BOUND, `${what} texture=${texture} scores`);
+      if (!Number.isNaN(s[n])) throw new Error(`${what}: wrote past the scores`);
+    }
     for (const b of [gq, gk, gv, out, sc]) b.destroy();
   }
 });

@@ -36,8 +36,8 @@ const RPG_PV: u32 = (R + PG - 1u) / PG;   // PV: rows per thread
 
 // ---- partial ----
 @group(0) @binding(1) var<uniform> q: array<vec4f, M * NH * HD4>;
-@group(0) @binding(2) var<storage, read> k: array<vec4f>;
-@group(0) @binding(3) var<storage, read> v: array<vec4f>;
+// Bindings 2 and 3 (K and V; `window` uses binding 2 only) and their accessors kload/vload(token, kv head,
+// quad) -> vec4f come from the op's header: storage buffers, or (on CPU adapters) texture copies.
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [M, NH, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [M, NH, n_chunks]
 
@@ -56,13 +56,12 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let j = t % CH;
   let rg = t / CH;
   if (j < n) {
-    let kb = ((base + j) * p.n_kv + kh) * HD4;
     var acc: array<f32, RPG_QK>;
     for (var i = 0u; i < RPG_QK; i++) {
       acc[i] = 0.0; // explicit: naga does not re-zero loop-local arrays
     }
     for (var d = 0u; d < HD4; d++) {
-      let kv = k[kb + d];
+      let kv = kload(base + j, kh, d);
       for (var i = 0u; i < RPG_QK; i++) {
         let r = rg * RPG_QK + i;
         if (r < R) {
@@ -104,7 +103,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let pg = t / HD4;
   var acc: array<vec4f, RPG_PV>;
   for (var jj = 0u; jj < n; jj++) {
-    let vv = v[((base + jj) * p.n_kv + kh) * HD4 + d];
+    let vv = vload(base + jj, kh, d);
     for (var i = 0u; i < RPG_PV; i++) {
       let r = pg * RPG_PV + i;
       if (r < R) {
@@ -184,7 +183,6 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
 
 // ---- window ----
 @group(0) @binding(1) var<storage, read> w_q: array<vec4f>;
-@group(0) @binding(2) var<storage, read> w_k: array<vec4f>;
 @group(0) @binding(3) var<storage, read> w_stats: array<vec2f>;
 @group(0) @binding(4) var<storage, read_write> w_score: array<f32>;
 
@@ -199,9 +197,8 @@ fn window(@builtin(global_invocation_id) gid: vec3u) {
   var total = 0.0;
   for (var kh = 0u; kh < n_kv; kh++) {
     var kr: array<vec4f, HD4>;
-    let kb = (j * n_kv + kh) * HD4;
     for (var d = 0u; d < HD4; d++) {
-      kr[d] = w_k[kb + d];
+      kr[d] = kload(j, kh, d);
     }
     for (var g = 0u; g < G; g++) {
       let h = kh * G + g;

@@ -76,6 +76,8 @@ export interface PrefillArgs extends AttentionShape {
    * (clamped to T) and all heads of p[q, h, j].
    */
   window?: ScoreTarget & { size: number };
+  /** Read K/V through texture copies (see {@link DecodeArgs.texture}). Default: on CPU adapters only. */
+  texture?: boolean;
 }
 
 function checkShape(s: AttentionShape): number {
@@ -108,20 +110,7 @@ function decodeKernel(
     const HD4 = hd / 4;
     let header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${HD4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
       `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * HD4}u;\n`;
-    header += tpr > 0
-      ? `@group(0) @binding(2) var kt: texture_2d<f32>;
-@group(0) @binding(3) var vt: texture_2d<f32>;
-fn texel(tok: u32, kh: u32, d: u32) -> vec2u {
-  return vec2u((tok % ${tpr}u) * ${nKv * HD4}u + kh * HD4 + d, tok / ${tpr}u);
-}
-fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(kt, texel(tok, kh, d), 0); }
-fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(vt, texel(tok, kh, d), 0); }
-`
-      : `@group(0) @binding(2) var<storage, read> k: array<vec4f>;
-@group(0) @binding(3) var<storage, read> v: array<vec4f>;
-fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return k[(tok * ${nKv}u + kh) * HD4 + d]; }
-fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return v[(tok * ${nKv}u + kh) * HD4 + d]; }
-`;
+    header += kvAccessors(nKv, HD4, tpr);
     k = {
       name: `attention_decode_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}${tpr > 0 ? `_tex${tpr}` : ""}`,
       code: header + decodeCode,
@@ -180,15 +169,76 @@ function bufferOf(b: Binding): { buffer: GPUBuffer; offset: number } {
   return b instanceof GPUBuffer ? { buffer: b, offset: 0 } : { buffer: b.buffer, offset: b.offset ?? 0 };
 }
 
+/** WGSL for bindings 2 and 3 (K, V) and their accessors: textures with `tpr` tokens per row, or buffers. */
+function kvAccessors(nKv: number, HD4: number, tpr: number): string {
+  return tpr > 0
+    ? `@group(0) @binding(2) var kt: texture_2d<f32>;
+@group(0) @binding(3) var vt: texture_2d<f32>;
+fn texel(tok: u32, kh: u32, d: u32) -> vec2u {
+  return vec2u((tok % ${tpr}u) * ${nKv * HD4}u + kh * ${HD4}u + d, tok / ${tpr}u);
+}
+fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(kt, texel(tok, kh, d), 0); }
+fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(vt, texel(tok, kh, d), 0); }
+`
+    : `@group(0) @binding(2) var<storage, read> k: array<vec4f>;
+@group(0) @binding(3) var<storage, read> v: array<vec4f>;
+fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return k[(tok * ${nKv}u + kh) * ${HD4}u + d]; }
+fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return v[(tok * ${nKv}u + kh) * ${HD4}u + d]; }
+`;
+}
+
+/**
+ * Binds K/V for `n` tokens: on the texture path (default on CPU adapters) records copies of them into the
+ * context's texture pair and returns its views with the tokens per texture row; else the buffers and 0.
+ */
+function stageKv(
+  ctx: GpuContext,
+  k: Binding,
+  v: Binding,
+  nKv: number,
+  hd: number,
+  n: number,
+  texture: boolean | undefined,
+): { bind: (Binding | GPUTextureView)[]; tpr: number } {
+  const kSrc = bufferOf(k), vSrc = bufferOf(v);
+  const tpr = (texture ?? ctx.gpu.isFallback) && kSrc.offset % 16 === 0 && vSrc.offset % 16 === 0
+    ? texTokensPerRow(ctx, nKv, hd, n)
+    : 0;
+  if (tpr === 0) return { bind: [k, v], tpr };
+  const rowTexels = tpr * nKv * hd / 4;
+  const bytesPerRow = rowTexels * 16;
+  const tex = decodeTextures(ctx, rowTexels, Math.ceil(n / tpr));
+  const full = Math.floor(n / tpr), tail = n % tpr;
+  for (const [src, dst] of [[kSrc, tex.k], [vSrc, tex.v]] as const) {
+    if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, 0], [rowTexels, full]);
+    if (tail > 0) {
+      ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, full], [
+        tail * nKv * hd / 4,
+        1,
+      ]);
+    }
+  }
+  return { bind: [tex.kView, tex.vView], tpr };
+}
+
 const prefillKernels = new Map<string, KernelSource>();
-function prefillKernel(nHeads: number, G: number, hd: number, M: number, entryPoint: string): KernelSource {
-  const key = `${nHeads}/${G}/${hd}/${M}/${entryPoint}`;
+function prefillKernel(
+  nHeads: number,
+  nKv: number,
+  hd: number,
+  M: number,
+  tpr: number,
+  entryPoint: string,
+): KernelSource {
+  const G = nHeads / nKv;
+  const key = `${nHeads}/${nKv}/${hd}/${M}/${tpr}/${entryPoint}`;
   let k = prefillKernels.get(key);
   if (!k) {
     const header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst M: u32 = ${M}u;\n` +
-      `const NH: u32 = ${nHeads}u;\nconst CH: u32 = ${PREFILL_CH}u;\nconst WG: u32 = ${PREFILL_WG}u;\n`;
+      `const NH: u32 = ${nHeads}u;\nconst CH: u32 = ${PREFILL_CH}u;\nconst WG: u32 = ${PREFILL_WG}u;\n` +
+      kvAccessors(nKv, hd / 4, tpr);
     k = {
-      name: `attention_prefill_${entryPoint}_h${nHeads}_g${G}_d${hd}_m${M}`,
+      name: `attention_prefill_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}_m${M}${tpr > 0 ? `_tex${tpr}` : ""}`,
       code: header + prefillCode,
       entryPoint,
     };
@@ -250,24 +300,7 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
     ? { buffer: a.q, offset: 0 }
     : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
   ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4, qUniform, 0, qBytes);
-  let tpr = (a.texture ?? ctx.gpu.isFallback) ? texTokensPerRow(ctx, nKvHeads, hd, len) : 0;
-  const kSrc = bufferOf(a.k), vSrc = bufferOf(a.v);
-  if (kSrc.offset % 16 !== 0 || vSrc.offset % 16 !== 0) tpr = 0; // texture copies need 16-byte offsets
-  let kvBind: (Binding | GPUTextureView)[] = [a.k, a.v];
-  if (tpr > 0) {
-    const rowTexels = tpr * nKvHeads * hd / 4;
-    const bytesPerRow = rowTexels * 16;
-    const tex = decodeTextures(ctx, rowTexels, Math.ceil(len / tpr));
-    const full = Math.floor(len / tpr), tail = len % tpr;
-    for (const [src, dst] of [[kSrc, tex.k], [vSrc, tex.v]] as const) {
-      if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, 0], [rowTexels, full]);
-      if (tail > 0) {
-        const w = tail * nKvHeads * hd / 4;
-        ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, full], [w, 1]);
-      }
-    }
-    kvBind = [tex.kView, tex.vView];
-  }
+  const { bind: kvBind, tpr } = stageKv(ctx, a.k, a.v, nKvHeads, hd, len, a.texture);
   ctx.dispatch(
     decodeKernel(nHeads, nKvHeads, hd, tpr, "partial"),
     [qUniform, ...kvBind, partO, partMl, weights],
@@ -298,7 +331,7 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
  * when asked, the observation-window scores. Scratch comes from the context's pool.
  */
 export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
-  const G = checkShape(a);
+  checkShape(a);
   const { nHeads, nKvHeads, headDim: hd, T, start } = a;
   if (!(T >= 1)) throw new Error(`prefill attention needs T ≥ 1, got ${T}`);
   const n = start + T;
@@ -314,9 +347,8 @@ export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
   const partO = pool.acquire(M * nHeads * maxChunks * hd * 4, STORAGE_USAGE, "prefill-part-o");
   const partMl = pool.acquire(M * nHeads * maxChunks * 8, STORAGE_USAGE, "prefill-part-ml");
   const stats = pool.acquire(T * nHeads * 8, STORAGE_USAGE, "prefill-stats");
-  const qSrc = a.q instanceof GPUBuffer
-    ? { buffer: a.q, offset: 0 }
-    : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
+  const qSrc = bufferOf(a.q);
+  const { bind: kvBind, tpr } = stageKv(ctx, a.k, a.v, nKvHeads, hd, n, a.texture);
   const params = (q0: number, mv: number, nChunks: number): Uint8Array => {
     const u = new ArrayBuffer(64);
     const u32 = new Uint32Array(u);
@@ -337,17 +369,22 @@ export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
     // Blocks run in recording order, so one set of scratch buffers serves them all.
     ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4 + q0 * rowBytes, qUniform, 0, mv * rowBytes);
     ctx.dispatch(
-      prefillKernel(nHeads, G, hd, M, "partial"),
-      [qUniform, a.k, a.v, partO, partMl],
+      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "partial"),
+      [qUniform, ...kvBind, partO, partMl],
       [nChunks, nKvHeads],
       u,
     );
-    ctx.dispatch(prefillKernel(nHeads, G, hd, M, "combine"), [partO, partMl, a.out, stats], [mv * nHeads], u);
+    ctx.dispatch(
+      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "combine"),
+      [partO, partMl, a.out, stats],
+      [mv * nHeads],
+      u,
+    );
   }
   if (a.window && W > 0) {
     ctx.dispatch(
-      prefillKernel(nHeads, G, hd, M, "window"),
-      [a.q, a.k, stats, a.window.buffer],
+      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "window"),
+      [a.q, kvBind[0], stats, a.window.buffer],
       [wx, wy],
       params(0, 0, 0),
     );
