@@ -1,6 +1,6 @@
 // Decode attention (one query token) with split-K ("flash decoding") and optional per-token scores.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), CH (tokens per chunk),
-// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4).
+// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4), and the K/V bindings + kload/vload.
 // The query is read from a uniform buffer (the op copies it there): every invocation reads the same q
 // element at the same time, and CPU adapters (llvmpipe) broadcast uniform loads but gather per lane from
 // workgroup or storage memory — this alone halves the logit pass there.

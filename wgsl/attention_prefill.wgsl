@@ -1,6 +1,7 @@
 // Causal prefill attention as blocked multi-query decoding, plus observation-window scores.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), M (queries per block),
-// NH (query heads), CH (keys per chunk), WG (threads, a multiple of CH and of HD4).
+// NH (query heads), CH (keys per chunk), WG (threads, a multiple of CH and of HD4), and the K/V bindings +
+// kload/vload.
 //
 // For each block of M queries the op copies the block's queries ([M, NH, HD4], contiguous) into a uniform
 // buffer — CPU adapters broadcast uniform loads but gather per lane from storage/workgroup memory — and runs
