@@ -1,0 +1,111 @@
+/**
+ * `deno task serve`: the OpenAI-compatible server from the command line.
+ */
+import { parseArgs } from "node:util";
+import { Engine } from "../generate.ts";
+import { POLICY_NAMES, type PolicyName } from "../kv/policy.ts";
+import { startServer } from "./server.ts";
+
+const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
+
+  --model DIR        Hugging Face model directory (default: models/lethe-reasoner-tiny if present, else
+                     models/stories260K)
+  --host H           address to bind (default 127.0.0.1)
+  --port N           port (default 8000; 0 = any free port)
+  --model-id NAME    the id clients pass as "model" (default: the directory's name)
+  --kv POLICY        default KV policy: ${POLICY_NAMES.join(", ")} (default full)
+  --kv-budget N      default KV budget in tokens per layer (default 256)
+  --kv-memory BYTES  byte cap on KV over all sequences, K/M/G suffixes (default 1G)
+  --max-batch N      most sequences decoding together (default 16)
+  --max-tokens N     max_tokens when a request gives none (default 256)
+  --help             this text
+`;
+
+/** Parses "512M", "1G", "1048576". */
+export function parseByteSize(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
+  if (!m) throw new Error(`not a byte size: ${s}`);
+  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase()]!;
+  return Math.floor(Number(m[1]) * mult);
+}
+
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  const { values: v } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      "model-id": { type: "string" },
+      kv: { type: "string" },
+      "kv-budget": { type: "string" },
+      "kv-memory": { type: "string" },
+      "max-batch": { type: "string" },
+      "max-tokens": { type: "string" },
+      help: { type: "boolean" },
+    },
+  });
+  if (v.help) {
+    console.log(HELP);
+    return;
+  }
+  const int = (name: string, s: string | undefined, def: number, min: number) => {
+    if (s === undefined) return def;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${s}`);
+    return n;
+  };
+  const root = new URL("../../models/", import.meta.url).pathname;
+  const model = v.model ??
+    (await exists(`${root}lethe-reasoner-tiny/config.json`)
+      ? `${root}lethe-reasoner-tiny`
+      : `${root}stories260K`);
+  if (v.kv !== undefined && !POLICY_NAMES.includes(v.kv as PolicyName)) {
+    throw new Error(`--kv must be one of ${POLICY_NAMES.join(", ")}`);
+  }
+  const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal() });
+  const server = startServer(engine, {
+    modelId: v["model-id"],
+    hostname: v.host ?? "127.0.0.1",
+    port: int("port", v.port, 8000, 0),
+    kvMemory: v["kv-memory"] !== undefined ? parseByteSize(v["kv-memory"]) : undefined,
+    maxBatch: int("max-batch", v["max-batch"], 16, 1),
+    maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
+    kv: {
+      policy: (v.kv as PolicyName | undefined) ?? "full",
+      ...(v["kv-budget"] !== undefined ? { budget: int("kv-budget", v["kv-budget"], 256, 1) } : {}),
+    },
+  });
+  console.error(
+    `lethe: serving ${model} at ${server.url} (kv ${
+      v.kv ?? "full"
+    }, pool ${server.scheduler.options.kvMemory} bytes, ` +
+      `max batch ${server.scheduler.options.maxBatch})`,
+  );
+  // A line on stdout that scripts can wait for.
+  console.log(`listening ${server.url}`);
+  const stop = async () => {
+    await server.shutdown();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`lethe serve: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(2);
+  }
+}

@@ -1,0 +1,334 @@
+/**
+ * The OpenAI request formats the server accepts, validated field by field. Anything wrong becomes an
+ * {@link ApiError} (HTTP 400 with an OpenAI-style body naming the offending parameter). Unknown fields are
+ * ignored, as OpenAI's API does; known fields of the wrong type are errors.
+ */
+import type { KvOptions, SamplingOptions } from "../generate.ts";
+import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, POLICY_NAMES, validateKvOptions } from "../kv/policy.ts";
+import type { PolicyName } from "../kv/policy.ts";
+
+/** An error answered as `{ error: { message, type, param, code } }`. */
+export class ApiError extends Error {
+  readonly status: number;
+  readonly param: string | null;
+  readonly code: string | null;
+  readonly type: string;
+
+  constructor(
+    message: string,
+    param: string | null = null,
+    code: string | null = null,
+    status = 400,
+    type = "invalid_request_error",
+  ) {
+    super(message);
+    this.status = status;
+    this.param = param;
+    this.code = code;
+    this.type = type;
+  }
+
+  /** The JSON response. */
+  response(): Response {
+    return Response.json(
+      { error: { message: this.message, type: this.type, param: this.param, code: this.code } },
+      { status: this.status },
+    );
+  }
+}
+
+/** Server-wide defaults a request may override. */
+export interface RequestDefaults {
+  /** Model id clients pass as `model`. */
+  modelId: string;
+  /** Context length (prompt + max_tokens must fit). */
+  contextLength: number;
+  vocabSize: number;
+  /** max_tokens when the request gives none (capped by the room left in the context). */
+  maxTokens: number;
+  kv: Partial<KvOptions>;
+}
+
+/** A validated generation request. */
+export interface ParsedRequest {
+  stream: boolean;
+  includeUsage: boolean;
+  /** `max_tokens` as given (null: default, decided once the prompt length is known). */
+  maxTokens: number | null;
+  sampling: SamplingOptions;
+  stop: string[];
+  kv: Partial<KvOptions>;
+  /** Extension: add the generated token ids to each choice (always on for models without a tokenizer). */
+  returnTokenIds: boolean;
+}
+
+/** A completions request: the prompt is text or token ids. */
+export interface CompletionRequest extends ParsedRequest {
+  prompt: string | number[];
+}
+
+/** One chat message after validation. */
+export interface ChatMessageIn {
+  role: string;
+  content: string;
+}
+
+/** A chat request. */
+export interface ChatRequest extends ParsedRequest {
+  messages: ChatMessageIn[];
+}
+
+type Json = Record<string, unknown>;
+
+/** Parses a request body as a JSON object. */
+export async function readJson(req: Request): Promise<Json> {
+  let text: string;
+  try {
+    text = await req.text();
+  } catch {
+    throw new ApiError("could not read the request body", null, "invalid_body");
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (e) {
+    throw new ApiError(
+      `the request body is not valid JSON: ${e instanceof Error ? e.message : e}`,
+      null,
+      "invalid_json",
+    );
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new ApiError("the request body must be a JSON object", null, "invalid_json");
+  }
+  return body as Json;
+}
+
+const typeName = (v: unknown) => (v === null ? "null" : Array.isArray(v) ? "array" : typeof v);
+
+function wrongType(param: string, want: string, v: unknown): never {
+  throw new ApiError(`'${param}' must be ${want}, got ${typeName(v)}`, param, "invalid_type");
+}
+
+function optNumber(b: Json, k: string, lo: number, hi: number, int = false): number | undefined {
+  const v = b[k];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v)) wrongType(k, int ? "an integer" : "a number", v);
+  if (int && !Number.isInteger(v)) {
+    throw new ApiError(`'${k}' must be an integer, got ${v}`, k, "invalid_type");
+  }
+  if (v < lo || v > hi) {
+    throw new ApiError(`'${k}' must be in [${lo}, ${hi}], got ${v}`, k, "invalid_value");
+  }
+  return v;
+}
+
+function optBool(b: Json, k: string): boolean | undefined {
+  const v = b[k];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") wrongType(k, "a boolean", v);
+  return v;
+}
+
+function optString(b: Json, k: string): string | undefined {
+  const v = b[k];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "string") wrongType(k, "a string", v);
+  return v;
+}
+
+/** Fields shared by both endpoints. */
+function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): ParsedRequest {
+  const model = optString(b, "model");
+  if (model !== undefined && model !== d.modelId) {
+    throw new ApiError(
+      `the model '${model}' does not exist; this server serves '${d.modelId}'`,
+      "model",
+      "model_not_found",
+    );
+  }
+  const n = optNumber(b, "n", 1, 1, true);
+  void n;
+  let maxTokens: number | null = null;
+  for (const k of maxTokensKeys) {
+    const v = b[k];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== "number" || !Number.isInteger(v)) wrongType(k, "an integer", v);
+    if (v < 1) throw new ApiError(`'${k}' must be at least 1, got ${v}`, k, "invalid_value");
+    if (v > d.contextLength) {
+      throw new ApiError(
+        `'${k}' is ${v}, more than the model's context length of ${d.contextLength}`,
+        k,
+        "invalid_value",
+      );
+    }
+    maxTokens = v;
+  }
+  const stream = optBool(b, "stream") ?? false;
+  let includeUsage = false;
+  const so = b.stream_options;
+  if (so !== undefined && so !== null) {
+    if (typeof so !== "object" || Array.isArray(so)) wrongType("stream_options", "an object", so);
+    includeUsage = optBool(so as Json, "include_usage") ?? false;
+  }
+  const temperature = optNumber(b, "temperature", 0, 2) ?? 1;
+  const topP = optNumber(b, "top_p", 0, 1) ?? 1;
+  if (topP === 0) throw new ApiError("'top_p' must be greater than 0", "top_p", "invalid_value");
+  const topK = optNumber(b, "top_k", -1, 1e9, true) ?? 0;
+  const seed = optNumber(b, "seed", -(2 ** 63), 2 ** 64, true) ?? Math.floor(Math.random() * 2 ** 32);
+  let stop: string[] = [];
+  const s = b.stop;
+  if (typeof s === "string") stop = [s];
+  else if (Array.isArray(s)) {
+    if (s.length > 4) throw new ApiError("'stop' takes at most 4 sequences", "stop", "invalid_value");
+    for (const x of s) if (typeof x !== "string") wrongType("stop", "a string or an array of strings", s);
+    stop = s as string[];
+  } else if (s !== undefined && s !== null) wrongType("stop", "a string or an array of strings", s);
+  const returnTokenIds = optBool(b, "return_token_ids") ?? false;
+  return {
+    stream,
+    includeUsage,
+    maxTokens,
+    sampling: { temperature, topK: Math.max(0, topK), topP, seed: ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32 },
+    stop,
+    kv: parseKv(b, d.kv),
+    returnTokenIds,
+  };
+}
+
+/** KV extensions: kv_policy, kv_budget, kv_sink, kv_window, kv_recent_ratio, lethe_{tau,segments,gamma,interval}. */
+function parseKv(b: Json, defaults: Partial<KvOptions>): Partial<KvOptions> {
+  const policy = optString(b, "kv_policy");
+  if (policy !== undefined && !POLICY_NAMES.includes(policy as PolicyName)) {
+    throw new ApiError(
+      `'kv_policy' must be one of ${POLICY_NAMES.join(", ")}, got '${policy}'`,
+      "kv_policy",
+      "invalid_value",
+    );
+  }
+  const big = 1e9;
+  const kv: Partial<KvOptions> = { ...defaults, lethe: { ...DEFAULT_KV_OPTIONS.lethe, ...defaults.lethe } };
+  if (policy !== undefined) kv.policy = policy as PolicyName;
+  kv.budget = optNumber(b, "kv_budget", 1, big, true) ?? kv.budget;
+  kv.sink = optNumber(b, "kv_sink", 0, big, true) ?? kv.sink;
+  kv.window = optNumber(b, "kv_window", 1, big, true) ?? kv.window;
+  kv.recentRatio = optNumber(b, "kv_recent_ratio", 0, 1) ?? kv.recentRatio;
+  kv.lethe = {
+    tau: optNumber(b, "lethe_tau", 0, big) ?? kv.lethe!.tau,
+    segments: optNumber(b, "lethe_segments", 1, big, true) ?? kv.lethe!.segments,
+    gamma: optNumber(b, "lethe_gamma", 0, 1) ?? kv.lethe!.gamma,
+    interval: optNumber(b, "lethe_interval", 1, big, true) ?? kv.lethe!.interval,
+  };
+  const full: KvPolicyOptions = {
+    budget: kv.budget ?? DEFAULT_KV_OPTIONS.budget,
+    sink: kv.sink ?? DEFAULT_KV_OPTIONS.sink,
+    recentRatio: kv.recentRatio ?? DEFAULT_KV_OPTIONS.recentRatio,
+    window: kv.window ?? DEFAULT_KV_OPTIONS.window,
+    lethe: kv.lethe,
+  };
+  try {
+    validateKvOptions(full);
+  } catch (e) {
+    throw new ApiError(e instanceof Error ? e.message : String(e), "kv_budget", "invalid_value");
+  }
+  return kv;
+}
+
+/** Validates a token-id prompt. */
+function tokenIds(v: unknown[], vocab: number): number[] {
+  for (const x of v) {
+    if (typeof x !== "number" || !Number.isInteger(x)) {
+      wrongType("prompt", "a string or an array of token ids", v);
+    }
+    if (x < 0 || x >= vocab) {
+      throw new ApiError(
+        `prompt token id ${x} is outside the vocabulary [0, ${vocab})`,
+        "prompt",
+        "invalid_value",
+      );
+    }
+  }
+  return v as number[];
+}
+
+/** Parses a /v1/completions body. */
+export function parseCompletion(b: Json, d: RequestDefaults): CompletionRequest {
+  const common = parseCommon(b, d, ["max_tokens"]);
+  let p = b.prompt;
+  if (p === undefined || p === null) {
+    throw new ApiError("'prompt' is required", "prompt", "missing_required_parameter");
+  }
+  // OpenAI allows a list of prompts; one is served per request.
+  if (Array.isArray(p) && p.length === 1 && (typeof p[0] === "string" || Array.isArray(p[0]))) p = p[0];
+  let prompt: string | number[];
+  if (typeof p === "string") prompt = p;
+  else if (Array.isArray(p)) prompt = tokenIds(p, d.vocabSize);
+  else wrongType("prompt", "a string or an array of token ids", p);
+  if (prompt.length === 0) throw new ApiError("'prompt' is empty", "prompt", "invalid_value");
+  return { ...common, prompt };
+}
+
+/** Parses a /v1/chat/completions body. */
+export function parseChat(b: Json, d: RequestDefaults): ChatRequest {
+  const common = parseCommon(b, d, ["max_tokens", "max_completion_tokens"]);
+  const m = b.messages;
+  if (m === undefined || m === null) {
+    throw new ApiError("'messages' is required", "messages", "missing_required_parameter");
+  }
+  if (!Array.isArray(m)) wrongType("messages", "an array", m);
+  if (m.length === 0) throw new ApiError("'messages' is empty", "messages", "invalid_value");
+  const messages: ChatMessageIn[] = m.map((x, i) => {
+    const param = `messages[${i}]`;
+    if (x === null || typeof x !== "object" || Array.isArray(x)) wrongType(param, "an object", x);
+    const role = (x as Json).role;
+    if (typeof role !== "string") wrongType(`${param}.role`, "a string", role);
+    if (!["system", "user", "assistant", "developer"].includes(role)) {
+      throw new ApiError(`${param}.role '${role}' is not supported`, `${param}.role`, "invalid_value");
+    }
+    const c = (x as Json).content;
+    let content: string;
+    if (typeof c === "string") content = c;
+    else if (Array.isArray(c)) {
+      // Content parts: only text parts are served.
+      content = c.map((part, k) => {
+        if (part?.type !== "text" || typeof part?.text !== "string") {
+          throw new ApiError(
+            `${param}.content[${k}] must be a text part`,
+            `${param}.content`,
+            "invalid_value",
+          );
+        }
+        return part.text as string;
+      }).join("");
+    } else if (c === null && role === "assistant") content = "";
+    else wrongType(`${param}.content`, "a string", c);
+    return { role: role === "developer" ? "system" : role, content };
+  });
+  return { ...common, messages };
+}
+
+/** Decides max_tokens once the prompt length is known; rejects prompts that do not fit the context. */
+export function resolveMaxTokens(
+  req: ParsedRequest,
+  promptTokens: number,
+  d: RequestDefaults,
+  param: string,
+): number {
+  if (promptTokens >= d.contextLength) {
+    throw new ApiError(
+      `the prompt has ${promptTokens} tokens; the model's context length is ${d.contextLength}`,
+      param,
+      "context_length_exceeded",
+    );
+  }
+  const room = d.contextLength - promptTokens;
+  if (req.maxTokens === null) return Math.min(d.maxTokens, room);
+  if (req.maxTokens > room) {
+    throw new ApiError(
+      `the prompt (${promptTokens} tokens) plus max_tokens (${req.maxTokens}) exceeds the model's context length of ${d.contextLength}`,
+      "max_tokens",
+      "context_length_exceeded",
+    );
+  }
+  return req.maxTokens;
+}

@@ -1,0 +1,468 @@
+/**
+ * Continuous batching over one engine: a single loop owns the GPU. Every step it (1) drops cancelled
+ * sequences and frees their KV, (2) admits queued requests while the KV pool has room (each is prefilled,
+ * sampled and pruned alone), (3) makes sure the next decode step fits the pool — preempting the youngest
+ * sequences if it would not — and (4) decodes one token for every active sequence in one `forward.decode`
+ * call, sampling each row with the request's own settings.
+ *
+ * Memory: the pool is a byte cap on KV allocated (K, V, positions, scores) over all sequences. Admission uses
+ * each request's projected peak: exact for `full` (its cache is allocated once for prompt + max_tokens),
+ * an estimate from the budget for pruning policies. Before every decode step the exact growth of that step
+ * is computed; if it would pass the cap, the youngest sequence is preempted: its KV is freed and it goes back
+ * to the head of the queue with the tokens it has generated, and is recomputed (prefill of prompt + generated
+ * tokens) when memory allows. A sequence alone that cannot grow ends with finish_reason "length". Nothing
+ * ever writes past the cap or into another sequence's cache.
+ *
+ * Per-request results equal `Engine.generate` with the same options (same sampling step numbering, same
+ * pruning rounds), as long as the sequence is not preempted.
+ */
+import type { Engine, KvOptions, SamplingOptions } from "../generate.ts";
+import { bytesPerToken } from "../kv/cache.ts";
+import type { SequenceState } from "../model/forward.ts";
+import { sampleRows } from "../ops/sample.ts";
+import { IncrementalDecoder } from "../../tokenizer/mod.ts";
+import { StopStrings } from "./text.ts";
+
+/** Why a generation ended (OpenAI's names; "stop" covers EOS and stop strings). */
+export type FinishReason = "stop" | "length";
+
+/** What the scheduler reports about a job. */
+export type JobEvent =
+  | { type: "token"; id: number; text: string }
+  | { type: "done"; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: "error"; message: string };
+
+/** One generation request as the scheduler takes it. */
+export interface JobRequest {
+  promptIds: number[];
+  maxTokens: number;
+  sampling: SamplingOptions;
+  kv: Partial<KvOptions>;
+  stop: string[];
+  /** Stop token ids (default: the model's EOS ids). */
+  eos?: number[];
+  onEvent: (e: JobEvent) => void;
+}
+
+/** Server-wide scheduler settings. */
+export interface SchedulerOptions {
+  /** Byte cap on KV allocated over all sequences. */
+  kvMemory: number;
+  /** Most sequences decoding together. */
+  maxBatch: number;
+}
+
+/** Counters and gauges for /metrics. */
+export interface SchedulerMetrics {
+  active: number;
+  queued: number;
+  kvBytesLive: number;
+  kvBytesAllocated: number;
+  kvBytesPeak: number;
+  kvBytesCap: number;
+  promptTokensTotal: number;
+  generatedTokensTotal: number;
+  decodeStepsTotal: number;
+  pruneRoundsTotal: number;
+  preemptionsTotal: number;
+  requestsFinishedTotal: number;
+  requestsCancelledTotal: number;
+  requestsFailedTotal: number;
+  /** Generated tokens per second over the last ~10 s. */
+  tokensPerSecond: number;
+  /** Largest batch decoded so far. */
+  maxBatchSeen: number;
+  /** Largest queue seen so far. */
+  maxQueuedSeen: number;
+}
+
+interface Job {
+  readonly id: number;
+  readonly req: JobRequest;
+  readonly eos: Set<number>;
+  readonly decoder: IncrementalDecoder | null;
+  readonly stop: StopStrings;
+  /** Projected peak KV bytes (grows to the largest seen after a preemption). */
+  reserve: number;
+  seq: SequenceState | null;
+  /** Generated ids; the last one is fed at the next decode step. */
+  ids: number[];
+  /** Decode steps done (the sampling step of the next token is step + 1). */
+  step: number;
+  cancelled: boolean;
+  finished: boolean;
+}
+
+/** A handle the HTTP layer keeps to cancel its request. */
+export interface JobHandle {
+  readonly id: number;
+  cancel(): void;
+}
+
+const round16 = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
+
+/** The continuous-batching loop. */
+export class Scheduler {
+  readonly engine: Engine;
+  readonly options: SchedulerOptions;
+  readonly #queue: Job[] = [];
+  readonly #active: Job[] = [];
+  #nextId = 1;
+  #wake: (() => void) | null = null;
+  #closed = false;
+  #loop: Promise<void>;
+  /** u32 ids, one per 256 bytes (storage binding offsets must be 256-aligned). */
+  #ids: GPUBuffer;
+  #idsRows = 0;
+  readonly #rate: { t: number; n: number }[] = [];
+  readonly #m = {
+    kvBytesPeak: 0,
+    promptTokensTotal: 0,
+    generatedTokensTotal: 0,
+    decodeStepsTotal: 0,
+    pruneRoundsTotal: 0,
+    preemptionsTotal: 0,
+    requestsFinishedTotal: 0,
+    requestsCancelledTotal: 0,
+    requestsFailedTotal: 0,
+    maxBatchSeen: 0,
+    maxQueuedSeen: 0,
+  };
+
+  constructor(engine: Engine, options: SchedulerOptions) {
+    this.engine = engine;
+    this.options = options;
+    this.#ids = this.#idsBuffer(Math.max(1, options.maxBatch));
+    this.#loop = this.#run();
+  }
+
+  /** KV bytes one token costs over all layers. */
+  get tokenBytes(): number {
+    const c = this.engine.model.config;
+    return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
+  }
+
+  /** The smallest KV a request needs (its prompt, all layers): more than the pool → it can never run. */
+  minimumBytes(promptTokens: number): number {
+    return round16(promptTokens + 1) * this.tokenBytes;
+  }
+
+  /** Queues a request; events arrive through `onEvent`. */
+  submit(req: JobRequest): JobHandle {
+    const c = this.engine.model.config;
+    const job: Job = {
+      id: this.#nextId++,
+      req,
+      eos: new Set(req.eos ?? c.eosTokenIds),
+      decoder: this.engine.tokenizer
+        ? new IncrementalDecoder(this.engine.tokenizer, { skipSpecialTokens: true })
+        : null,
+      stop: new StopStrings(req.stop),
+      reserve: this.#projectedBytes(req),
+      seq: null,
+      ids: [],
+      step: 0,
+      cancelled: false,
+      finished: false,
+    };
+    this.#queue.push(job);
+    this.#m.maxQueuedSeen = Math.max(this.#m.maxQueuedSeen, this.#queue.length);
+    this.#kick();
+    return { id: job.id, cancel: () => this.#cancel(job) };
+  }
+
+  /** Current counters. */
+  metrics(): SchedulerMetrics {
+    let live = 0;
+    let allocated = 0;
+    for (const j of this.#active) {
+      if (!j.seq) continue;
+      live += j.seq.kv.liveBytes();
+      allocated += j.seq.kv.allocatedBytes();
+    }
+    const now = performance.now();
+    while (this.#rate.length > 0 && now - this.#rate[0].t > 10_000) this.#rate.shift();
+    let tps = 0;
+    if (this.#rate.length > 1) {
+      const span = (now - this.#rate[0].t) / 1000;
+      const n = this.#rate.slice(1).reduce((s, r) => s + r.n, 0);
+      tps = span > 0 ? n / span : 0;
+    }
+    return {
+      active: this.#active.length,
+      queued: this.#queue.length,
+      kvBytesLive: live,
+      kvBytesAllocated: allocated,
+      kvBytesCap: this.options.kvMemory,
+      tokensPerSecond: tps,
+      ...this.#m,
+    };
+  }
+
+  /** Stops the loop after the current step; pending requests get an error. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#kick();
+    await this.#loop;
+    for (const j of [...this.#queue, ...this.#active]) this.#fail(j, "server shutting down");
+    this.#queue.length = 0;
+    this.#active.length = 0;
+    this.engine.ctx.destroyLater(this.#ids);
+  }
+
+  #kick(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  #cancel(job: Job): void {
+    if (job.finished || job.cancelled) return;
+    job.cancelled = true;
+    const q = this.#queue.indexOf(job);
+    if (q >= 0) {
+      // Queued jobs hold no KV: drop now.
+      this.#queue.splice(q, 1);
+      this.#release(job);
+      this.#m.requestsCancelledTotal++;
+    }
+    // Active jobs are dropped by the loop at the next step boundary (their KV may be in recorded GPU work).
+    this.#kick();
+  }
+
+  /** Projected peak KV bytes of a request (see the module comment). */
+  #projectedBytes(req: JobRequest): number {
+    const total = req.promptIds.length + req.maxTokens;
+    const full = round16(total) * this.tokenBytes;
+    const policy = req.kv.policy ?? "full";
+    if (policy === "full" || policy === "snapkv") return full;
+    const budget = req.kv.budget ?? 256;
+    const interval = req.kv.lethe?.interval ?? 16;
+    const steady = round16(Math.ceil(budget * 1.5) + interval + 16) * this.tokenBytes;
+    const prefill = round16(req.promptIds.length + 16) * this.tokenBytes;
+    return Math.min(full, Math.max(steady, prefill));
+  }
+
+  /** Initial cache capacity: the whole generation for full (no growth), the prompt plus a little otherwise. */
+  #initialCapacity(job: Job, tokens: number): number {
+    const policy = job.req.kv.policy ?? "full";
+    if (policy === "full") return job.req.promptIds.length + job.req.maxTokens;
+    return tokens + 16;
+  }
+
+  #allocated(): number {
+    let s = 0;
+    for (const j of this.#active) if (j.seq) s += j.seq.kv.allocatedBytes();
+    return s;
+  }
+
+  #reserved(): number {
+    let s = 0;
+    for (const j of this.#active) s += Math.max(j.reserve, j.seq ? j.seq.kv.allocatedBytes() : 0);
+    return s;
+  }
+
+  #idsBuffer(rows: number): GPUBuffer {
+    this.#idsRows = rows;
+    return this.engine.ctx.createBuffer(rows * 256, "server-ids");
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#closed) {
+      try {
+        this.#reap();
+        await this.#admit();
+        this.#reap();
+        if (this.#active.length === 0) {
+          if (this.#queue.length > 0 && this.#closed === false) {
+            // Nothing active and the head still does not fit: it never will (checked at submit), so fail it.
+            const head = this.#queue.shift()!;
+            this.#fail(head, "the request needs more KV memory than the server's pool");
+            continue;
+          }
+          await new Promise<void>((r) => (this.#wake = r));
+          continue;
+        }
+        this.#fitStep();
+        if (this.#active.length === 0) continue;
+        await this.#decodeStep();
+      } catch (e) {
+        // A failure inside a step: fail the sequences involved, keep serving.
+        const msg = e instanceof Error ? e.message : String(e);
+        console.error(`scheduler: step failed: ${msg}`);
+        for (const j of this.#active.splice(0)) this.#fail(j, `generation failed: ${msg}`);
+      }
+    }
+  }
+
+  /** Removes cancelled active jobs and frees their KV. */
+  #reap(): void {
+    for (let i = this.#active.length - 1; i >= 0; i--) {
+      const j = this.#active[i];
+      if (j.cancelled || j.finished) {
+        this.#active.splice(i, 1);
+        if (j.cancelled && !j.finished) this.#m.requestsCancelledTotal++;
+        this.#release(j);
+      }
+    }
+  }
+
+  #release(job: Job): void {
+    job.seq?.kv.destroy();
+    job.seq = null;
+  }
+
+  #fail(job: Job, message: string): void {
+    this.#release(job);
+    if (job.finished) return;
+    job.finished = true;
+    this.#m.requestsFailedTotal++;
+    job.req.onEvent({ type: "error", message });
+  }
+
+  /** Prefills queued jobs while the batch and the pool have room. */
+  async #admit(): Promise<void> {
+    while (this.#queue.length > 0 && this.#active.length < this.options.maxBatch && !this.#closed) {
+      const job = this.#queue[0];
+      const resumed = job.ids.length > 0;
+      const tokens = resumed ? job.req.promptIds.concat(job.ids.slice(0, -1)) : job.req.promptIds;
+      const prefillBytes = round16(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
+      const need = Math.max(job.reserve, prefillBytes);
+      // The head waits while others run and it does not fit (FIFO: no overtaking, so big requests are not starved).
+      if (this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) return;
+      if (this.#allocated() + prefillBytes > this.options.kvMemory) return;
+      this.#queue.shift();
+      const seq = this.engine.newSequence(job.req.kv, this.#initialCapacity(job, tokens.length));
+      job.seq = seq;
+      this.#active.push(job);
+      this.#m.maxBatchSeen = Math.max(this.#m.maxBatchSeen, this.#active.length);
+      try {
+        const logits = this.engine.forward.prefill(seq, tokens);
+        if (!resumed) {
+          this.#m.promptTokensTotal += tokens.length;
+          sampleRows(
+            this.engine.ctx,
+            { logits, rows: 1, vocab: this.engine.model.config.vocabSize },
+            { ...job.req.sampling, step: 0 },
+            { buffer: this.#ids, offset: 0, size: 4 },
+          );
+          const [next] = await this.engine.ctx.readU32(this.#ids, 0, 1);
+          if (await this.engine.maybePrune(seq, 0, true)) this.#m.pruneRoundsTotal++;
+          this.#accept(job, next);
+        } else {
+          if (await this.engine.maybePrune(seq, 0, true)) this.#m.pruneRoundsTotal++;
+        }
+      } catch (e) {
+        this.#active.splice(this.#active.indexOf(job), 1);
+        this.#fail(job, `prefill failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      this.#track();
+    }
+  }
+
+  /** Bytes the next decode step would allocate for `job` (layers at capacity grow by 1.5×). */
+  #growth(job: Job): number {
+    const seq = job.seq!;
+    const c = this.engine.model.config;
+    const bpt = bytesPerToken(seq.kv.shape);
+    let g = 0;
+    seq.kv.layers.forEach((L, l) => {
+      const cap = seq.policy.decodeCap(l, c.numLayers);
+      if (cap !== null && L.len >= cap) return;
+      if (L.len + 1 > L.capacity) {
+        g += (round16(Math.max(L.len + 1, Math.ceil(L.capacity * 1.5))) - L.capacity) * bpt;
+      }
+    });
+    return g;
+  }
+
+  /** Preempts the youngest sequences until the next step fits the pool. */
+  #fitStep(): void {
+    for (;;) {
+      const need = this.#allocated() + this.#active.reduce((s, j) => s + this.#growth(j), 0);
+      if (need <= this.options.kvMemory) return;
+      if (this.#active.length === 1) {
+        // Alone and still too big: it cannot continue.
+        const j = this.#active.pop()!;
+        this.#finish(j, "length");
+        this.#release(j);
+        return;
+      }
+      const victim = this.#active.pop()!;
+      this.#release(victim);
+      victim.reserve = Math.max(victim.reserve, need - this.#allocated());
+      this.#queue.unshift(victim);
+      this.#m.preemptionsTotal++;
+    }
+  }
+
+  async #decodeStep(): Promise<void> {
+    const jobs = this.#active.slice();
+    const B = jobs.length;
+    if (B > this.#idsRows) {
+      this.engine.ctx.destroyLater(this.#ids);
+      this.#ids = this.#idsBuffer(B);
+    }
+    const vocab = this.engine.model.config.vocabSize;
+    const logits = this.engine.forward.decode(
+      jobs.map((j) => j.seq!),
+      jobs.map((j) => j.ids[j.ids.length - 1]),
+    );
+    jobs.forEach((j, b) => {
+      sampleRows(
+        this.engine.ctx,
+        { logits, rows: 1, vocab, offset: b * vocab },
+        { ...j.req.sampling, step: j.step + 1 },
+        { buffer: this.#ids, offset: b * 256, size: 4 },
+      );
+    });
+    const raw = await this.engine.ctx.readU32(this.#ids, 0, B * 64);
+    this.#m.decodeStepsTotal++;
+    const now = performance.now();
+    this.#rate.push({ t: now, n: B });
+    while (this.#rate.length > 1 && now - this.#rate[0].t > 10_000) this.#rate.shift();
+    for (let b = 0; b < B; b++) {
+      const j = jobs[b];
+      j.step++;
+      if (j.cancelled) continue;
+      if (await this.engine.maybePrune(j.seq!, j.step, false)) this.#m.pruneRoundsTotal++;
+      this.#accept(j, raw[b * 64]);
+    }
+    this.#track();
+  }
+
+  /** Takes a sampled token: emits its text, and ends the job on EOS, a stop string or max_tokens. */
+  #accept(job: Job, id: number): void {
+    job.ids.push(id);
+    this.#m.generatedTokensTotal++;
+    if (job.eos.has(id)) {
+      job.req.onEvent({ type: "token", id, text: "" });
+      return this.#finish(job, "stop");
+    }
+    let text = "";
+    if (job.decoder) text = job.stop.push(job.decoder.push(id));
+    job.req.onEvent({ type: "token", id, text });
+    if (job.stop.stopped) return this.#finish(job, "stop");
+    if (job.ids.length >= job.req.maxTokens) this.#finish(job, "length");
+  }
+
+  #finish(job: Job, reason: FinishReason): void {
+    if (job.finished) return;
+    if (job.decoder && !job.stop.stopped) {
+      const rest = job.stop.push(job.decoder.flush()) + job.stop.flush();
+      if (rest) job.req.onEvent({ type: "token", id: -1, text: rest });
+    }
+    job.finished = true;
+    this.#m.requestsFinishedTotal++;
+    job.req.onEvent({
+      type: "done",
+      finishReason: reason,
+      promptTokens: job.req.promptIds.length,
+      completionTokens: job.ids.length,
+    });
+  }
+
+  #track(): void {
+    this.#m.kvBytesPeak = Math.max(this.#m.kvBytesPeak, this.#allocated());
+  }
+}
