@@ -1,0 +1,380 @@
+/**
+ * Reports of the evaluation harness: the headline (Lethe's KV reduction at the smallest budget that keeps it
+ * within 1 point of `full`, against the baselines at that budget), Markdown tables, SVG charts, and the
+ * marker-delimited section of bench/RESULTS.md that `deno task results` regenerates.
+ */
+import { POLICY_NAMES } from "../kv/policy.ts";
+import type { CellResult, EvalResults } from "./harness.ts";
+import { lineChart, type Series } from "./svg.ts";
+
+/** Markers of the generated section in bench/RESULTS.md. */
+export const BEGIN_MARKER = "<!-- eval:begin -->";
+export const END_MARKER = "<!-- eval:end -->";
+
+/**
+ * Replaces the text between the markers with `body` (markers kept); appends the markers (and body) at the end
+ * when absent. Text outside the markers is returned byte for byte.
+ */
+export function replaceMarkedSection(doc: string, body: string): string {
+  const b = doc.indexOf(BEGIN_MARKER);
+  const e = b < 0 ? -1 : doc.indexOf(END_MARKER, b + BEGIN_MARKER.length);
+  const inner = `\n${body.trim()}\n`;
+  if (b < 0 || e < 0) {
+    const sep = doc.length === 0 ? "" : doc.endsWith("\n\n") ? "" : doc.endsWith("\n") ? "\n" : "\n\n";
+    return `${doc}${sep}${BEGIN_MARKER}${inner}${END_MARKER}\n`;
+  }
+  return doc.slice(0, b + BEGIN_MARKER.length) + inner + doc.slice(e);
+}
+
+/** The quality figure of a cell: accuracy (tasks) or the fraction of tokens before divergence (fidelity). */
+export function quality(r: EvalResults, c: CellResult): number {
+  return (r.kind === "tasks" ? c.accuracy : c.agree_frac) ?? 0;
+}
+
+/** Lethe's headline against the baselines. */
+export interface Headline {
+  metric: "accuracy" | "agreement";
+  full: CellResult;
+  /** The chosen Lethe cell (default τ/γ), or null when the run has no Lethe cells. */
+  lethe: CellResult | null;
+  /** Whether the chosen cell is within 1 point of full (else it is the best Lethe cell there is). */
+  within: boolean;
+  /** Baseline cells at the chosen budget. */
+  baselines: CellResult[];
+  /** The Lethe ablation cell (any τ/γ) with the largest reduction within 1 point, if any. */
+  bestAblation: CellResult | null;
+}
+
+/** Within 1 point (0.01) of full, with a little slack for float sums. */
+const within1 = (v: number, full: number): boolean => v >= full - 0.01 - 1e-9;
+
+/** Computes the headline of a results file. */
+export function headline(r: EvalResults): Headline | null {
+  const full = r.cells.find((c) => c.policy === "full");
+  if (!full) return null;
+  const fq = quality(r, full);
+  const lethe = r.cells.filter((c) => c.policy === "lethe" && !c.ablation);
+  const ok = lethe.filter((c) => within1(quality(r, c), fq)).sort((a, b) =>
+    a.kv_peak_ratio - b.kv_peak_ratio
+  );
+  let chosen: CellResult | null = ok[0] ?? null;
+  const within = chosen !== null;
+  if (!chosen && lethe.length) {
+    chosen = [...lethe].sort((a, b) => quality(r, b) - quality(r, a) || (b.budget ?? 0) - (a.budget ?? 0))[0];
+  }
+  const baselines = chosen
+    ? r.cells.filter((c) => c.budget === chosen!.budget && c.policy !== "lethe" && c.policy !== "full")
+    : [];
+  const abl = r.cells.filter((c) => c.policy === "lethe" && within1(quality(r, c), fq))
+    .sort((a, b) => a.kv_peak_ratio - b.kv_peak_ratio);
+  return {
+    metric: r.kind === "tasks" ? "accuracy" : "agreement",
+    full,
+    lethe: chosen,
+    within,
+    baselines,
+    bestAblation: abl[0] ?? null,
+  };
+}
+
+const pct = (
+  v: number | null,
+  d = 1,
+): string => (v === null || !Number.isFinite(v) ? "–" : `${(v * 100).toFixed(d)}%`);
+const kb = (v: number): string => `${(v / 1024).toFixed(1)} KiB`;
+const num = (v: number | null, d = 3): string => (v === null || !Number.isFinite(v) ? "–" : v.toFixed(d));
+
+/** One sentence per figure: the headline in words. */
+export function headlineText(r: EvalResults): string {
+  const h = headline(r);
+  if (!h || !h.lethe) return "_No Lethe cells in this run._";
+  const L = h.lethe;
+  const q = (c: CellResult) =>
+    r.kind === "tasks"
+      ? `${pct(c.accuracy)} accuracy`
+      : `${c.agree_tokens}/${c.tokens} tokens agreeing, mean KL ${num(c.kl_mean, 4)}`;
+  const lines: string[] = [];
+  if (h.within) {
+    lines.push(
+      `**Lethe keeps within 1 point of full down to budget ${L.budget} tokens/layer: ${q(L)} (full: ${
+        q(h.full)
+      }) ` +
+        `with ${pct(L.kv_reduction)} less peak KV memory allocated (${
+          pct(1 - L.kv_live_peak_ratio)
+        } less live).**`,
+    );
+  } else {
+    lines.push(
+      `**No Lethe budget stays within 1 point of full on ${h.metric}; its best is budget ${L.budget}: ${
+        q(L)
+      } ` +
+        `(full: ${q(h.full)}) at ${pct(L.kv_reduction)} less peak KV memory allocated.**`,
+    );
+  }
+  if (h.baselines.length) {
+    lines.push("");
+    lines.push(`At the same budget (${L.budget}):`);
+    for (const b of h.baselines) {
+      lines.push(`- ${b.policy}: ${q(b)}, ${pct(b.kv_reduction)} less peak KV`);
+    }
+  }
+  if (h.bestAblation && h.bestAblation !== L && h.bestAblation.kv_peak_ratio < L.kv_peak_ratio) {
+    const a = h.bestAblation;
+    lines.push("");
+    lines.push(
+      `Best ablation within 1 point: τ=${a.tau}, γ=${a.gamma} at budget ${a.budget}: ${q(a)}, ` +
+        `${pct(a.kv_reduction)} less peak KV.`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** The main table (every non-ablation cell) as Markdown. */
+export function mainTable(r: EvalResults, cells: CellResult[] = r.cells.filter((c) => !c.ablation)): string {
+  const fams = r.kind === "tasks"
+    ? [...new Set(cells.flatMap((c) => Object.keys(c.per_family ?? {})))].sort()
+    : [];
+  const head = r.kind === "tasks"
+    ? ["policy", "budget", "τ", "γ", "accuracy", ...fams, "tokens"]
+    : ["policy", "budget", "τ", "γ", "agree tokens", "agree", "mean KL", "max KL"];
+  head.push("peak KV", "vs full", "reduction", "live vs full", "decode tok/s", "rounds");
+  const rows = cells.map((c) => {
+    const row = [
+      c.policy,
+      c.budget === null ? "–" : String(c.budget),
+      c.tau === null ? "" : String(c.tau),
+      c.gamma === null ? "" : String(c.gamma),
+    ];
+    if (r.kind === "tasks") {
+      row.push(`${pct(c.accuracy)} (${c.correct}/${c.n})`);
+      for (const f of fams) {
+        const s = c.per_family?.[f];
+        row.push(s ? `${pct(s.accuracy, 0)} (${s.correct}/${s.n})` : "–");
+      }
+      row.push(c.tokens.toFixed(0));
+    } else {
+      row.push(`${c.agree_tokens}/${c.tokens}`, pct(c.agree_frac), num(c.kl_mean, 4), num(c.kl_max, 3));
+    }
+    row.push(
+      kb(c.kv_bytes_peak),
+      pct(c.kv_peak_ratio),
+      pct(c.kv_reduction),
+      pct(c.kv_live_peak_ratio),
+      c.decode_tok_s.toFixed(1),
+      c.prune_rounds.toFixed(c.n > 1 ? 1 : 0),
+    );
+    return row;
+  });
+  return [
+    `| ${head.join(" | ")} |`,
+    `| ${head.map(() => "---").join(" | ")} |`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ].join("\n");
+}
+
+/** The chart files a results set produces, name → SVG text. */
+export function charts(r: EvalResults): Map<string, string> {
+  const out = new Map<string, string>();
+  const full = r.cells.find((c) => c.policy === "full");
+  const budgets = [...new Set(r.cells.filter((c) => c.budget !== null).map((c) => c.budget!))].sort((a, b) =>
+    a - b
+  );
+  const metric = r.kind === "tasks" ? "accuracy (%)" : "tokens agreeing with full (%)";
+  const byPolicy = (value: (c: CellResult) => number | null): Series[] => {
+    const s: Series[] = [];
+    POLICY_NAMES.forEach((p, i) => {
+      const color = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#D55E00"][i];
+      if (p === "full") {
+        if (full && budgets.length) {
+          const v = value(full);
+          if (v !== null) s.push({ name: "full", points: budgets.map((b) => [b, v]), dashed: true, color });
+        }
+        return;
+      }
+      const cells = r.cells.filter((c) => c.policy === p && !c.ablation && c.budget !== null)
+        .sort((a, b) => a.budget! - b.budget!);
+      if (cells.length) s.push({ name: p, color, points: cells.map((c) => [c.budget!, value(c) ?? NaN]) });
+    });
+    return s;
+  };
+  if (budgets.length) {
+    const q = (c: CellResult) => quality(r, c) * 100;
+    out.set(
+      r.kind === "tasks" ? "accuracy.svg" : "agreement.svg",
+      lineChart({
+        title: `${r.model}: ${metric} vs KV budget`,
+        xLabel: "KV budget (tokens per layer)",
+        yLabel: metric,
+        series: byPolicy(q),
+        xLog2: true,
+        yMin: 0,
+        yMax: 100,
+      }),
+    );
+    if (r.kind === "fidelity") {
+      out.set(
+        "kl.svg",
+        lineChart({
+          title: `${r.model}: mean KL(full ‖ policy) vs KV budget`,
+          xLabel: "KV budget (tokens per layer)",
+          yLabel: "mean KL (nats)",
+          series: byPolicy((c) => c.kl_mean),
+          xLog2: true,
+        }),
+      );
+    }
+    out.set(
+      "memory.svg",
+      lineChart({
+        title: `${r.model}: peak KV allocated vs full`,
+        xLabel: "KV budget (tokens per layer)",
+        yLabel: "peak KV vs full (%)",
+        series: byPolicy((c) => c.kv_peak_ratio * 100),
+        xLog2: true,
+        yMin: 0,
+      }),
+    );
+    const abl = r.cells.filter((c) => c.policy === "lethe" && c.budget !== null);
+    const pairs = [...new Set(abl.map((c) => `${c.tau}|${c.gamma}`))].sort();
+    if (pairs.length > 1) {
+      out.set(
+        "ablation.svg",
+        lineChart({
+          title: `${r.model}: Lethe τ/γ ablation`,
+          xLabel: "KV budget (tokens per layer)",
+          yLabel: metric,
+          xLog2: true,
+          yMin: 0,
+          yMax: 100,
+          series: pairs.map((k) => {
+            const [t, g] = k.split("|");
+            const cells = abl.filter((c) => `${c.tau}|${c.gamma}` === k).sort((a, b) =>
+              a.budget! - b.budget!
+            );
+            return { name: `τ=${t} γ=${g}`, points: cells.map((c) => [c.budget!, q(c)] as [number, number]) };
+          }),
+        }),
+      );
+    }
+  }
+  const steps = Object.entries(r.trace.kv_steps);
+  if (steps.length) {
+    out.set(
+      "kv_steps.svg",
+      lineChart({
+        title: `${r.model}: live KV over decode steps (budget ${r.trace.budget}, ${r.trace.sample})`,
+        xLabel: "decode step",
+        yLabel: "live KV (KiB)",
+        yMin: 0,
+        series: steps.map(([label, t]) => ({
+          name: label.replace(/ τ=.*/, ""),
+          dashed: label === "full",
+          points: t.map(([s, live]) => [s, live / 1024] as [number, number]),
+        })),
+      }),
+    );
+  }
+  const rounds = r.trace.lethe_rounds;
+  if (rounds.length) {
+    const L = rounds[0].kept.length;
+    const layers = Array.from({ length: L }, (_, l) => l);
+    out.set(
+      "lethe_kept.svg",
+      lineChart({
+        title: `${r.model}: Lethe kept tokens per layer (budget ${r.trace.budget})`,
+        xLabel: "decode step of the pruning round",
+        yLabel: "kept tokens",
+        yMin: 0,
+        series: layers.map((l) => ({ name: `layer ${l}`, points: rounds.map((x) => [x.step, x.kept[l]]) })),
+      }),
+    );
+    if (rounds.some((x) => x.hoyer)) {
+      out.set(
+        "lethe_hoyer.svg",
+        lineChart({
+          title: `${r.model}: Lethe Hoyer sparsity per layer (budget ${r.trace.budget})`,
+          xLabel: "decode step of the pruning round",
+          yLabel: "Hoyer sparsity",
+          yMin: 0,
+          yMax: 1,
+          series: layers.map((l) => ({
+            name: `layer ${l}`,
+            points: rounds.filter((x) => x.hoyer).map((x) => [x.step, x.hoyer![l]] as [number, number]),
+          })),
+        }),
+      );
+    }
+  }
+  return out;
+}
+
+/** The per-run Markdown report (results.md beside results.json); `link` prefixes chart paths. */
+export function markdownReport(r: EvalResults, link = "", chartNames?: string[], level = 2): string {
+  const h = "#".repeat(level);
+  const lines: string[] = [];
+  const what = r.kind === "tasks"
+    ? `task accuracy on ${r.data?.map((d) => d.split("/").slice(-2).join("/")).join(", ")}`
+    : `fidelity to full (${r.settings.tokens} greedy tokens from ${r.trace.sample})`;
+  lines.push(`${h} ${r.model}: ${what}${r.partial ? " (partial run)" : ""}`);
+  lines.push("");
+  const n = r.cells.find((c) => c.policy === "full")?.n ?? 0;
+  lines.push(
+    `${r.kind === "tasks" ? `${n} samples, ` : ""}budgets ${r.budgets.join(", ")} tokens/layer; ` +
+      `run ${r.created.slice(0, 16).replace("T", " ")} UTC, ${(r.wall_s / 60).toFixed(1)} min. ` +
+      `KV ratios are peak bytes against full on the same ${r.kind === "tasks" ? "samples" : "run"}.`,
+  );
+  lines.push("");
+  lines.push(headlineText(r));
+  lines.push("");
+  lines.push(mainTable(r));
+  const abl = r.cells.filter((c) => c.policy === "lethe");
+  if (abl.some((c) => c.ablation)) {
+    lines.push("");
+    lines.push(`${h}# Lethe ablation (τ × γ)`);
+    lines.push("");
+    lines.push(
+      mainTable(r, abl.sort((a, b) => a.budget! - b.budget! || a.tau! - b.tau! || a.gamma! - b.gamma!)),
+    );
+  }
+  const names = chartNames ?? [...charts(r).keys()];
+  if (names.length) {
+    lines.push("");
+    lines.push(names.map((f) => `![${f}](${link}${f})`).join("\n"));
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Writes results.json, results.md and the SVG charts into `dir`; returns the paths written. */
+export async function writeReport(r: EvalResults, dir: string): Promise<string[]> {
+  await Deno.mkdir(dir, { recursive: true });
+  const written: string[] = [];
+  const put = async (name: string, text: string) => {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+    written.push(`${dir}/${name}`);
+  };
+  await put("results.json", JSON.stringify(r, null, 1) + "\n");
+  const svgs = charts(r);
+  for (const [name, svg] of svgs) await put(name, svg);
+  await put("results.md", markdownReport(r, "", [...svgs.keys()], 1));
+  return written;
+}
+
+/** The generated section of bench/RESULTS.md from results found under the eval directory. */
+export function resultsSection(entries: { dir: string; results: EvalResults }[]): string {
+  const lines: string[] = [];
+  lines.push("## Evaluation: KV policies on accuracy, memory and speed");
+  lines.push("");
+  lines.push(
+    "_Generated by `deno task results` from `bench/eval/*/results.json` (written by `deno task eval`); " +
+      "edit outside the markers only._",
+  );
+  if (!entries.length) {
+    lines.push("");
+    lines.push("No evaluation results yet: run `deno task eval`.");
+  }
+  for (const { dir, results } of entries) {
+    lines.push("");
+    lines.push(markdownReport(results, `${dir}/`, undefined, 3).trimEnd());
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,342 @@
+/**
+ * `deno task eval`: KV policies × budgets (plus Lethe's τ × γ ablation) on a model — task accuracy on its
+ * held-out sets or a MATH-500 / GSM8K / AIME file, or fidelity to `full` for models without either.
+ * `deno task results`: regenerates bench/RESULTS.md's evaluation section from bench/eval/*\/results.json.
+ */
+import { parseArgs } from "node:util";
+import { basename, dirname, join, relative, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Engine, type KvOptions } from "../src/generate.ts";
+import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
+import {
+  type CellResult,
+  defaultBudgets,
+  type EvalResults,
+  limitPerFamily,
+  parseSamples,
+  planCells,
+  runFidelity,
+  runTasks,
+  type TaskSample,
+} from "../src/eval/harness.ts";
+import { replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
+import { CountProgress } from "../src/util/progress.ts";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+const HELP = `deno task eval — compare KV policies on accuracy, memory and speed
+
+  deno task eval [--model DIR] [options]
+  deno task results [--eval-dir bench/eval] [--results-file bench/RESULTS.md]
+
+What runs (--mode, default chosen from the model and data):
+  tasks     greedy generation and answer matching: DIR/heldout/*.jsonl (prompt, answer, family: exact match
+            of the text after </think>), or --data FILE (MATH-500 / AIME: \\boxed{…}; GSM8K: ####)
+  fidelity  full's greedy continuation of --prompt-ids, then every policy teacher-forced over it: tokens
+            before the first divergence, mean KL(full ‖ policy)
+  Default: tasks when --data is given or DIR/heldout/ exists; fidelity for a model without a tokenizer;
+  else tasks on ../shared/data/math500.jsonl when present.
+
+Options:
+  --model DIR            model directory (default models/lethe-reasoner-tiny if present, else stories260K)
+  --data FILE[,FILE]     JSONL task file(s); "math500", "gsm8k", "aime24" name ../shared/data/<name>.jsonl
+  --limit N              first N samples per family (tasks)
+  --families a,b         only these families (tasks)
+  --policies a,b         default: ${POLICY_NAMES.join(",")}
+  --budgets a,b          tokens per layer (default: powers of 2 from 16 below the typical sequence length)
+  --taus a,b             Lethe τ ablation (default 1.5,2,2.5); --gammas a,b: γ (default 0.8,0.9,0.95)
+  --ablation-budgets a,b budgets of the τ × γ grid (default: all); --no-ablation skips it
+  --tokens N             fidelity: tokens to generate (default 500, capped by the context)
+  --prompt-ids a,b       fidelity: prompt ids (default: the BOS id)
+  --max-tokens N         tasks: most tokens per sample (default 4096, capped by the context)
+  --length-slack X       tasks: non-full cells stop at X × full's length + 32 (default 2; 0 = off)
+  --sink N --recent-ratio X --window N --segments N --interval N   KV settings (README defaults)
+  --tau X --gamma X      Lethe's main-grid τ/γ (default ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
+  --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
+  --out DIR              output directory (default bench/eval/<model-name>[-<data>]/)
+  --quiet                no progress bar
+  --help
+`;
+
+function list(s: string | undefined): string[] | undefined {
+  return s === undefined ? undefined : s.split(",").map((x) => x.trim()).filter((x) => x !== "");
+}
+
+function numbers(s: string | undefined, what: string): number[] | undefined {
+  const l = list(s);
+  if (!l) return undefined;
+  return l.map((x) => {
+    const v = Number(x);
+    if (!Number.isFinite(v)) throw new Error(`--${what}: not a number: ${x}`);
+    return v;
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `deno task results`. */
+async function results(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      "eval-dir": { type: "string", default: join(ROOT, "bench/eval") },
+      "results-file": { type: "string", default: join(ROOT, "bench/RESULTS.md") },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return;
+  }
+  const evalDir = resolve(values["eval-dir"]);
+  const file = resolve(values["results-file"]);
+  const entries: { dir: string; results: EvalResults }[] = [];
+  const dirs: string[] = [];
+  try {
+    for await (const e of Deno.readDir(evalDir)) if (e.isDirectory) dirs.push(e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  for (const d of dirs.sort()) {
+    const path = join(evalDir, d, "results.json");
+    if (!(await exists(path))) continue;
+    const r = JSON.parse(await Deno.readTextFile(path)) as EvalResults;
+    entries.push({ dir: relative(dirname(file), join(evalDir, d)), results: r });
+  }
+  // Reasoning tasks first (the headline), then fidelity.
+  entries.sort((a, b) => (a.results.kind === b.results.kind ? 0 : a.results.kind === "tasks" ? -1 : 1));
+  let doc = "";
+  try {
+    doc = await Deno.readTextFile(file);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.writeTextFile(file, replaceMarkedSection(doc, resultsSection(entries)));
+  console.log(`${file}: evaluation section from ${entries.length} result set(s)`);
+}
+
+async function main(): Promise<void> {
+  if (Deno.args[0] === "results") return await results(Deno.args.slice(1));
+  const { values: v } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      mode: { type: "string" },
+      data: { type: "string" },
+      limit: { type: "string" },
+      families: { type: "string" },
+      policies: { type: "string" },
+      budgets: { type: "string" },
+      taus: { type: "string", default: "1.5,2,2.5" },
+      gammas: { type: "string", default: "0.8,0.9,0.95" },
+      "ablation-budgets": { type: "string" },
+      "no-ablation": { type: "boolean", default: false },
+      tokens: { type: "string", default: "500" },
+      "prompt-ids": { type: "string" },
+      "max-tokens": { type: "string", default: "4096" },
+      "length-slack": { type: "string", default: "2" },
+      sink: { type: "string" },
+      "recent-ratio": { type: "string" },
+      window: { type: "string" },
+      segments: { type: "string" },
+      interval: { type: "string" },
+      tau: { type: "string" },
+      gamma: { type: "string" },
+      "trace-budget": { type: "string" },
+      out: { type: "string" },
+      quiet: { type: "boolean", default: false },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (v.help) {
+    console.log(HELP);
+    return;
+  }
+  const started = performance.now();
+  const reasoner = join(ROOT, "models/lethe-reasoner-tiny");
+  const modelDir = resolve(
+    v.model ?? ((await exists(join(reasoner, "config.json"))) ? reasoner : join(ROOT, "models/stories260K")),
+  );
+  const sharedData = resolve(ROOT, "../shared/data");
+  const dataFiles = list(v.data)?.map((d) =>
+    /^[a-z0-9_]+$/i.test(d) && !d.endsWith(".jsonl")
+      ? join(sharedData, d === "gsm8k" ? "gsm8k_test.jsonl" : `${d}.jsonl`)
+      : resolve(d)
+  );
+  const heldoutDir = join(modelDir, "heldout");
+  const hasTokenizer = await exists(join(modelDir, "tokenizer.json"));
+  let mode = v.mode;
+  let files: string[] = [];
+  if (!mode) {
+    if (dataFiles) mode = "tasks";
+    else if (await exists(heldoutDir)) mode = "tasks";
+    else if (!hasTokenizer) mode = "fidelity";
+    else if (await exists(join(sharedData, "math500.jsonl"))) mode = "tasks";
+    else mode = "fidelity";
+  }
+  if (mode !== "tasks" && mode !== "fidelity") {
+    throw new Error(`--mode must be tasks or fidelity, got ${mode}`);
+  }
+  if (mode === "tasks") {
+    if (dataFiles) files = dataFiles;
+    else if (await exists(heldoutDir)) {
+      for await (const e of Deno.readDir(heldoutDir)) {
+        if (e.name.endsWith(".jsonl")) files.push(join(heldoutDir, e.name));
+      }
+      files.sort();
+    } else files = [join(sharedData, "math500.jsonl")];
+  }
+
+  const policies = (list(v.policies) ?? [...POLICY_NAMES]) as PolicyName[];
+  for (const p of policies) if (!POLICY_NAMES.includes(p)) throw new Error(`unknown policy ${p}`);
+  if (!policies.includes("full")) policies.unshift("full");
+  const int = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+  const lethe = {
+    ...DEFAULT_KV_OPTIONS.lethe,
+    ...(v.segments ? { segments: Number(v.segments) } : {}),
+    ...(v.interval ? { interval: Number(v.interval) } : {}),
+  };
+  const kvBase: Partial<KvOptions> = {
+    sink: int(v.sink) ?? DEFAULT_KV_OPTIONS.sink,
+    recentRatio: int(v["recent-ratio"]) ?? DEFAULT_KV_OPTIONS.recentRatio,
+    window: int(v.window) ?? (mode === "fidelity" ? 8 : DEFAULT_KV_OPTIONS.window),
+    lethe,
+  };
+  const tau = int(v.tau) ?? lethe.tau;
+  const gamma = int(v.gamma) ?? lethe.gamma;
+  const taus = v["no-ablation"] ? [tau] : numbers(v.taus, "taus")!;
+  const gammas = v["no-ablation"] ? [gamma] : numbers(v.gammas, "gammas")!;
+  const plan = (budgets: number[]) =>
+    planCells({
+      policies,
+      budgets,
+      taus,
+      gammas,
+      tau,
+      gamma,
+      ablationBudgets: numbers(v["ablation-budgets"], "ablation-budgets") ?? budgets,
+    });
+  const traceBudgetOf = (budgets: number[]) =>
+    v["trace-budget"] ? Number(v["trace-budget"]) : budgets[Math.floor((budgets.length - 1) / 2)] ?? null;
+
+  const engine = await Engine.load(modelDir, { progress: !v.quiet });
+  const model = basename(modelDir);
+  const dataTag = mode === "tasks" && dataFiles
+    ? `-${dataFiles.map((f) => basename(f, ".jsonl")).join("+")}`
+    : "";
+  const outDir = resolve(v.out ?? join(ROOT, "bench/eval", `${model}${dataTag}`));
+  const created = new Date().toISOString();
+  let budgets = numbers(v.budgets, "budgets") ?? [];
+  const settings: Record<string, unknown> = {
+    policies,
+    taus,
+    gammas,
+    tau,
+    gamma,
+    kv: kvBase,
+    argv: Deno.args,
+  };
+  let bar: CountProgress | null = null;
+  const snapshot = (cells: CellResult[], trace: EvalResults["trace"], partial: boolean): EvalResults => ({
+    version: 1,
+    kind: mode as "tasks" | "fidelity",
+    model,
+    model_dir: relative(ROOT, modelDir) || modelDir,
+    data: mode === "tasks" ? files.map((f) => relative(ROOT, f)) : null,
+    created,
+    settings,
+    budgets,
+    cells,
+    trace,
+    partial,
+    wall_s: (performance.now() - started) / 1000,
+  });
+  let last: EvalResults | null = null;
+  const onCell = async (cells: CellResult[], trace: EvalResults["trace"]) => {
+    last = snapshot(cells, trace, true);
+    await Deno.mkdir(outDir, { recursive: true });
+    await Deno.writeTextFile(join(outDir, "results.json"), JSON.stringify(last, null, 1) + "\n");
+  };
+
+  if (mode === "fidelity") {
+    const c = engine.model.config;
+    const prompt = numbers(v["prompt-ids"], "prompt-ids") ?? [c.bosTokenId ?? 1];
+    const tokens = Math.min(Number(v.tokens), c.maxPositionEmbeddings - prompt.length);
+    if (!budgets.length) budgets = defaultBudgets(prompt.length + tokens);
+    settings.tokens = tokens;
+    settings.prompt = prompt;
+    const cells = plan(budgets);
+    bar = new CountProgress(`eval ${model}`, cells.length * tokens, !v.quiet);
+    const r = await runFidelity(engine, prompt, tokens, {
+      kv: kvBase,
+      cells,
+      traceBudget: traceBudgetOf(budgets),
+      onCell,
+      onProgress: (d) => bar!.advance(1, d),
+    });
+    last = snapshot(r.cells, r.trace, false);
+  } else {
+    if (!hasTokenizer) throw new Error(`model ${modelDir} has no tokenizer.json: task evaluation needs one`);
+    const tok = engine.tokenizer!;
+    const wrap = (q: string) =>
+      tok.chatTemplate
+        ? tok.encodeChat([{ role: "user", content: q }])
+        : tok.encode(q, { addSpecialTokens: true });
+    let samples: TaskSample[] = [];
+    for (const f of files) {
+      samples.push(...parseSamples(await Deno.readTextFile(f), basename(f, ".jsonl"), wrap));
+    }
+    const fams = list(v.families);
+    if (fams) samples = samples.filter((s) => fams.includes(s.family));
+    if (v.limit) samples = limitPerFamily(samples, Number(v.limit));
+    if (!samples.length) throw new Error("no samples to evaluate");
+    settings.samples = samples.length;
+    settings.max_tokens = Number(v["max-tokens"]);
+    settings.length_slack = Number(v["length-slack"]);
+    const fixed = budgets.length > 0;
+    const cells = fixed ? plan(budgets) : plan([]).slice(0, 1);
+    bar = new CountProgress(`eval ${model}`, cells.length * samples.length, !v.quiet);
+    let traceBudget = fixed ? traceBudgetOf(budgets) : null;
+    const opts = {
+      kv: kvBase,
+      cells,
+      get traceBudget() {
+        return traceBudget;
+      },
+      maxTokens: Number(v["max-tokens"]),
+      lengthSlack: Number(v["length-slack"]),
+      onCell,
+      onProgress: (d: string) => bar!.advance(1, d),
+      afterFull: fixed ? undefined : (mean: number) => {
+        budgets = defaultBudgets(mean);
+        traceBudget = traceBudgetOf(budgets);
+        const rest = plan(budgets).slice(1);
+        bar!.setTotal((rest.length + 1) * samples.length);
+        return rest;
+      },
+    };
+    const r = await runTasks(engine, samples, opts);
+    r.trace.budget = traceBudget;
+    last = snapshot(r.cells, r.trace, false);
+  }
+  bar?.finish();
+  const written = await writeReport(last!, outDir);
+  console.log(`wrote ${written.map((f) => relative(Deno.cwd(), f)).join(", ")}`);
+  engine.destroy();
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+  } catch (e) {
+    console.error(`eval: ${e instanceof Error ? e.message : e}`);
+    Deno.exit(1);
+  }
+}
