@@ -1,0 +1,377 @@
+/**
+ * The evaluation harness: answer extraction and normalisation, KL, the SVG writer, the RESULTS.md section
+ * replacement, and small end-to-end runs (stories260K fidelity; the task pipeline on a model with a tokenizer).
+ */
+import nodeAssert from "node:assert";
+import {
+  answersMatch,
+  extractBoxed,
+  extractModelAnswer,
+  gsm8kReference,
+  lastNumber,
+  normalizeAnswer,
+} from "../src/eval/extract.ts";
+import { argmax, klDivergence, klFromLogits } from "../src/eval/kl.ts";
+import { lineChart } from "../src/eval/svg.ts";
+import {
+  BEGIN_MARKER,
+  charts,
+  END_MARKER,
+  headline,
+  markdownReport,
+  replaceMarkedSection,
+  resultsSection,
+  writeReport,
+} from "../src/eval/report.ts";
+import {
+  type CellSpec,
+  type EvalResults,
+  forcedRun,
+  limitPerFamily,
+  parseSamples,
+  planCells,
+  runFidelity,
+  runTasks,
+  scoreOutput,
+} from "../src/eval/harness.ts";
+import { Engine } from "../src/generate.ts";
+import { STORIES_DIR } from "./support/models.ts";
+import { makeCheckpoint } from "../tools/make_checkpoint.ts";
+
+function assert(cond: unknown, msg?: string): asserts cond {
+  nodeAssert.ok(cond, msg);
+}
+function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
+  nodeAssert.deepStrictEqual(actual, expected, msg);
+}
+function assertAlmostEquals(actual: number, expected: number, tol: number): void {
+  assert(Math.abs(actual - expected) <= tol, `${actual} is not within ${tol} of ${expected}`);
+}
+
+Deno.env.set("XDG_RUNTIME_DIR", Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp");
+
+Deno.test("extract: \\boxed with nested braces, the last box wins, unbalanced is null", () => {
+  assertEquals(extractBoxed("so \\boxed{\\frac{1}{2}} done"), "\\frac{1}{2}");
+  assertEquals(extractBoxed("\\boxed{1} then \\boxed{\\sqrt{x^{2}}+1}"), "\\sqrt{x^{2}}+1");
+  assertEquals(extractBoxed("\\boxed{\\{1,2\\}}"), "\\{1,2\\}");
+  assertEquals(extractBoxed("\\fbox{7}"), "7");
+  assertEquals(extractBoxed("\\boxed 5"), "5");
+  assertEquals(extractBoxed("\\boxed{12"), null);
+  assertEquals(extractBoxed("no box"), null);
+});
+
+Deno.test("extract: GSM8K references, last numbers, negatives, commas", () => {
+  assertEquals(gsm8kReference("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18"), "18");
+  assertEquals(gsm8kReference("#### 1,234"), "1234");
+  assertEquals(gsm8kReference("#### -7"), "-7");
+  assertEquals(gsm8kReference("no marker"), null);
+  assertEquals(lastNumber("a 3, b 4, so 1,000 total"), "1,000");
+  assertEquals(lastNumber("values 3, 45"), "45");
+  assertEquals(lastNumber("it is −12 degrees"), "-12");
+  assertEquals(lastNumber("ratio 3/4"), "3/4");
+  assertEquals(lastNumber("none"), null);
+  assertEquals(extractModelAnswer("<think>maybe 5</think>The answer is 1,250 dollars."), "1250");
+  assertEquals(extractModelAnswer("<think>try \\boxed{3}</think> so \\boxed{-4}"), "-4");
+  assertEquals(extractModelAnswer("The total is $18.00."), "18");
+  assertEquals(extractModelAnswer("<think>x = 7"), "7"); // cut off inside the thought
+  assertEquals(extractModelAnswer("nothing here"), null);
+});
+
+Deno.test("extract: normalisation and matching", () => {
+  assertEquals(normalizeAnswer(" $1,000$ "), "1000");
+  assertEquals(normalizeAnswer("18.0"), "18");
+  assertEquals(normalizeAnswer("2.50"), "2.5");
+  assertEquals(normalizeAnswer("\\dfrac{3}{4}"), "3/4");
+  assertEquals(normalizeAnswer("\\frac12"), "1/2");
+  assertEquals(normalizeAnswer("90^\\circ"), "90");
+  assertEquals(normalizeAnswer("\\text{(C)}"), "(C)");
+  assertEquals(normalizeAnswer("x = 5"), "5");
+  assertEquals(normalizeAnswer("\\left( 3, \\frac{\\pi}{2} \\right)"), "(3,\\frac{\\pi}{2})");
+  assert(answersMatch("\\frac{1}{2}", "0.5"));
+  assert(answersMatch("1/2", "\\dfrac{1}{2}"));
+  assert(answersMatch("-3", "−3"));
+  assert(answersMatch("1,000", "1000.00"));
+  assert(answersMatch("\\$5", "5"));
+  assert(!answersMatch("5", "-5"));
+  assert(!answersMatch(null, "5"));
+  assert(!answersMatch("1,2", "12")); // a list is not a thousands separator
+  assert(answersMatch("(3,\\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)"));
+});
+
+Deno.test("samples: held-out, MATH-500 and GSM8K rows; exact scoring of the text after </think>", () => {
+  const wrap = (q: string) => `<Q>${q}</Q>`;
+  const held = parseSamples(
+    `{"prompt":"P1","answer":"42","family":"chain"}\n{"prompt":"P2","answer":"7","family":"sum"}\n` +
+      `{"prompt":"P3","answer":"1","family":"chain"}\n`,
+    "x",
+    wrap,
+  );
+  assertEquals(held.map((s) => [s.family, s.prompt, s.scoring]), [
+    ["chain", "P1", "exact"],
+    ["sum", "P2", "exact"],
+    ["chain", "P3", "exact"],
+  ]);
+  assertEquals(limitPerFamily(held, 1).map((s) => s.prompt), ["P1", "P2"]);
+  const math = parseSamples(`{"problem":"2+2?","answer":"4","unique_id":"m/1"}`, "math500", wrap);
+  assertEquals(math[0].id, "m/1");
+  assert(String(math[0].prompt).startsWith("<Q>2+2?\n"));
+  const gsm = parseSamples(`{"question":"q","answer":"work\\n#### 1,200"}`, "gsm8k_test", wrap);
+  assertEquals(gsm[0].reference, "1200");
+  assertEquals(scoreOutput(held[0], "<think>\nx\n</think>\n\n42 ").correct, true);
+  assertEquals(scoreOutput(held[0], "<think>\nx\n</think>\n\n42.0").correct, false);
+  assertEquals(scoreOutput(held[0], "42").correct, false); // no </think>: the thought never ended
+  assertEquals(scoreOutput(gsm[0], "</think> so \\boxed{1200}").correct, true);
+});
+
+Deno.test("KL: hand-computed values, logits path, zero on identical inputs", () => {
+  // KL([.5,.5] ‖ [.25,.75]) = .5 ln 2 + .5 ln(2/3)
+  const want = 0.5 * Math.log(2) + 0.5 * Math.log(2 / 3);
+  assertAlmostEquals(klDivergence([0.5, 0.5], [0.25, 0.75]), want, 1e-12);
+  assertAlmostEquals(
+    klFromLogits([Math.log(0.5), Math.log(0.5)], [Math.log(0.25), Math.log(0.75)]),
+    want,
+    1e-12,
+  );
+  // Logits shifted by a constant are the same distribution.
+  assertAlmostEquals(klFromLogits([1, 2, 3], [101, 102, 103]), 0, 1e-12);
+  assertEquals(klDivergence([1, 0], [1, 0]), 0);
+  assertEquals(klDivergence([0.5, 0.5], [1, 0]), Infinity);
+  // KL([.9,.1] ‖ [.5,.5]) = .9 ln 1.8 + .1 ln .2
+  assertAlmostEquals(klDivergence([0.9, 0.1], [0.5, 0.5]), 0.9 * Math.log(1.8) + 0.1 * Math.log(0.2), 1e-12);
+  assertEquals(argmax([1, 5, 5, 2]), 1);
+});
+
+/** A minimal well-formedness check: balanced tags, quoted attributes, one root, escaped text. */
+function assertWellFormedXml(xml: string): void {
+  const stack: string[] = [];
+  const tag = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>|<\?[^>]*\?>|<!--[\s\S]*?-->/g;
+  let last = 0;
+  let roots = 0;
+  for (let m = tag.exec(xml); m; m = tag.exec(xml)) {
+    const text = xml.slice(last, m.index);
+    assert(!/[<>]/.test(text), `stray < or > in text: ${text.slice(0, 40)}`);
+    assert(!/&(?!amp;|lt;|gt;|quot;|apos;|#\d+;)/.test(text), `unescaped & in: ${text.slice(0, 40)}`);
+    last = m.index + m[0].length;
+    if (!m[2]) continue;
+    if (m[1]) assertEquals(stack.pop(), m[2], `closing </${m[2]}>`);
+    else if (!m[4]) {
+      if (stack.length === 0) roots++;
+      stack.push(m[2]);
+    } else if (stack.length === 0) roots++;
+  }
+  assert(!/[<>]/.test(xml.slice(last)), "trailing markup that is not a tag");
+  assertEquals(stack, []);
+  assertEquals(roots, 1);
+}
+
+Deno.test("SVG: well-formed, one group per series with its points, names escaped", () => {
+  const svg = lineChart({
+    title: "a <b> & c",
+    xLabel: "budget",
+    yLabel: "acc",
+    xLog2: true,
+    series: [
+      { name: "full", points: [[16, 90], [64, 90]], dashed: true },
+      { name: "lethe τ=2 & γ", points: [[16, 50], [32, 70], [64, 88]] },
+      { name: "empty", points: [] },
+      { name: "nan", points: [[16, NaN], [32, 1]] },
+    ],
+  });
+  assertWellFormedXml(svg);
+  assert(svg.startsWith('<svg xmlns="http://www.w3.org/2000/svg"'));
+  const groups = [...svg.matchAll(/<g class="series" data-name="([^"]*)">([\s\S]*?)<\/g>/g)];
+  assertEquals(groups.map((g) => g[1]), ["full", "lethe τ=2 &amp; γ", "empty", "nan"]);
+  assertEquals(groups[1][2].match(/<circle/g)?.length, 3);
+  const poly = /points="([^"]*)"/.exec(groups[1][2])![1].split(" ");
+  assertEquals(poly.length, 3);
+  // Higher accuracy is drawn higher (smaller y).
+  const ys = poly.map((p) => Number(p.split(",")[1]));
+  assert(ys[0] > ys[1] && ys[1] > ys[2]);
+  assert(svg.includes("a &lt;b&gt; &amp; c"));
+  assert(groups[0][2].includes("stroke-dasharray"));
+});
+
+Deno.test("RESULTS.md: only the text between the markers changes; markers appended when absent", () => {
+  const before = "# Results\n\nHand-written intro.\n\n";
+  const after = "\n\n## Kernels\n\nHand-written tail with <!-- other --> comments.\n";
+  const doc = `${before}${BEGIN_MARKER}\nold section\n${END_MARKER}${after}`;
+  const out = replaceMarkedSection(doc, "new section\n| a | b |");
+  assert(out.startsWith(before + BEGIN_MARKER));
+  assert(out.endsWith(END_MARKER + after));
+  assert(out.includes("new section\n| a | b |"));
+  assert(!out.includes("old section"));
+  assertEquals(replaceMarkedSection(out, "new section\n| a | b |"), out); // idempotent
+  const appended = replaceMarkedSection("# Only text\n", "body");
+  assertEquals(appended, `# Only text\n\n${BEGIN_MARKER}\nbody\n${END_MARKER}\n`);
+  assertEquals(replaceMarkedSection("", "body"), `${BEGIN_MARKER}\nbody\n${END_MARKER}\n`);
+  // An end marker before the begin marker is not a section: append a new one, keep the text.
+  const odd = `${END_MARKER} stray\n`;
+  assert(replaceMarkedSection(odd, "b").startsWith(odd));
+});
+
+Deno.test("plan: full once, every policy per budget, Lethe τ × γ grid minus the default pair", () => {
+  const cells = planCells({
+    policies: ["full", "h2o", "lethe"],
+    budgets: [16, 32],
+    taus: [1.5, 2, 2.5],
+    gammas: [0.8, 0.9, 0.95],
+  });
+  assertEquals(cells.filter((c) => c.policy === "full").length, 1);
+  assertEquals(cells.filter((c) => !c.ablation).length, 1 + 2 * 2);
+  assertEquals(cells.filter((c) => c.ablation).length, 2 * 8);
+  assert(cells.every((c) => !c.ablation || !(c.tau === 2 && c.gamma === 0.9)));
+});
+
+Deno.test("end to end: stories260K fidelity, full agrees with itself with zero KL", async () => {
+  const engine = await Engine.load(STORIES_DIR, { progress: false });
+  try {
+    const tokens = 30;
+    const cells: CellSpec[] = [
+      { policy: "full", budget: null, tau: null, gamma: null, ablation: false },
+      { policy: "full", budget: 16, tau: null, gamma: null, ablation: false },
+      { policy: "lethe", budget: 16, tau: 2, gamma: 0.9, ablation: false },
+    ];
+    let units = 0;
+    const r = await runFidelity(engine, [1], tokens, {
+      kv: { window: 8 },
+      cells,
+      traceBudget: 16,
+      onProgress: () => units++,
+    });
+    assertEquals(units, cells.length * tokens);
+    const [ref, self, lethe] = r.cells;
+    assertEquals(ref.agree_tokens, tokens);
+    assertEquals(self.agree_tokens, tokens);
+    assertEquals(self.kl_mean, 0);
+    assertEquals(self.kl_max, 0);
+    assertEquals(self.kv_peak_ratio, 1);
+    // The reference (argmax of read-back logits) is the engine's own greedy output (GPU sampler).
+    const gen = await engine.generate([1], { maxTokens: tokens, eos: [] });
+    assertEquals((await forcedRun(engine, [1], tokens, { policy: "full" })).ids, gen.ids);
+    assert(lethe.agree_tokens! >= 0 && lethe.agree_tokens! <= tokens);
+    assert(lethe.kl_mean! >= 0 && Number.isFinite(lethe.kl_mean!));
+    assert(lethe.kv_live_peak_ratio < 1, "lethe@16 keeps fewer than 31 tokens");
+    assertEquals(r.trace.kv_steps["full"].length, tokens); // step 0 (after prefill) … tokens-1
+    assert(r.trace.lethe_rounds.length > 0);
+    assertEquals(r.trace.lethe_rounds[0].kept.length, engine.model.config.numLayers);
+
+    // Reports: JSON, Markdown, charts, and the RESULTS.md section.
+    const results: EvalResults = {
+      version: 1,
+      kind: "fidelity",
+      model: "stories260K",
+      model_dir: "models/stories260K",
+      data: null,
+      created: new Date().toISOString(),
+      settings: { tokens },
+      budgets: [16],
+      cells: r.cells,
+      trace: r.trace,
+      partial: false,
+      wall_s: 1,
+    };
+    const dir = await Deno.makeTempDir({ prefix: "lethe-eval-" });
+    const files = await writeReport(results, dir);
+    for (
+      const f of ["results.json", "results.md", "agreement.svg", "kl.svg", "kv_steps.svg", "lethe_kept.svg"]
+    ) {
+      assert(files.includes(`${dir}/${f}`), f);
+    }
+    for (const [, svg] of charts(results)) assertWellFormedXml(svg);
+    const kvSvg = await Deno.readTextFile(`${dir}/kv_steps.svg`);
+    assertEquals([...kvSvg.matchAll(/class="series" data-name="([^"]*)"/g)].map((m) => m[1]).sort(), [
+      "full",
+      "full@16",
+      "lethe@16",
+    ]);
+    assertEquals(headline(results)?.lethe?.label, lethe.label);
+    assert(markdownReport(results).includes("| lethe | 16 | 2 | 0.9 |"));
+    assert(
+      resultsSection([{ dir: "eval/stories260K", results }]).includes("](eval/stories260K/agreement.svg)"),
+    );
+    await Deno.remove(dir, { recursive: true });
+  } finally {
+    engine.destroy();
+  }
+});
+
+/** A model with a real tokenizer: the shipped reasoner when present, else a tiny random Qwen2 checkpoint. */
+async function tokenizerModel(): Promise<string> {
+  const shipped = new URL("../models/lethe-reasoner-tiny/", import.meta.url).pathname;
+  try {
+    await Deno.stat(`${shipped}model.safetensors`);
+    await Deno.stat(`${shipped}tokenizer.json`);
+    return shipped;
+  } catch { /* not shipped yet */ }
+  const dir = await Deno.makeTempDir({ prefix: "lethe-eval-tok-" });
+  await Deno.writeTextFile(
+    `${dir}/shape.json`,
+    JSON.stringify({
+      architectures: ["Qwen2ForCausalLM"],
+      model_type: "qwen2",
+      hidden_size: 32,
+      intermediate_size: 64,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 151936,
+      tie_word_embeddings: true,
+      rope_theta: 10000,
+      rms_norm_eps: 1e-6,
+      max_position_embeddings: 4096,
+      bos_token_id: 151643,
+      eos_token_id: 151645,
+    }),
+  );
+  await makeCheckpoint({
+    shape: `${dir}/shape.json`,
+    out: `${dir}/model`,
+    seed: 3,
+    std: 0.08,
+    tokenizer: true,
+  });
+  return `${dir}/model`;
+}
+
+Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a tokenizer", async () => {
+  const engine = await Engine.load(await tokenizerModel(), { progress: false });
+  try {
+    const tok = engine.tokenizer!;
+    const wrap = (q: string) =>
+      tok.chatTemplate
+        ? tok.encodeChat([{ role: "user", content: q }])
+        : tok.encode(q, { addSpecialTokens: true });
+    const samples = [
+      ...parseSamples(
+        `{"problem":"What is $1+1$?","answer":"2","unique_id":"a"}\n{"problem":"Half of 1?","answer":"\\\\frac{1}{2}","unique_id":"b"}`,
+        "math500",
+        wrap,
+      ),
+      ...parseSamples(`{"question":"2 times 3?","answer":"2*3=6\\n#### 6"}`, "gsm8k_test", wrap),
+    ];
+    const cells = planCells({ policies: ["full", "lethe"], budgets: [16], taus: [2], gammas: [0.9] });
+    let units = 0;
+    const r = await runTasks(engine, samples, {
+      kv: {},
+      cells,
+      traceBudget: 16,
+      maxTokens: 6,
+      lengthSlack: 2,
+      onProgress: () => units++,
+    });
+    assertEquals(units, cells.length * samples.length);
+    assertEquals(r.cells.map((c) => c.label), ["full", "lethe@16 τ=2 γ=0.9"]);
+    for (const c of r.cells) {
+      assertEquals(c.n, 3);
+      assert(c.accuracy! >= 0 && c.accuracy! <= 1);
+      assertEquals(Object.keys(c.per_family!).sort(), ["gsm8k_test", "math500"]);
+      assertEquals(c.predictions!.length, 3);
+      assert(c.tokens >= 1 && c.tokens <= 6);
+      assert(c.kv_bytes_peak > 0 && c.decode_tok_s >= 0);
+    }
+    assertEquals(r.cells[0].kv_peak_ratio, 1);
+    assert(r.trace.kv_steps["full"]?.length > 0);
+  } finally {
+    engine.destroy();
+  }
+});
