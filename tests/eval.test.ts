@@ -371,6 +371,18 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     }
     assertEquals(r.cells[0].kv_peak_ratio, 1);
     assert(r.trace.kv_steps["full"]?.length > 0);
+    // The batched decode loop gives the same greedy outputs as one generate per sample.
+    const b = await runTasks(engine, samples, {
+      kv: {},
+      cells,
+      traceBudget: 16,
+      maxTokens: 6,
+      lengthSlack: 2,
+      batch: 3,
+    });
+    assertEquals(b.cells.map((c) => c.predictions), r.cells.map((c) => c.predictions));
+    assertEquals(b.cells.map((c) => c.tokens), r.cells.map((c) => c.tokens));
+    assertEquals(b.cells.map((c) => c.kv_bytes_live_peak), r.cells.map((c) => c.kv_bytes_live_peak));
   } finally {
     engine.destroy();
   }

@@ -50,6 +50,8 @@ Options:
   --prompt-ids a,b       fidelity: prompt ids (default: the BOS id)
   --max-tokens N         tasks: most tokens per sample (default 4096, capped by the context)
   --length-slack X       tasks: non-full cells stop at X × full's length + 32 (default 2; 0 = off)
+  --batch N              tasks: decode N samples of a cell together (faster on CPU adapters; tok/s is then
+                         the batch's aggregate throughput); default 1 = one Engine.generate per sample
   --sink N --recent-ratio X --window N --segments N --interval N   KV settings (README defaults)
   --tau X --gamma X      Lethe's main-grid τ/γ (default ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
   --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
@@ -142,6 +144,7 @@ async function main(): Promise<void> {
       "prompt-ids": { type: "string" },
       "max-tokens": { type: "string", default: "4096" },
       "length-slack": { type: "string", default: "2" },
+      batch: { type: "string", default: "1" },
       sink: { type: "string" },
       "recent-ratio": { type: "string" },
       window: { type: "string" },
@@ -300,6 +303,7 @@ async function main(): Promise<void> {
     settings.samples = samples.length;
     settings.max_tokens = Number(v["max-tokens"]);
     settings.length_slack = Number(v["length-slack"]);
+    settings.batch = Number(v.batch);
     const fixed = budgets.length > 0;
     const cells = fixed ? plan(budgets) : plan([]).slice(0, 1);
     bar = new CountProgress(`eval ${model}`, cells.length * samples.length, !v.quiet);
@@ -312,6 +316,7 @@ async function main(): Promise<void> {
       },
       maxTokens: Number(v["max-tokens"]),
       lengthSlack: Number(v["length-slack"]),
+      batch: Number(v.batch),
       onCell,
       onProgress: (d: string) => bar!.advance(1, d),
       afterFull: fixed ? undefined : (mean: number) => {

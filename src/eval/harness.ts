@@ -7,7 +7,7 @@
  *    generation and answer matching.
  * Every cell also records peak KV bytes (allocated and live) against `full`'s and the decode speed.
  */
-import type { Engine, KvOptions, PruneRound } from "../generate.ts";
+import { DEFAULT_SAMPLING, type Engine, type KvOptions, type PruneRound } from "../generate.ts";
 import type { SequenceKv } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../kv/policy.ts";
 import { afterThink, answersMatch, extractModelAnswer, gsm8kReference } from "./extract.ts";
@@ -429,6 +429,11 @@ export interface TaskRunOptions extends RunOptions {
    * past `full`'s has almost surely lost the thread); 0 = no cap beyond maxTokens.
    */
   lengthSlack: number;
+  /**
+   * Samples decoded together (1 = one `Engine.generate` per sample, whose decode tok/s is single-stream;
+   * more = a batched decode loop over the cell's samples, whose tok/s is the batch's aggregate throughput).
+   */
+  batch?: number;
   /** With only `full` in `cells`: the rest of the grid, planned from full's mean sequence length (prompt + output). */
   afterFull?: (meanLength: number) => CellSpec[];
 }
@@ -472,50 +477,65 @@ export async function runTasks(
     const lens: number[] = [];
     const peakList: number[] = [];
     const liveList: number[] = [];
-    for (let i = 0; i < samples.length; i++) {
-      const s = samples[i];
-      const room = c.maxPositionEmbeddings - prompts[i].length;
-      let maxTokens = Math.min(o.maxTokens, room);
+    const caps = samples.map((s, i) => {
+      let maxTokens = Math.min(o.maxTokens, c.maxPositionEmbeddings - prompts[i].length);
       if (fullLens && o.lengthSlack > 0) {
         maxTokens = Math.min(maxTokens, Math.ceil(fullLens[i] * o.lengthSlack) + 32);
       }
       if (maxTokens < 1) throw new Error(`sample ${s.id}: the prompt fills the model's context`);
-      const traced = i === 0 && (cell.budget === null || (cell.budget === o.traceBudget && !cell.ablation));
-      const steps: KvTrace = [];
-      const r = await engine.generate(prompts[i], {
-        maxTokens,
-        kv,
-        onStep: traced ? (step, k) => void steps.push([step, k.liveBytes(), k.allocatedBytes()]) : undefined,
-        onPrune: traced && cell.policy === "lethe"
-          ? (round) => void trace.lethe_rounds.push(round)
-          : undefined,
+      return maxTokens;
+    });
+    const tracedCell = cell.budget === null || (cell.budget === o.traceBudget && !cell.ablation);
+    const steps: KvTrace = [];
+    const hooks: RunHooks = {
+      onStep: (step, k) => void steps.push([step, k.liveBytes(), k.allocatedBytes()]),
+      onPrune: cell.policy === "lethe" ? (round) => void trace.lethe_rounds.push(round) : undefined,
+    };
+    const batch = Math.max(1, Math.floor(o.batch ?? 1));
+    let cellDecodeSecs = 0;
+    for (let i0 = 0; i0 < samples.length; i0 += batch) {
+      const idx = Array.from({ length: Math.min(batch, samples.length - i0) }, (_, j) => i0 + j);
+      const t0 = performance.now();
+      const runs = batch === 1
+        ? [await generateOne(engine, prompts[i0], caps[i0], kv, i0 === 0 && tracedCell ? hooks : {})]
+        : await generateBatch(
+          engine,
+          idx.map((i) => prompts[i]),
+          idx.map((i) => caps[i]),
+          kv,
+          eos,
+          (j) => idx[j] === 0 && tracedCell ? hooks : {},
+        );
+      cellDecodeSecs += (performance.now() - t0) / 1000;
+      runs.forEach((r, j) => {
+        const i = idx[j];
+        const s = samples[i];
+        const text = outputText(engine, r.ids, eos);
+        const { predicted, correct: ok } = scoreOutput(s, text);
+        predictions.push([s.id, predicted, ok]);
+        const f = family[s.family] ??= { n: 0, correct: 0, accuracy: 0 };
+        f.n++;
+        if (ok) {
+          f.correct++;
+          correct++;
+        }
+        lens.push(r.ids.length);
+        peakList.push(r.kvPeak);
+        liveList.push(r.kvLivePeak);
+        tokens += r.ids.length;
+        peaks += r.kvPeak;
+        live += r.kvLivePeak;
+        fullPeakSum += fullLens ? fullPeaks[i] : r.kvPeak;
+        fullLiveSum += fullLens ? fullLive[i] : r.kvLivePeak;
+        decodeSteps += r.decodeSteps;
+        decodeSecs += r.decodeSecs;
+        rounds += r.rounds;
+        o.onProgress?.(`${label} ${s.family}`);
       });
-      if (traced) trace.kv_steps[label] = steps;
-      const text = outputText(engine, r.ids, eos);
-      const { predicted, correct: ok } = scoreOutput(s, text);
-      predictions.push([s.id, predicted, ok]);
-      const f = family[s.family] ??= { n: 0, correct: 0, accuracy: 0 };
-      f.n++;
-      if (ok) {
-        f.correct++;
-        correct++;
-      }
-      lens.push(r.ids.length);
-      peakList.push(r.stats.kv_bytes_peak);
-      liveList.push(r.stats.kv_bytes_live_peak);
-      tokens += r.ids.length;
-      peaks += r.stats.kv_bytes_peak;
-      live += r.stats.kv_bytes_live_peak;
-      fullPeakSum += fullLens ? fullPeaks[i] : r.stats.kv_bytes_peak;
-      fullLiveSum += fullLens ? fullLive[i] : r.stats.kv_bytes_live_peak;
-      const steps1 = Math.max(0, r.stats.decode_tokens - 1);
-      if (steps1 > 0 && r.stats.decode_tok_s > 0) {
-        decodeSteps += steps1;
-        decodeSecs += steps1 / r.stats.decode_tok_s;
-      }
-      rounds += r.stats.prune_rounds;
-      o.onProgress?.(`${label} ${s.family}`);
     }
+    if (tracedCell) trace.kv_steps[label] = steps;
+    // Batched runs: aggregate throughput of the batch over the cell's wall time.
+    if (batch > 1) decodeSecs = cellDecodeSecs;
     if (!fullLens) {
       fullLens = lens;
       fullPeaks = peakList;
@@ -552,6 +572,105 @@ export async function runTasks(
     await o.onCell?.(results, trace);
   }
   return { cells: results, trace };
+}
+
+/** One sample's generation, as the task runner needs it. */
+interface SampleRun {
+  ids: number[];
+  kvPeak: number;
+  kvLivePeak: number;
+  decodeSteps: number;
+  decodeSecs: number;
+  rounds: number;
+}
+
+/** One sample through `Engine.generate` (greedy, the model's EOS). */
+async function generateOne(
+  engine: Engine,
+  prompt: number[],
+  maxTokens: number,
+  kv: Partial<KvOptions>,
+  hooks: RunHooks,
+): Promise<SampleRun> {
+  const r = await engine.generate(prompt, { maxTokens, kv, onStep: hooks.onStep, onPrune: hooks.onPrune });
+  const steps = Math.max(0, r.stats.decode_tokens - 1);
+  return {
+    ids: r.ids,
+    kvPeak: r.stats.kv_bytes_peak,
+    kvLivePeak: r.stats.kv_bytes_live_peak,
+    decodeSteps: steps,
+    decodeSecs: steps > 0 && r.stats.decode_tok_s > 0 ? steps / r.stats.decode_tok_s : 0,
+    rounds: r.stats.prune_rounds,
+  };
+}
+
+/**
+ * Several samples under one KV setting, decoded as a batch (one matvec pass per step for all of them): the
+ * same steps as `Engine.generate` per sequence (prefill, pruning after prefill, decode, pruning rounds), greedy,
+ * stopping each sequence at EOS or its own token cap; finished sequences leave the batch.
+ */
+export async function generateBatch(
+  engine: Engine,
+  prompts: number[][],
+  caps: number[],
+  kv: Partial<KvOptions>,
+  eos: readonly number[],
+  hooksOf: (j: number) => RunHooks = () => ({}),
+): Promise<SampleRun[]> {
+  const greedy = { ...DEFAULT_SAMPLING };
+  const seqs = prompts.map((p, j) => engine.newSequence(kv, p.length + Math.min(caps[j], 256)));
+  const hooks = prompts.map((_, j) => hooksOf(j));
+  const ids: number[][] = prompts.map(() => []);
+  const rounds = prompts.map(() => 0);
+  const next: number[] = [];
+  try {
+    for (let j = 0; j < seqs.length; j++) {
+      next.push((await engine.sampleIds(engine.forward.prefill(seqs[j], prompts[j]), 1, greedy, 0))[0]);
+      const r = await engine.maybePrune(seqs[j], 0, true);
+      if (r) {
+        rounds[j]++;
+        hooks[j].onPrune?.(r);
+      }
+    }
+    const t1 = performance.now();
+    let active = seqs.map((_, j) => j);
+    for (let step = 1; active.length > 0; step++) {
+      active = active.filter((j) => {
+        ids[j].push(next[j]);
+        return !eos.includes(next[j]) && ids[j].length < caps[j];
+      });
+      if (!active.length) break;
+      const out = await engine.sampleIds(
+        engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j])),
+        active.length,
+        greedy,
+        step,
+      );
+      for (let a = 0; a < active.length; a++) {
+        const j = active[a];
+        next[j] = out[a];
+        hooks[j].onStep?.(step, seqs[j].kv);
+        const r = await engine.maybePrune(seqs[j], step, false);
+        if (r) {
+          rounds[j]++;
+          hooks[j].onPrune?.(r);
+        }
+      }
+    }
+    const secs = (performance.now() - t1) / 1000;
+    const totalSteps = ids.reduce((a, x) => a + Math.max(0, x.length - 1), 0);
+    return seqs.map((s, j) => ({
+      ids: ids[j],
+      kvPeak: s.kv.peakAllocated,
+      kvLivePeak: s.kv.peakLive,
+      decodeSteps: Math.max(0, ids[j].length - 1),
+      // Shared wall time, split by each sequence's share of the steps.
+      decodeSecs: totalSteps > 0 ? (secs * Math.max(0, ids[j].length - 1)) / totalSteps : 0,
+      rounds: rounds[j],
+    }));
+  } finally {
+    for (const s of seqs) s.kv.destroy();
+  }
 }
 
 /** Default budgets for a model: powers of two from 16 below the typical sequence length, at most five. */
