@@ -114,7 +114,8 @@ async function results(args: string[]): Promise<void> {
   }
   // Reasoning tasks first (the headline), then fidelity.
   entries.sort((a, b) => (a.results.kind === b.results.kind ? 0 : a.results.kind === "tasks" ? -1 : 1));
-  let doc = "";
+  // A new file gets a title; an existing one keeps every byte outside the markers.
+  let doc = "# Lethe results\n";
   try {
     doc = await Deno.readTextFile(file);
   } catch (e) {
