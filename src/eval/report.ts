@@ -123,7 +123,21 @@ export function headlineText(r: EvalResults): string {
     "_Live KV = bytes of the tokens kept; allocated also counts free slots, including the engine's up-front " +
       "reservation of prompt + min(max tokens, 256) slots per layer, which bounds the allocated reduction._",
   );
-  if (h.bestAblation && h.bestAblation !== L && h.bestAblation.kv_peak_ratio < L.kv_peak_ratio) {
+  const cmp = budgetComparison(r);
+  if (cmp.length) {
+    lines.push("");
+    const metricName = r.kind === "tasks" ? "accuracy" : "agreeing tokens (then lower mean KL)";
+    lines.push(`Lethe against the best baseline at each budget, by ${metricName}:`);
+    lines.push("");
+    lines.push("| budget | Lethe | best baseline | Lethe ahead of every baseline |");
+    lines.push("| --- | --- | --- | --- |");
+    for (const x of cmp) {
+      lines.push(
+        `| ${x.budget} | ${q(x.lethe)} | ${x.best.policy}: ${q(x.best)} | ${x.ahead ? "yes" : "no"} |`,
+      );
+    }
+  }
+  if (h.bestAblation && h.bestAblation !== L && h.bestAblation.kv_live_peak_ratio < L.kv_live_peak_ratio) {
     const a = h.bestAblation;
     lines.push("");
     lines.push(
@@ -132,6 +146,27 @@ export function headlineText(r: EvalResults): string {
     );
   }
   return lines.join("\n");
+}
+
+/** Per budget: Lethe (default τ/γ) against the best baseline; ahead = better than (or tied with) every one. */
+export function budgetComparison(
+  r: EvalResults,
+): { budget: number; lethe: CellResult; best: CellResult; ahead: boolean }[] {
+  // Tasks: accuracy. Fidelity: agreement, then lower KL breaks ties.
+  const key = (c: CellResult): [number, number] => [quality(r, c), -(c.kl_mean ?? 0)];
+  const better = (a: CellResult, b: CellResult) => {
+    const [x1, x2] = key(a);
+    const [y1, y2] = key(b);
+    return x1 - y1 || x2 - y2;
+  };
+  const out: { budget: number; lethe: CellResult; best: CellResult; ahead: boolean }[] = [];
+  for (const lethe of r.cells.filter((c) => c.policy === "lethe" && !c.ablation && c.budget !== null)) {
+    const base = r.cells.filter((c) => c.budget === lethe.budget && !c.ablation && c.policy !== "lethe");
+    if (!base.length) continue;
+    const best = [...base].sort((a, b) => better(b, a))[0];
+    out.push({ budget: lethe.budget!, lethe, best, ahead: base.every((b) => better(lethe, b) >= 0) });
+  }
+  return out;
 }
 
 /** The main table (every non-ablation cell) as Markdown. */
