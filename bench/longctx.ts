@@ -9,7 +9,10 @@
  *   frozen  — the same compressed cache, decoded without scores or rounds (the baseline for the overhead).
  *
  *   deno run -A bench/longctx.ts [--model DIR | --shape NAME --layers 2] [--contexts 1024,4096,8192]
- *                                [--steps 16] [--budget-ratio 0.1] [--json]
+ *                                [--steps 16] [--budget-ratio 0.1] [--fill random|prefill] [--json]
+ *
+ * `--fill prefill` runs a real (chunked) prefill of the context; the default fills the cache with random K/V rows
+ * and scores, which costs the decode step the same and takes seconds instead of many minutes on a CPU adapter.
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
@@ -44,6 +47,7 @@ async function main(): Promise<void> {
       contexts: { type: "string", default: "1024,4096,8192" },
       steps: { type: "string", default: "16" },
       "budget-ratio": { type: "string", default: "0.1" },
+      fill: { type: "string", default: "random" },
       json: { type: "boolean", default: false },
     },
   });
@@ -56,10 +60,29 @@ async function main(): Promise<void> {
     const budget = Math.max(16, Math.round(context * Number(values["budget-ratio"])));
     const kv = { policy: "lethe" as const, budget };
     const prompt = Array.from({ length: context }, (_, i) => (i * 7919 + 13) % c.vocabSize);
-    console.error(`context ${context}: prefilling …`);
     const lethe = engine.newSequence(kv, context + steps);
-    const logits = engine.forward.prefill(lethe, prompt);
-    const [first] = await engine.sampleIds(logits, 1, DEFAULT_SAMPLING, 0);
+    let first = 1;
+    if (values.fill === "prefill") {
+      console.error(`context ${context}: prefilling …`);
+      const logits = engine.forward.prefill(lethe, prompt);
+      [first] = await engine.sampleIds(logits, 1, DEFAULT_SAMPLING, 0);
+    } else {
+      // Random K/V rows and positive scores: the decode step costs the same as after a real prefill, at a
+      // fraction of the set-up time on a CPU adapter (pruning decisions then follow random scores).
+      console.error(`context ${context}: filling the cache with random K/V …`);
+      const row = c.numKvHeads * c.headDim;
+      const rnd = (n: number, scale: number, offset = 0) =>
+        Float32Array.from({ length: n }, (_, i) => offset + scale * Math.sin(i * 12.9898 + context) * 0.5);
+      const k = engine.ctx.upload(rnd(context * row, 1), "fill-k");
+      const v = engine.ctx.upload(rnd(context * row, 1, 0.1), "fill-v");
+      for (let l = 0; l < c.numLayers; l++) {
+        lethe.kv.append(l, k, v, 0, context, 0);
+        engine.ctx.write(lethe.kv.layers[l].score, rnd(context, 1, 0.6).map(Math.abs));
+      }
+      lethe.pos = context;
+      engine.ctx.destroyLater(k);
+      engine.ctx.destroyLater(v);
+    }
     const full: SequenceState = {
       kv: lethe.kv.clone(),
       policy: engine.newSequence({ policy: "full" }, 16).policy,

@@ -217,10 +217,19 @@ export class Engine {
     return this.tokenizer.encode(text, { addSpecialTokens: true });
   }
 
-  /** A fresh sequence with its own KV cache and policy. */
-  newSequence(kv: Partial<KvOptions> = {}, expectedTokens = 64): SequenceState {
+  /**
+   * A fresh sequence with its own KV cache and policy. The cache starts with room for `expectedTokens`, but no
+   * more than a budgeted policy will hold after the prompt (`promptTokens`) — pruned caches never allocate
+   * what they will not keep.
+   */
+  newSequence(kv: Partial<KvOptions> = {}, expectedTokens = 64, promptTokens = 0): SequenceState {
     const c = this.model.config;
     const policy = buildPolicy(kv);
+    if (policy.name !== "full" && policy.name !== "snapkv") {
+      const caps = Array.from({ length: c.numLayers }, (_, l) => policy.decodeCap(l, c.numLayers) ?? 0);
+      const keep = Math.max(policy.options.budget + policy.roundHeadroom, ...caps);
+      expectedTokens = Math.min(expectedTokens, Math.max(promptTokens, keep));
+    }
     const cache = new SequenceKv(this.ctx, {
       layers: c.numLayers,
       nKvHeads: c.numKvHeads,
@@ -276,7 +285,7 @@ export class Engine {
     }
     const sampling: SamplingOptions = { ...DEFAULT_SAMPLING, ...options.sampling };
     const eos = new Set(options.eos ?? c.eosTokenIds);
-    const seq = this.newSequence(options.kv, promptIds.length + Math.min(maxTokens, 256));
+    const seq = this.newSequence(options.kv, promptIds.length + Math.min(maxTokens, 256), promptIds.length);
     const decoder = this.tokenizer
       ? new IncrementalDecoder(this.tokenizer, { skipSpecialTokens: true })
       : null;

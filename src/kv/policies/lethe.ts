@@ -9,9 +9,10 @@
  * has fallen by τ caps what the layer may keep; a flat layer (no breakpoint) is not shrunk this round and
  * its trigger doubles, delaying its next shrink.
  *
- * Rounds: whenever the next step's appends would pass the total budget (budget × layers), and every
- * `interval` steps while the cache holds more than the round target. Each round prunes the total to
- * budget × layers − interval × layers (at least the protected tokens), so the total budget is never exceeded.
+ * Rounds: whenever the next step's appends would pass the total budget (budget × layers), and — once the
+ * cache has been full — every `interval` steps while it holds more than the round target. Each round prunes the
+ * total to budget × layers − interval × layers (at least the protected tokens), so the total budget is never
+ * exceeded, and nothing is pruned before the cache first fills.
  */
 import type { KvPolicy, KvPolicyOptions, LayerView, PruneDecision } from "../policy.ts";
 import {
@@ -87,6 +88,7 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
   const recent = letheRecent(options);
   let triggers: number[] = [];
   let lastRound = 0;
+  let filled = false;
   const ensureTriggers = (n: number) => {
     if (triggers.length !== n) triggers = new Array<number>(n).fill(options.budget);
   };
@@ -104,14 +106,15 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
       ensureTriggers(layers.length);
       lastRound = 0;
       const total = layers.reduce((s, l) => s + l.len, 0);
-      if (total <= target(layers.length)) return { keep: layers.map(() => null) };
+      filled = total + layers.length > options.budget * layers.length;
+      if (!filled) return { keep: layers.map(() => null) };
       return letheDecide(layers, options, target(layers.length), triggers);
     },
     wantsRound(step: number, lens: number[]): boolean {
       const n = lens.length;
       const total = lens.reduce((s, x) => s + x, 0);
-      if (total + n > options.budget * n) return true; // the next appends would pass the budget
-      return step - lastRound >= interval && total > target(n);
+      if (total + n > options.budget * n) return (filled = true); // the next appends would pass the budget
+      return filled && step - lastRound >= interval && total > target(n);
     },
     round(step: number, layers: LayerView[]): PruneDecision {
       ensureTriggers(layers.length);
