@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { Engine } from "../generate.ts";
 import { POLICY_NAMES, type PolicyName } from "../kv/policy.ts";
 import { startServer } from "./server.ts";
+import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 
 const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
 
@@ -18,6 +19,7 @@ const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
   --kv-memory BYTES  byte cap on KV over all sequences, K/M/G suffixes (default 1G)
   --max-batch N      most sequences decoding together (default 16)
   --max-tokens N     max_tokens when a request gives none (default 256)
+  --chat-template T  deepseek-r1, chatml or llama3 (default: from tokenizer_config.json, else deepseek-r1)
   --help             this text
 `;
 
@@ -51,6 +53,7 @@ async function main(): Promise<void> {
       "kv-memory": { type: "string" },
       "max-batch": { type: "string" },
       "max-tokens": { type: "string" },
+      "chat-template": { type: "string" },
       help: { type: "boolean" },
     },
   });
@@ -72,9 +75,13 @@ async function main(): Promise<void> {
   if (v.kv !== undefined && !POLICY_NAMES.includes(v.kv as PolicyName)) {
     throw new Error(`--kv must be one of ${POLICY_NAMES.join(", ")}`);
   }
+  if (v["chat-template"] !== undefined && !["deepseek-r1", "chatml", "llama3"].includes(v["chat-template"])) {
+    throw new Error("--chat-template must be deepseek-r1, chatml or llama3");
+  }
   const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal() });
   const server = startServer(engine, {
     modelId: v["model-id"],
+    chatTemplate: v["chat-template"] as ChatTemplateName | undefined,
     hostname: v.host ?? "127.0.0.1",
     port: int("port", v.port, 8000, 0),
     kvMemory: v["kv-memory"] !== undefined ? parseByteSize(v["kv-memory"]) : undefined,

@@ -60,6 +60,8 @@ export interface ParsedRequest {
   kv: Partial<KvOptions>;
   /** Extension: add the generated token ids to each choice (always on for models without a tokenizer). */
   returnTokenIds: boolean;
+  /** Extension: generate max_tokens tokens whatever the model says (benchmarks). */
+  ignoreEos: boolean;
 }
 
 /** A completions request: the prompt is text or token ids. */
@@ -185,6 +187,7 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
     stop = s as string[];
   } else if (s !== undefined && s !== null) wrongType("stop", "a string or an array of strings", s);
   const returnTokenIds = optBool(b, "return_token_ids") ?? false;
+  const ignoreEos = optBool(b, "ignore_eos") ?? false;
   return {
     stream,
     includeUsage,
@@ -193,6 +196,7 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
     stop,
     kv: parseKv(b, d.kv),
     returnTokenIds,
+    ignoreEos,
   };
 }
 

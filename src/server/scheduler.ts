@@ -142,9 +142,13 @@ export class Scheduler {
     return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
   }
 
-  /** The smallest KV a request needs (its prompt, all layers): more than the pool → it can never run. */
-  minimumBytes(promptTokens: number): number {
-    return round16(promptTokens + 1) * this.tokenBytes;
+  /**
+   * The KV a request needs to start (its first allocation, all layers): more than the pool → it can never run.
+   * For `full` this is the whole generation (its cache is allocated once); for the others the prompt.
+   */
+  minimumBytes(promptTokens: number, maxTokens: number, kv: Partial<KvOptions>): number {
+    const full = (kv.policy ?? "full") === "full";
+    return round16(full ? promptTokens + maxTokens : promptTokens + 16) * this.tokenBytes;
   }
 
   /** Queues a request; events arrive through `onEvent`. */
@@ -219,6 +223,8 @@ export class Scheduler {
   #cancel(job: Job): void {
     if (job.finished || job.cancelled) return;
     job.cancelled = true;
+    // Settle the request's handler (its client is gone, so nobody reads this).
+    job.req.onEvent({ type: "error", message: "cancelled: the client disconnected" });
     const q = this.#queue.indexOf(job);
     if (q >= 0) {
       // Queued jobs hold no KV: drop now.

@@ -32,7 +32,7 @@ export interface ServerOptions {
   maxTokens?: number;
   /** Default KV policy options (`--kv`, `--kv-budget`). */
   kv?: Partial<KvOptions>;
-  /** Chat template when the tokenizer names none (default deepseek-r1). */
+  /** Chat template (default: the one the tokenizer names, else deepseek-r1). */
   chatTemplate?: ChatTemplateName;
 }
 
@@ -113,7 +113,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
   const created = Math.floor(Date.now() / 1000);
   let counter = 0;
   const tok = engine.tokenizer;
-  const template: ChatTemplateName = tok?.chatTemplate ?? options.chatTemplate ?? "deepseek-r1";
+  const template: ChatTemplateName = options.chatTemplate ?? tok?.chatTemplate ?? "deepseek-r1";
 
   /** Submits a job and returns either an SSE stream or the final JSON. */
   const generate = (
@@ -129,10 +129,12 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
       defaults,
       kind === "chat" ? "messages" : "prompt",
     );
-    const minimum = scheduler.minimumBytes(promptIds.length);
+    const minimum = scheduler.minimumBytes(promptIds.length, maxTokens, p.kv);
     if (minimum > scheduler.options.kvMemory) {
       throw new ApiError(
-        `the prompt needs ${minimum} bytes of KV; the server's pool holds ${scheduler.options.kvMemory}`,
+        `the request needs ${minimum} bytes of KV (kv_policy ${
+          p.kv.policy ?? "full"
+        }); the server's pool holds ${scheduler.options.kvMemory}`,
         kind === "chat" ? "messages" : "prompt",
         "kv_memory_exceeded",
       );
@@ -230,6 +232,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
             sampling: p.sampling,
             kv: p.kv,
             stop: p.stop,
+            ...(p.ignoreEos ? { eos: [] } : {}),
             onEvent,
           });
         },
@@ -237,7 +240,8 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
           handle?.cancel();
         },
       });
-      req.signal.addEventListener("abort", () => handle?.cancel());
+      // Disconnects reach a stream through cancel(); request.signal is not used here because Deno's legacy
+      // behaviour aborts it as soon as a streamed response starts.
       return new Response(body, {
         headers: {
           "content-type": "text/event-stream; charset=utf-8",
@@ -256,18 +260,22 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
         sampling: p.sampling,
         kv: p.kv,
         stop: p.stop,
+        ...(p.ignoreEos ? { eos: [] } : {}),
         onEvent: (e: JobEvent) => {
           if (e.type === "token") {
             if (e.id >= 0) ids.push(e.id);
             text += e.text;
           } else if (e.type === "done") {
+            req.signal.removeEventListener("abort", onAbort);
             resolve(Response.json(final(e.finishReason, usage(e))));
           } else {
+            req.signal.removeEventListener("abort", onAbort);
             resolve(new ApiError(e.message, null, "generation_failed", 500, "server_error").response());
           }
         },
       });
-      req.signal.addEventListener("abort", () => handle.cancel());
+      const onAbort = () => handle.cancel();
+      req.signal.addEventListener("abort", onAbort);
       const final = (finishReason: FinishReason, u: ReturnType<typeof usage>) => {
         const extra = withIds ? { token_ids: ids } : {};
         if (kind === "completion") {
