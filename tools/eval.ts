@@ -28,6 +28,7 @@ const HELP = `deno task eval — compare KV policies on accuracy, memory and spe
 
   deno task eval [--model DIR] [options]
   deno task results [--eval-dir bench/eval] [--results-file bench/RESULTS.md]
+  deno task eval render OUT_DIR...   (rewrite results.md and the charts from OUT_DIR/results.json)
 
 What runs (--mode, default chosen from the model and data):
   tasks     greedy generation and answer matching: DIR/heldout/*.jsonl (prompt, answer, family: exact match
@@ -127,6 +128,14 @@ async function results(args: string[]): Promise<void> {
 
 async function main(): Promise<void> {
   if (Deno.args[0] === "results") return await results(Deno.args.slice(1));
+  if (Deno.args[0] === "render") {
+    // Rewrites results.md and the charts of existing output directories from their results.json.
+    for (const dir of Deno.args.slice(1)) {
+      const r = JSON.parse(await Deno.readTextFile(join(dir, "results.json"))) as EvalResults;
+      console.log(`wrote ${(await writeReport(r, dir)).join(", ")}`);
+    }
+    return;
+  }
   const { values: v } = parseArgs({
     args: Deno.args,
     options: {
