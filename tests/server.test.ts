@@ -4,6 +4,7 @@
  * freeing KV, every bad input answered 400, /metrics, and the `openai` npm client.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+// deno-lint-ignore no-import-prefix
 import OpenAI from "npm:openai@4.104.0";
 import { Engine, type GenerateOptions } from "../src/generate.ts";
 import { startServer } from "../src/server/server.ts";

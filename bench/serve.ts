@@ -1,0 +1,216 @@
+/**
+ * Serving throughput under a KV memory cap, full against a pruning policy, in one run (`deno task bench:serve`).
+ *
+ * Starts the OpenAI-compatible server (in this process, on 127.0.0.1) once per policy with the same
+ * --kv-memory pool, sends N concurrent long completions over HTTP (token-id prompts, EOS ignored so every
+ * request generates exactly max_tokens), and reports requests completed, generated tokens/s, peak KV bytes,
+ * the largest decode batch, preemptions, and the throughput ratio. Default pool: room for `--fit` full-KV
+ * requests, so full runs that many at a time while the pruned requests, whose caches stay near the budget,
+ * decode more at once.
+ *
+ * Model: models/lethe-reasoner-tiny when it has been exported, else models/stories260K.
+ *
+ *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4]
+ *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json]
+ */
+import { parseArgs } from "node:util";
+import { Engine } from "../src/generate.ts";
+import type { PolicyName } from "../src/kv/policy.ts";
+import { startServer } from "../src/server/server.ts";
+import { parseByteSize } from "../src/server/main.ts";
+
+const { values: v } = parseArgs({
+  args: Deno.args,
+  options: {
+    model: { type: "string" },
+    n: { type: "string", default: "16" },
+    "max-tokens": { type: "string", default: "448" },
+    "prompt-tokens": { type: "string", default: "32" },
+    fit: { type: "string", default: "4" },
+    "kv-memory": { type: "string" },
+    policy: { type: "string", default: "lethe" },
+    "kv-budget": { type: "string", default: "64" },
+    "max-batch": { type: "string", default: "16" },
+    json: { type: "boolean", default: false },
+  },
+});
+
+const root = new URL("../models/", import.meta.url).pathname;
+async function exists(p: string): Promise<boolean> {
+  try {
+    await Deno.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+const modelDir = v.model ??
+  (await exists(`${root}lethe-reasoner-tiny/config.json`)
+    ? `${root}lethe-reasoner-tiny`
+    : `${root}stories260K`);
+const N = Number(v.n);
+const maxTokens = Number(v["max-tokens"]);
+const promptTokens = Number(v["prompt-tokens"]);
+const budget = Number(v["kv-budget"]);
+const policy = v.policy as PolicyName;
+
+const engine = await Engine.load(modelDir);
+const c = engine.model.config;
+if (promptTokens + maxTokens > c.maxPositionEmbeddings) {
+  throw new Error(
+    `--prompt-tokens + --max-tokens (${
+      promptTokens + maxTokens
+    }) exceeds the context ${c.maxPositionEmbeddings}`,
+  );
+}
+const tokenBytes = c.numLayers * (2 * c.numKvHeads * c.headDim * 4 + 8);
+const fullRequestBytes = Math.ceil((promptTokens + maxTokens) / 16) * 16 * tokenBytes;
+const kvMemory = v["kv-memory"] !== undefined
+  ? parseByteSize(v["kv-memory"])
+  : Number(v.fit) * fullRequestBytes;
+
+// Deterministic prompts: ids drawn from the vocabulary (BOS first when the model has one).
+let state = 12345;
+const rand = () => (state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 2 ** 32;
+const prompts = Array.from({ length: N }, () => {
+  const ids = Array.from({ length: promptTokens }, () => 3 + Math.floor(rand() * (c.vocabSize - 3)));
+  if (c.bosTokenId !== null && c.bosTokenId !== undefined) ids[0] = c.bosTokenId;
+  return ids;
+});
+
+interface RunResult {
+  policy: string;
+  completed: number;
+  failed: number;
+  generated_tokens: number;
+  wall_s: number;
+  tokens_per_s: number;
+  kv_bytes_peak: number;
+  max_batch: number;
+  preemptions: number;
+  prune_rounds: number;
+  outputs: number[][];
+}
+
+async function metrics(url: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const line of (await (await fetch(`${url}/metrics`)).text()).split("\n")) {
+    const m = /^(\w+)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+async function run(kvPolicy: PolicyName): Promise<RunResult> {
+  const server = startServer(engine, {
+    kvMemory,
+    maxBatch: Number(v["max-batch"]),
+    kv: { policy: kvPolicy, budget },
+  });
+  const t0 = performance.now();
+  const results = await Promise.all(prompts.map(async (prompt, i) => {
+    const res = await fetch(`${server.url}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({
+        prompt,
+        max_tokens: maxTokens,
+        temperature: 0.8,
+        seed: i,
+        ignore_eos: true,
+        return_token_ids: true,
+      }),
+    });
+    const body = await res.json();
+    if (res.status !== 200) {
+      console.error(`request ${i}: ${res.status} ${JSON.stringify(body)}`);
+      return null;
+    }
+    return body.choices[0].token_ids as number[];
+  }));
+  const wall = (performance.now() - t0) / 1000;
+  const m = await metrics(server.url);
+  await server.shutdown();
+  const ok = results.filter((r): r is number[] => r !== null && r.length === maxTokens);
+  const generated = results.reduce((s, r) => s + (r?.length ?? 0), 0);
+  return {
+    policy: kvPolicy === "full" ? "full" : `${kvPolicy}(budget ${budget})`,
+    completed: ok.length,
+    failed: N - ok.length,
+    generated_tokens: generated,
+    wall_s: wall,
+    tokens_per_s: generated / wall,
+    kv_bytes_peak: m.lethe_kv_bytes_peak,
+    max_batch: m.lethe_batch_size_max,
+    preemptions: m.lethe_preemptions_total,
+    prune_rounds: m.lethe_prune_rounds_total,
+    outputs: results.map((r) => r ?? []),
+  };
+}
+
+console.error(
+  `model ${modelDir}: ${N} requests × (${promptTokens} prompt + ${maxTokens} generated) tokens, KV pool ${kvMemory} bytes ` +
+    `(${(kvMemory / fullRequestBytes).toFixed(2)} full-KV requests)`,
+);
+const full = await run("full");
+console.error(`full done in ${full.wall_s.toFixed(1)} s`);
+const pruned = await run(policy);
+console.error(`${policy} done in ${pruned.wall_s.toFixed(1)} s`);
+
+// Fidelity proxy (no task accuracy here): how long each pruned output agrees with full's, same seed.
+const agree = full.outputs.map((f, i) => {
+  const p = pruned.outputs[i];
+  let k = 0;
+  while (k < f.length && k < p.length && f[k] === p[k]) k++;
+  return k / Math.max(1, f.length);
+});
+const meanAgree = agree.reduce((a, b) => a + b, 0) / agree.length;
+const ratio = pruned.tokens_per_s / full.tokens_per_s;
+
+if (v.json) {
+  const strip = ({ outputs: _o, ...r }: RunResult) => r;
+  console.log(JSON.stringify(
+    {
+      model: modelDir,
+      n: N,
+      prompt_tokens: promptTokens,
+      max_tokens: maxTokens,
+      kv_memory: kvMemory,
+      full: strip(full),
+      pruned: strip(pruned),
+      throughput_ratio: ratio,
+      mean_prefix_agreement: meanAgree,
+    },
+    null,
+    2,
+  ));
+} else {
+  const rows = [full, pruned].map((r) => [
+    r.policy,
+    `${r.completed}/${N}`,
+    r.tokens_per_s.toFixed(1),
+    r.wall_s.toFixed(1),
+    (r.kv_bytes_peak / 1024).toFixed(0),
+    String(r.max_batch),
+    String(r.preemptions),
+    String(r.prune_rounds),
+  ]);
+  const head = [
+    "policy",
+    "completed",
+    "gen tok/s",
+    "wall s",
+    "peak KV KiB",
+    "max batch",
+    "preempt",
+    "prunes",
+  ];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((x, i) => x.padStart(w[i])).join("  ");
+  console.log(fmt(head));
+  for (const r of rows) console.log(fmt(r));
+  console.log(`throughput ratio ${policy}/full: ${ratio.toFixed(2)}×`);
+  console.log(
+    `mean agreement with full (common-prefix fraction, same seed): ${(meanAgree * 100).toFixed(1)}%`,
+  );
+}
+engine.destroy();
