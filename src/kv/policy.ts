@@ -124,3 +124,23 @@ export function validateKvOptions(o: KvPolicyOptions): void {
 export function keepAll(layers: number): PruneDecision {
   return { keep: new Array<Uint32Array | null>(layers).fill(null) };
 }
+
+/**
+ * A policy that keeps everything: no scores, no caps, no rounds. Each policy overrides what it changes, so
+ * its file reads as the list of its differences from FullKV.
+ */
+export function keepEverything(name: PolicyName, options: KvPolicyOptions): KvPolicy {
+  return {
+    name,
+    options,
+    decodeGamma: null,
+    prefillQueries: null,
+    roundHeadroom: 0,
+    evictBy: "score",
+    decodeCap: () => null,
+    recentWindow: () => 0,
+    afterPrefill: (layers: LayerView[]): PruneDecision => keepAll(layers.length),
+    wantsRound: () => false,
+    round: (_step: number, layers: LayerView[]): PruneDecision => keepAll(layers.length),
+  };
+}

@@ -169,3 +169,23 @@ export function splitPool(pool: number, weights: number[], caps: number[]): numb
   }
   return out;
 }
+
+/**
+ * Compresses every layer longer than its cap to the cap: sinks and the `recent` newest positions, then the
+ * highest `scoreOf(layer)` among the rest. Returns a keep list per layer (null = untouched).
+ */
+export function capLayers(
+  layers: { len: number; positions: Uint32Array; scores: Float32Array }[],
+  capOf: (layer: number) => number,
+  sink: number,
+  recent: number,
+  scoreOf: (scores: Float32Array) => ArrayLike<number> = (s) => s,
+): (Uint32Array | null)[] {
+  return layers.map((l, i) => {
+    const cap = capOf(i);
+    if (l.len <= cap) return null;
+    const part = partitionSlots(l.positions, l.len, sink, recent);
+    const scores = scoreOf(l.scores.subarray(0, l.len));
+    return keepList(part.protectedSlots, topSlots(part.candidates, scores, cap - part.protectedSlots.length));
+  });
+}

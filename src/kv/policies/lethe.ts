@@ -14,7 +14,14 @@
  * total to budget × layers − interval × layers (at least the protected tokens), so the total budget is never
  * exceeded, and nothing is pruned before the cache first fills.
  */
-import type { KvPolicy, KvPolicyOptions, LayerView, PruneDecision } from "../policy.ts";
+import {
+  keepEverything,
+  type KvPolicy,
+  type KvPolicyOptions,
+  type LayerView,
+  type PruneDecision,
+} from "../policy.ts";
+import { effectiveWindow } from "./snapkv.ts";
 import {
   hoyer,
   keepList,
@@ -94,13 +101,10 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
   };
   const target = (n: number) => options.budget * n - interval * n;
   return {
-    name: "lethe",
-    options,
+    ...keepEverything("lethe", options),
     decodeGamma: options.lethe.gamma,
-    prefillQueries: Math.max(1, Math.min(options.window, Math.floor(options.budget / 2))),
+    prefillQueries: effectiveWindow(options),
     roundHeadroom: interval,
-    evictBy: "score",
-    decodeCap: () => null,
     recentWindow: () => recent,
     afterPrefill(layers: LayerView[]): PruneDecision {
       ensureTriggers(layers.length);

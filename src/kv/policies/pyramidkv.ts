@@ -4,7 +4,7 @@
  * scores choosing the victim.
  */
 import {
-  keepAll,
+  keepEverything,
   type KvPolicy,
   type KvPolicyOptions,
   type LayerView,
@@ -24,17 +24,12 @@ export function pyramidkvPolicy(options: KvPolicyOptions): KvPolicy {
     return Math.max(b[layer] + window, options.sink + window + 1);
   };
   return {
-    name: "pyramidkv",
-    options,
+    ...keepEverything("pyramidkv", options),
     decodeGamma: 1,
     prefillQueries: window,
-    roundHeadroom: 0,
-    evictBy: "score",
     decodeCap: capOf,
     recentWindow: () => window,
     afterPrefill: (layers: LayerView[]): PruneDecision =>
       snapCompress(layers, options, (i) => capOf(i, layers.length)),
-    wantsRound: () => false,
-    round: (_step: number, layers: LayerView[]): PruneDecision => keepAll(layers.length),
   };
 }
