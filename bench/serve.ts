@@ -11,7 +11,11 @@
  * Model: models/lethe-reasoner-tiny when it has been exported, else models/stories260K.
  *
  *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4]
- *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json]
+ *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json] [--token-ids]
+ *
+ * With a tokenizer and held-out task files (models/lethe-reasoner-tiny/heldout/*.jsonl) the requests are
+ * the held-out questions through /v1/chat/completions (greedy, stopping at EOS), and each policy's accuracy is
+ * the exact match of the answer after </think> (the trainer's metric); --token-ids forces random id prompts.
  */
 import { parseArgs } from "node:util";
 import { Engine } from "../src/generate.ts";
@@ -32,6 +36,7 @@ const { values: v } = parseArgs({
     "kv-budget": { type: "string", default: "64" },
     "max-batch": { type: "string", default: "16" },
     json: { type: "boolean", default: false },
+    "token-ids": { type: "boolean", default: false },
   },
 });
 
@@ -56,15 +61,53 @@ const policy = v.policy as PolicyName;
 
 const engine = await Engine.load(modelDir);
 const c = engine.model.config;
-if (promptTokens + maxTokens > c.maxPositionEmbeddings) {
-  throw new Error(
-    `--prompt-tokens + --max-tokens (${
-      promptTokens + maxTokens
-    }) exceeds the context ${c.maxPositionEmbeddings}`,
-  );
+// Task mode: a reasoner export with held-out sets (heldout/*.jsonl: {prompt, answer, family}) is served through
+// /v1/chat/completions, greedy and stopping at EOS, and scored by exact match of the answer after </think>.
+interface TaskRow {
+  question: string;
+  answer: string;
+  family: string;
+  promptTokens: number;
+}
+const tasks: TaskRow[] = [];
+if (engine.tokenizer && !v["token-ids"]) {
+  const families: TaskRow[][] = [];
+  try {
+    for await (const f of Deno.readDir(`${modelDir}/heldout`)) {
+      if (!f.name.endsWith(".jsonl")) continue;
+      const rows = (await Deno.readTextFile(`${modelDir}/heldout/${f.name}`)).split("\n").filter((l) =>
+        l.trim()
+      )
+        .map((l) => JSON.parse(l) as { prompt: string; answer: string; family: string });
+      families.push(rows.map((r) => {
+        const user = "<｜User｜>";
+        const from = r.prompt.indexOf(user) + user.length;
+        return {
+          question: r.prompt.slice(from, r.prompt.indexOf("<｜Assistant｜>")),
+          answer: r.answer,
+          family: r.family,
+          promptTokens: engine.tokenizer!.encode(r.prompt, { addSpecialTokens: false }).length,
+        };
+      }));
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  families.sort((a, b) => a[0]?.family.localeCompare(b[0]?.family ?? "") ?? 0);
+  // Round-robin over the families.
+  for (let i = 0; tasks.length < N && families.some((f) => i < f.length); i++) {
+    for (const f of families) if (i < f.length && tasks.length < N) tasks.push(f[i]);
+  }
+}
+const taskMode = tasks.length > 0;
+
+const longestPrompt = taskMode ? Math.max(...tasks.map((t) => t.promptTokens)) : promptTokens;
+if (!taskMode && promptTokens + maxTokens > c.maxPositionEmbeddings) {
+  throw new Error(`--prompt-tokens + --max-tokens exceeds the context ${c.maxPositionEmbeddings}`);
 }
 const tokenBytes = c.numLayers * (2 * c.numKvHeads * c.headDim * 4 + 8);
-const fullRequestBytes = Math.ceil((promptTokens + maxTokens) / 16) * 16 * tokenBytes;
+const fullRequestBytes = Math.ceil(Math.min(longestPrompt + maxTokens, c.maxPositionEmbeddings) / 16) * 16 *
+  tokenBytes;
 const kvMemory = v["kv-memory"] !== undefined
   ? parseByteSize(v["kv-memory"])
   : Number(v.fit) * fullRequestBytes;
@@ -90,6 +133,8 @@ interface RunResult {
   preemptions: number;
   prune_rounds: number;
   outputs: number[][];
+  /** Task mode: exact-match accuracy of the final answers. */
+  accuracy: number | null;
 }
 
 async function metrics(url: string): Promise<Record<string, number>> {
@@ -108,34 +153,55 @@ async function run(kvPolicy: PolicyName): Promise<RunResult> {
     kv: { policy: kvPolicy, budget },
   });
   const t0 = performance.now();
-  const results = await Promise.all(prompts.map(async (prompt, i) => {
-    const res = await fetch(`${server.url}/v1/completions`, {
-      method: "POST",
-      body: JSON.stringify({
-        prompt,
-        max_tokens: maxTokens,
-        temperature: 0.8,
-        seed: i,
-        ignore_eos: true,
-        return_token_ids: true,
-      }),
-    });
-    const body = await res.json();
-    if (res.status !== 200) {
-      console.error(`request ${i}: ${res.status} ${JSON.stringify(body)}`);
-      return null;
-    }
-    return body.choices[0].token_ids as number[];
-  }));
+  let correct = 0;
+  const results = taskMode
+    ? await Promise.all(tasks.map(async (task, i) => {
+      const res = await fetch(`${server.url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          messages: [{ role: "user", content: task.question }],
+          max_tokens: Math.min(maxTokens, c.maxPositionEmbeddings - task.promptTokens),
+          temperature: 0,
+          seed: i,
+          return_token_ids: true,
+        }),
+      });
+      const body = await res.json();
+      if (res.status !== 200) {
+        console.error(`request ${i}: ${res.status} ${JSON.stringify(body)}`);
+        return null;
+      }
+      if ((body.choices[0].message.content as string).trim() === task.answer.trim()) correct++;
+      return body.choices[0].token_ids as number[];
+    }))
+    : await Promise.all(prompts.map(async (prompt, i) => {
+      const res = await fetch(`${server.url}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          prompt,
+          max_tokens: maxTokens,
+          temperature: 0.8,
+          seed: i,
+          ignore_eos: true,
+          return_token_ids: true,
+        }),
+      });
+      const body = await res.json();
+      if (res.status !== 200) {
+        console.error(`request ${i}: ${res.status} ${JSON.stringify(body)}`);
+        return null;
+      }
+      return body.choices[0].token_ids as number[];
+    }));
   const wall = (performance.now() - t0) / 1000;
   const m = await metrics(server.url);
   await server.shutdown();
-  const ok = results.filter((r): r is number[] => r !== null && r.length === maxTokens);
+  const ok = results.filter((r): r is number[] => r !== null && (taskMode || r.length === maxTokens));
   const generated = results.reduce((s, r) => s + (r?.length ?? 0), 0);
   return {
     policy: kvPolicy === "full" ? "full" : `${kvPolicy}(budget ${budget})`,
     completed: ok.length,
-    failed: N - ok.length,
+    failed: (taskMode ? tasks.length : N) - ok.length,
     generated_tokens: generated,
     wall_s: wall,
     tokens_per_s: generated / wall,
@@ -144,12 +210,16 @@ async function run(kvPolicy: PolicyName): Promise<RunResult> {
     preemptions: m.lethe_preemptions_total,
     prune_rounds: m.lethe_prune_rounds_total,
     outputs: results.map((r) => r ?? []),
+    accuracy: taskMode ? correct / tasks.length : null,
   };
 }
 
+const n = taskMode ? tasks.length : N;
 console.error(
-  `model ${modelDir}: ${N} requests × (${promptTokens} prompt + ${maxTokens} generated) tokens, KV pool ${kvMemory} bytes ` +
-    `(${(kvMemory / fullRequestBytes).toFixed(2)} full-KV requests)`,
+  taskMode
+    ? `model ${modelDir}: ${n} held-out tasks (chat, greedy, up to ${maxTokens} tokens), KV pool ${kvMemory} bytes`
+    : `model ${modelDir}: ${N} requests × (${promptTokens} prompt + ${maxTokens} generated) tokens, KV pool ${kvMemory} bytes ` +
+      `(${(kvMemory / fullRequestBytes).toFixed(2)} full-KV requests)`,
 );
 const full = await run("full");
 console.error(`full done in ${full.wall_s.toFixed(1)} s`);
@@ -171,7 +241,8 @@ if (v.json) {
   console.log(JSON.stringify(
     {
       model: modelDir,
-      n: N,
+      n,
+      task_mode: taskMode,
       prompt_tokens: promptTokens,
       max_tokens: maxTokens,
       kv_memory: kvMemory,
@@ -186,7 +257,8 @@ if (v.json) {
 } else {
   const rows = [full, pruned].map((r) => [
     r.policy,
-    `${r.completed}/${N}`,
+    `${r.completed}/${n}`,
+    r.accuracy === null ? "-" : `${(r.accuracy * 100).toFixed(1)}%`,
     r.tokens_per_s.toFixed(1),
     r.wall_s.toFixed(1),
     (r.kv_bytes_peak / 1024).toFixed(0),
@@ -197,6 +269,7 @@ if (v.json) {
   const head = [
     "policy",
     "completed",
+    "accuracy",
     "gen tok/s",
     "wall s",
     "peak KV KiB",
@@ -209,6 +282,15 @@ if (v.json) {
   console.log(fmt(head));
   for (const r of rows) console.log(fmt(r));
   console.log(`throughput ratio ${policy}/full: ${ratio.toFixed(2)}×`);
+  if (taskMode) {
+    const d = (pruned.accuracy! - full.accuracy!) * 100;
+    console.log(
+      `accuracy: full ${(full.accuracy! * 100).toFixed(1)}%, ${policy} ${
+        (pruned.accuracy! * 100).toFixed(1)
+      }% ` +
+        `(${d >= 0 ? "+" : ""}${d.toFixed(1)} points)`,
+    );
+  }
   console.log(
     `mean agreement with full (common-prefix fraction, same seed): ${(meanAgree * 100).toFixed(1)}%`,
   );
