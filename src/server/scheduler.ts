@@ -18,6 +18,7 @@
  */
 import type { Engine, KvOptions, SamplingOptions } from "../generate.ts";
 import { bytesPerToken } from "../kv/cache.ts";
+import { DEFAULT_KV_OPTIONS } from "../kv/policy.ts";
 import type { SequenceState } from "../model/forward.ts";
 import { sampleRows } from "../ops/sample.ts";
 import { IncrementalDecoder } from "../../tokenizer/mod.ts";
@@ -242,9 +243,19 @@ export class Scheduler {
     const full = round16(total) * this.tokenBytes;
     const policy = req.kv.policy ?? "full";
     if (policy === "full" || policy === "snapkv") return full;
-    const budget = req.kv.budget ?? 256;
-    const interval = req.kv.lethe?.interval ?? 16;
-    const steady = round16(Math.ceil(budget * 1.5) + interval + 16) * this.tokenBytes;
+    const budget = req.kv.budget ?? DEFAULT_KV_OPTIONS.budget;
+    // Lethe compacts to below budget − interval per layer on average and leaves `interval` slots of headroom,
+    // so a layer rarely grows past budget + interval; capped policies may overshoot their cap by the 1.5×
+    // growth step.
+    const perLayer = policy === "lethe"
+      ? budget +
+        Math.max(
+          1,
+          Math.min(req.kv.lethe?.interval ?? DEFAULT_KV_OPTIONS.lethe.interval, Math.floor(budget / 4)),
+        ) +
+        16
+      : Math.ceil(budget * 1.5) + 16;
+    const steady = round16(perLayer) * this.tokenBytes;
     const prefill = round16(req.promptIds.length + 16) * this.tokenBytes;
     return Math.min(full, Math.max(steady, prefill));
   }
