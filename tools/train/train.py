@@ -34,10 +34,10 @@ def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int]:
     return full, len(p)
 
 
-def batches(tok: Tok, seed: int, tokens_per_batch: int, pool_size: int = 512):
+def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256):
     """Endless stream of (ids, loss_mask) batches; a pool of examples is sorted by length and cut into
     batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded)."""
-    stream = tasks.train_stream(seed)
+    stream = tasks.train_stream(seed, level)
     rng = random.Random(f"batches-{seed}")
     while True:
         pool = [encode_example(tok, next(stream)) for _ in range(pool_size)]
@@ -99,17 +99,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/lethe-reasoner-tiny")
     ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1400)
     ap.add_argument("--tokens-per-batch", type=int, default=3072)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--beta2", type=float, default=0.98)
+    ap.add_argument("--curriculum", type=float, default=0.4,
+                    help="fraction of the steps over which tasks grow from tasks.EASY_SETTINGS to SETTINGS")
     ap.add_argument("--hidden", type=int, default=192)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-every", type=int, default=500, help="quick eval (30/family) every N steps; 0 = off")
+    ap.add_argument("--eval-every", type=int, default=350, help="quick eval (30/family) every N steps; 0 = off")
     ap.add_argument("--heldout-n", type=int, default=200)
     ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
     ap.add_argument("--export-from", default="", help="skip training: export this saved checkpoint")
@@ -140,13 +143,19 @@ def main():
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+                            lr=args.lr, betas=(0.9, args.beta2), eps=1e-8)
     quick = {f: tasks.heldout_set(f, 30, seed=999) for f in tasks.FAMILIES}
     t0 = time.time()
     seen_tokens = 0
     loss_acc, n_acc = 0.0, 0
-    it = batches(tok, args.seed, args.tokens_per_batch)
+    progress = {"step": 0}
+
+    def level() -> float:
+        return progress["step"] / max(1, args.curriculum * args.steps)
+
+    it = batches(tok, args.seed, args.tokens_per_batch, level)
     for step in range(args.steps):
+        progress["step"] = step
         ids, mask = next(it)
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
@@ -164,7 +173,8 @@ def main():
         n_acc += 1
         if (step + 1) % 25 == 0 or step == 0:
             el = time.time() - t0
-            log(f"step {step + 1} loss {loss_acc / n_acc:.4f} lr {lr:.2e} tokens {seen_tokens} "
+            log(f"step {step + 1} loss {loss_acc / n_acc:.4f} lr {lr:.2e} level {min(1.0, level()):.2f} "
+                f"tokens {seen_tokens} "
                 f"elapsed {el:.0f}s tok/s {seen_tokens / el:.0f}")
             loss_acc, n_acc = 0.0, 0
         if args.eval_every and (step + 1) % args.eval_every == 0:
