@@ -444,15 +444,20 @@ Deno.test(
         temperature: 0.9,
         seed: 5,
         stream: true,
+        stream_options: { include_usage: true },
       });
       let reasoning = "";
       let content = "";
+      let usage: OpenAI.CompletionUsage | null | undefined = null;
       for await (const chunk of stream) {
+        if (chunk.usage) usage = chunk.usage;
         const d = chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
         reasoning += d?.reasoning_content ?? "";
         content += d?.content ?? "";
       }
       assertEquals([reasoning, content], [thought.reasoning, thought.content]);
+      assertEquals(usage?.completion_tokens, refChat.ids.length);
+      assertEquals(usage?.prompt_tokens, chatIds.length);
       let status = 0;
       try {
         await client.completions.create({ model: "nope", prompt: "x" });
