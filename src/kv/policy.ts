@@ -49,7 +49,7 @@ export const DEFAULT_KV_OPTIONS: KvPolicyOptions = {
   sink: 4,
   recentRatio: 0.3,
   window: 32,
-  lethe: { tau: 2, segments: 8, gamma: 0.9, interval: 16 },
+  lethe: { tau: 2, segments: 8, gamma: 0.95, interval: 4 },
 };
 
 /** What a policy sees of one layer at a pruning decision (host copies, slot order). */

