@@ -95,5 +95,24 @@ Deno.test("KV cache: a compaction keep list that is not ascending is rejected", 
   }
   assert(err.includes("ascending"), err);
   kv.destroy();
-  src.destroy();
+  ctx.destroyLater(src); // the recorded append still reads it
+});
+
+Deno.test("RASR update in the attention pass, hand-computed: S ← γ·S + Σ_heads p", async () => {
+  const { attentionDecode } = await import("../src/ops/attention.ts");
+  const ctx = await gpuContext();
+  // Two query heads sharing one KV head (head size 4), two cached tokens. A zero query gives each head the
+  // uniform distribution [0.5, 0.5] whatever K is, so this step's mass per token is 0.5 + 0.5 = 1.
+  const shape = { nHeads: 2, nKvHeads: 1, headDim: 4 };
+  const q = ctx.upload(new Float32Array(8), "q");
+  const k = ctx.upload(Float32Array.from([1, 2, 3, 4, -1, 0, 2, 5]), "k");
+  const v = ctx.upload(Float32Array.from([1, 1, 1, 1, 3, 3, 3, 3]), "v");
+  const out = ctx.createBuffer(8 * 4, "out");
+  const score = ctx.upload(Float32Array.from([1, 2]), "score");
+  attentionDecode(ctx, { ...shape, q, k, v, out, len: 2, scores: { buffer: score, gamma: 0.5 } });
+  assertEquals([...await ctx.readF32(score)], [0.5 * 1 + 1, 0.5 * 2 + 1]); // [1.5, 2]
+  assertEquals([...await ctx.readF32(out)], [2, 2, 2, 2, 2, 2, 2, 2]); // mean of the two V rows
+  attentionDecode(ctx, { ...shape, q, k, v, out, len: 2, scores: { buffer: score, gamma: 1 } }); // H2O: plain sum
+  assertEquals([...await ctx.readF32(score)], [2.5, 3]);
+  for (const b of [q, k, v, out, score]) b.destroy();
 });
