@@ -44,3 +44,6 @@ export type {
 export { createPolicy } from "./src/kv/policies/mod.ts";
 export { applyChatTemplate, IncrementalDecoder, Tokenizer } from "./tokenizer/mod.ts";
 export type { ChatMessage, ChatTemplateName } from "./tokenizer/mod.ts";
+export { startServer } from "./src/server/server.ts";
+export type { RunningServer, ServerOptions } from "./src/server/server.ts";
+export { Scheduler } from "./src/server/scheduler.ts";
