@@ -35,6 +35,7 @@ import {
   scoreOutput,
 } from "../src/eval/harness.ts";
 import { Engine } from "../src/generate.ts";
+import { DEFAULT_KV_OPTIONS } from "../src/kv/policy.ts";
 import { STORIES_DIR } from "./support/models.ts";
 import { makeCheckpoint } from "../tools/make_checkpoint.ts";
 
@@ -219,7 +220,8 @@ Deno.test("plan: full once, every policy per budget, Lethe τ × γ grid minus t
   assertEquals(cells.filter((c) => c.policy === "full").length, 1);
   assertEquals(cells.filter((c) => !c.ablation).length, 1 + 2 * 2);
   assertEquals(cells.filter((c) => c.ablation).length, 2 * 8);
-  assert(cells.every((c) => !c.ablation || !(c.tau === 2 && c.gamma === 0.9)));
+  const { tau, gamma } = DEFAULT_KV_OPTIONS.lethe; // the main grid's pair is not repeated in the ablation
+  assert(cells.every((c) => !c.ablation || !(c.tau === tau && c.gamma === gamma)));
 });
 
 Deno.test("end to end: stories260K fidelity, full agrees with itself with zero KL", async () => {
@@ -349,7 +351,8 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
       ),
       ...parseSamples(`{"question":"2 times 3?","answer":"2*3=6\\n#### 6"}`, "gsm8k_test", wrap),
     ];
-    const cells = planCells({ policies: ["full", "lethe"], budgets: [16], taus: [2], gammas: [0.9] });
+    const { tau, gamma } = DEFAULT_KV_OPTIONS.lethe;
+    const cells = planCells({ policies: ["full", "lethe"], budgets: [16], taus: [tau], gammas: [gamma] });
     let units = 0;
     const r = await runTasks(engine, samples, {
       kv: {},
@@ -360,7 +363,7 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
       onProgress: () => units++,
     });
     assertEquals(units, cells.length * samples.length);
-    assertEquals(r.cells.map((c) => c.label), ["full", "lethe@16 τ=2 γ=0.9"]);
+    assertEquals(r.cells.map((c) => c.label), ["full", `lethe@16 τ=${tau} γ=${gamma}`]);
     for (const c of r.cells) {
       assertEquals(c.n, 3);
       assert(c.accuracy! >= 0 && c.accuracy! <= 1);
