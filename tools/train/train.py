@@ -115,6 +115,8 @@ def main():
     ap.add_argument("--eval-every", type=int, default=350, help="quick eval (30/family) every N steps; 0 = off")
     ap.add_argument("--heldout-n", type=int, default=200)
     ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
+    ap.add_argument("--init-from", default="",
+                    help="continue from this saved checkpoint (fresh optimizer and schedule; log appended)")
     ap.add_argument("--export-from", default="", help="skip training: export this saved checkpoint")
     args = ap.parse_args()
     if args.export_from:
@@ -128,10 +130,12 @@ def main():
                  num_hidden_layers=args.layers, num_attention_heads=args.heads,
                  num_key_value_heads=args.kv_heads)
     model = Qwen2(cfg)
+    if args.init_from:
+        model.load_state_dict(torch.load(args.init_from)["state"])
     nparams = sum(p.numel() for p in model.parameters())
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.txt")
-    logf = open(log_path, "w")
+    logf = open(log_path, "a" if args.init_from else "w")
 
     def log(msg):
         print(msg, flush=True)
@@ -151,7 +155,7 @@ def main():
     progress = {"step": 0}
 
     def level() -> float:
-        return progress["step"] / max(1, args.curriculum * args.steps)
+        return progress["step"] / max(1e-9, args.curriculum * args.steps)
 
     it = batches(tok, args.seed, args.tokens_per_batch, level)
     for step in range(args.steps):
