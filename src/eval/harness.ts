@@ -181,7 +181,7 @@ export async function forcedRun(
 ): Promise<ForcedRun> {
   const V = engine.model.config.vocabSize;
   if (ref && ref.ids.length < tokens) throw new Error(`reference has ${ref.ids.length} ids, need ${tokens}`);
-  const seq = engine.newSequence(kv, prompt.length + Math.min(tokens, 256));
+  const seq = engine.newSequence(kv, prompt.length + Math.min(tokens, 256), prompt.length);
   const ids: number[] = [];
   const logitsOut: Float32Array[] | null = ref ? null : [];
   let agree = 0;
@@ -618,7 +618,7 @@ export async function generateBatch(
   hooksOf: (j: number) => RunHooks = () => ({}),
 ): Promise<SampleRun[]> {
   const greedy = { ...DEFAULT_SAMPLING };
-  const seqs = prompts.map((p, j) => engine.newSequence(kv, p.length + Math.min(caps[j], 256)));
+  const seqs = prompts.map((p, j) => engine.newSequence(kv, p.length + Math.min(caps[j], 256), p.length));
   const hooks = prompts.map((_, j) => hooksOf(j));
   const ids: number[][] = prompts.map(() => []);
   const rounds = prompts.map(() => 0);

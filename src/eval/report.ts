@@ -120,8 +120,8 @@ export function headlineText(r: EvalResults): string {
   }
   lines.push("");
   lines.push(
-    "_Live KV = bytes of the tokens kept; allocated also counts free slots, including the engine's up-front " +
-      "reservation of prompt + min(max tokens, 256) slots per layer, which bounds the allocated reduction._",
+    "_Live KV = bytes of the tokens kept; allocated also counts the free slots the cache holds (its initial " +
+      "reservation and growth headroom), as `Engine.generate` sizes it._",
   );
   const cmp = budgetComparison(r);
   if (cmp.length) {
