@@ -247,10 +247,8 @@ export class Engine {
   /** Runs a pruning round if the policy wants one; returns it (for the trace) or null. */
   async maybePrune(seq: SequenceState, step: number, afterPrefill: boolean): Promise<PruneRound | null> {
     const lens = seq.kv.lens();
-    if (afterPrefill) {
-      if (seq.policy.prefillQueries === null && seq.policy.name !== "streaming") return null;
-      if (seq.policy.name === "full") return null;
-    } else if (!seq.policy.wantsRound(step, lens)) return null;
+    // FullKV never compacts; skip its readback. Every other policy decides from the cache's positions and scores.
+    if (afterPrefill ? seq.policy.name === "full" : !seq.policy.wantsRound(step, lens)) return null;
     const views = await seq.kv.views();
     const decision = afterPrefill ? seq.policy.afterPrefill(views) : seq.policy.round(step, views);
     let changed = false;
