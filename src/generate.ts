@@ -5,7 +5,7 @@
 import { GpuContext } from "./gpu/context.ts";
 import { bytesPerToken, SequenceKv } from "./kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
-import type { PolicyName } from "./kv/policy.ts";
+import type { LayerView, PolicyName } from "./kv/policy.ts";
 import { createPolicy } from "./kv/policies/mod.ts";
 import { Forward, type SequenceState } from "./model/forward.ts";
 import { GpuModel } from "./model/model.ts";
@@ -246,10 +246,18 @@ export class Engine {
 
   /** Runs a pruning round if the policy wants one; returns it (for the trace) or null. */
   async maybePrune(seq: SequenceState, step: number, afterPrefill: boolean): Promise<PruneRound | null> {
-    const lens = seq.kv.lens();
+    if (!this.wantsPrune(seq, step, afterPrefill)) return null;
+    return this.applyPrune(seq, step, afterPrefill, await seq.kv.views());
+  }
+
+  /** Whether a pruning round is due (decided from the per-layer lengths alone, no readback). */
+  wantsPrune(seq: SequenceState, step: number, afterPrefill: boolean): boolean {
     // FullKV never compacts; skip its readback. Every other policy decides from the cache's positions and scores.
-    if (afterPrefill ? seq.policy.name === "full" : !seq.policy.wantsRound(step, lens)) return null;
-    const views = await seq.kv.views();
+    return afterPrefill ? seq.policy.name !== "full" : seq.policy.wantsRound(step, seq.kv.lens());
+  }
+
+  /** Runs the round on positions and scores already read back (`views`, as `seq.kv.views()` returns them). */
+  applyPrune(seq: SequenceState, step: number, afterPrefill: boolean, views: LayerView[]): PruneRound | null {
     const decision = afterPrefill ? seq.policy.afterPrefill(views) : seq.policy.round(step, views);
     let changed = false;
     const L = this.model.config.numLayers;

@@ -170,24 +170,43 @@ export class SequenceKv {
 
   /** Reads every layer's positions and scores back in one transfer (pruning rounds only, never per step). */
   async views(): Promise<LayerView[]> {
-    const total = this.layers.reduce((s, l) => s + l.len, 0);
+    const bytes = this.viewBytes();
     const staging = this.#ctx.pool.acquire(
-      Math.max(8, total * 8),
+      bytes,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     );
-    let off = 0;
+    this.copyViews(staging, 0);
+    const data = await this.#ctx.read(staging, 0, bytes);
+    this.#ctx.pool.release(staging);
+    return this.parseViews(data, 0);
+  }
+
+  /** Bytes `copyViews` writes: a position and a score per live token (at least 8, so a copy is never empty). */
+  viewBytes(): number {
+    return Math.max(8, this.layers.reduce((s, L) => s + L.len, 0) * 8);
+  }
+
+  /**
+   * Records copies of every layer's positions then scores into `dst` at `offset` (after whatever is already
+   * recorded, e.g. the decode step that updated the scores). A server batches many sequences' copies into one
+   * readback this way; `parseViews` unpacks them while the lengths are unchanged.
+   */
+  copyViews(dst: GPUBuffer, offset: number): void {
+    let off = offset;
     for (const L of this.layers) {
       if (L.len === 0) continue;
-      this.#ctx.copy(L.pos, 0, staging, off, L.len * 4);
-      this.#ctx.copy(L.score, 0, staging, off + L.len * 4, L.len * 4);
+      this.#ctx.copy(L.pos, 0, dst, off, L.len * 4);
+      this.#ctx.copy(L.score, 0, dst, off + L.len * 4, L.len * 4);
       off += L.len * 8;
     }
-    const bytes = await this.#ctx.read(staging, 0, Math.max(8, total * 8));
-    this.#ctx.pool.release(staging);
-    off = 0;
+  }
+
+  /** Unpacks what `copyViews` wrote at `offset` of `data`. */
+  parseViews(data: ArrayBuffer, offset: number): LayerView[] {
+    let off = offset;
     return this.layers.map((L) => {
-      const positions = new Uint32Array(bytes.slice(off, off + L.len * 4));
-      const scores = new Float32Array(bytes.slice(off + L.len * 4, off + L.len * 8));
+      const positions = new Uint32Array(data.slice(off, off + L.len * 4));
+      const scores = new Float32Array(data.slice(off + L.len * 4, off + L.len * 8));
       off += L.len * 8;
       return { len: L.len, positions, scores };
     });
