@@ -111,6 +111,18 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
       }),
     );
   }
+  // All greedy: the server samples the whole batch with one argmax dispatch.
+  const greedyCases = cases.map((c, i) => ({ ...c, temperature: 0, max_tokens: 20 + 7 * i }));
+  const greedyRefs: number[][] = [];
+  for (const c of greedyCases) {
+    greedyRefs.push(
+      await ref({
+        maxTokens: c.max_tokens,
+        sampling: { temperature: 0 },
+        kv: { policy: c.kv_policy as "full", budget: c.kv_budget },
+      }),
+    );
+  }
   const plain = await ref({ maxTokens: 40, sampling: { temperature: 0.8, seed: 11 } });
   const lethe = await ref({
     maxTokens: 60,
@@ -180,6 +192,17 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
     assert(m.lethe_kv_bytes_peak <= kvMemory, `peak ${m.lethe_kv_bytes_peak} > pool ${kvMemory}`);
     assert(m.lethe_queue_length_max > 3, "the tight pool should have queued requests");
     assertEquals(m.lethe_preemptions_total, 0);
+  });
+
+  await t.step("8 concurrent greedy streams (one batched argmax) each equal their solo result", async () => {
+    const results = await Promise.all(greedyCases.map(async (c) => {
+      const { events, done } = await sse(await post(`${url}/v1/completions`, { prompt, stream: true, ...c }));
+      assert(done);
+      return events.flatMap((e) => (e.choices as Choice[])[0]?.token_ids ?? []);
+    }));
+    results.forEach((ids, i) =>
+      assertEquals(ids, greedyRefs[i], `greedy stream ${i} (${greedyCases[i].kv_policy})`)
+    );
   });
 
   await t.step("/metrics moves", async () => {

@@ -16,7 +16,7 @@
  * Per-request results equal `Engine.generate` with the same options (same sampling step numbering, same
  * pruning rounds), as long as the sequence is not preempted.
  */
-import type { Engine, KvOptions, SamplingOptions } from "../generate.ts";
+import { DEFAULT_SAMPLING, type Engine, type KvOptions, type SamplingOptions } from "../generate.ts";
 import { bytesPerToken } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS } from "../kv/policy.ts";
 import type { SequenceState } from "../model/forward.ts";
@@ -425,14 +425,27 @@ export class Scheduler {
       jobs.map((j) => j.seq!),
       jobs.map((j) => j.ids[j.ids.length - 1]),
     );
-    jobs.forEach((j, b) => {
-      sampleRows(
-        this.engine.ctx,
-        { logits, rows: 1, vocab, offset: b * vocab },
-        { ...j.req.sampling, step: j.step + 1 },
-        { buffer: this.#ids, offset: b * 256, size: 4 },
-      );
-    });
+    // All greedy (the common case for reasoning): one argmax over every row, ids packed at the buffer's start.
+    // Otherwise one sampling dispatch per row (each request has its own temperature, top-p and seed), each id
+    // at its own 256-byte slot (storage binding offsets must be aligned).
+    const greedy = jobs.every((j) => !(j.req.sampling.temperature > 0));
+    const stride = greedy ? 1 : 64;
+    if (greedy) {
+      sampleRows(this.engine.ctx, { logits, rows: B, vocab }, { ...DEFAULT_SAMPLING, step: 0 }, {
+        buffer: this.#ids,
+        offset: 0,
+        size: B * 4,
+      });
+    } else {
+      jobs.forEach((j, b) => {
+        sampleRows(
+          this.engine.ctx,
+          { logits, rows: 1, vocab, offset: b * vocab },
+          { ...j.req.sampling, step: j.step + 1 },
+          { buffer: this.#ids, offset: b * 256, size: 4 },
+        );
+      });
+    }
     // One readback per step: the sampled ids, then the positions and scores of every sequence whose pruning
     // round is due after this step (each round read on its own stalled the whole batch once per sequence).
     const due = jobs.map((j) => !j.cancelled && this.engine.wantsPrune(j.seq!, j.step + 1, false));
@@ -466,7 +479,7 @@ export class Scheduler {
       if (due[b] && this.engine.applyPrune(j.seq!, j.step, false, j.seq!.kv.parseViews(data, offsets[b]))) {
         this.#m.pruneRoundsTotal++;
       }
-      this.#accept(j, raw[b * 64]);
+      this.#accept(j, raw[b * stride]);
     }
     this.#track();
   }
