@@ -250,6 +250,33 @@ export class Engine {
     return this.applyPrune(seq, step, afterPrefill, await seq.kv.views());
   }
 
+  /**
+   * `maybePrune` for many sequences after the same decode step, with one readback for all the rounds that
+   * are due (one per sequence would stall the GPU queue once each).
+   */
+  async pruneMany(seqs: SequenceState[], step: number): Promise<(PruneRound | null)[]> {
+    const due = seqs.map((s) => this.wantsPrune(s, step, false));
+    if (!due.some((d) => d)) return seqs.map(() => null);
+    const offsets: number[] = [];
+    let bytes = 0;
+    seqs.forEach((s, i) => {
+      offsets.push(bytes);
+      if (due[i]) bytes += s.kv.viewBytes();
+    });
+    const staging = this.ctx.pool.acquire(
+      bytes,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    );
+    seqs.forEach((s, i) => {
+      if (due[i]) s.kv.copyViews(staging, offsets[i]);
+    });
+    const data = await this.ctx.read(staging, 0, bytes);
+    this.ctx.pool.release(staging);
+    return seqs.map((s, i) =>
+      due[i] ? this.applyPrune(s, step, false, s.kv.parseViews(data, offsets[i])) : null
+    );
+  }
+
   /** Whether a pruning round is due (decided from the per-layer lengths alone, no readback). */
   wantsPrune(seq: SequenceState, step: number, afterPrefill: boolean): boolean {
     // FullKV never compacts; skip its readback. Every other policy decides from the cache's positions and scores.

@@ -650,12 +650,15 @@ export async function generateBatch(
         const j = active[a];
         next[j] = out[a];
         hooks[j].onStep?.(step, seqs[j].kv);
-        const r = await engine.maybePrune(seqs[j], step, false);
+      }
+      const pruned = await engine.pruneMany(active.map((j) => seqs[j]), step);
+      pruned.forEach((r, a) => {
+        const j = active[a];
         if (r) {
           rounds[j]++;
           hooks[j].onPrune?.(r);
         }
-      }
+      });
     }
     const secs = (performance.now() - t1) / 1000;
     const totalSteps = ids.reduce((a, x) => a + Math.max(0, x.length - 1), 0);
