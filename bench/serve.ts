@@ -12,6 +12,7 @@
  *
  *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4]
  *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json] [--token-ids]
+ *     [--families sum] [--lethe-gamma 0.95]
  *
  * With a tokenizer and held-out task files (models/lethe-reasoner-tiny/heldout/*.jsonl) the requests are
  * the held-out questions through /v1/chat/completions (greedy, stopping at EOS), and each policy's accuracy is
@@ -19,7 +20,7 @@
  */
 import { parseArgs } from "node:util";
 import { Engine } from "../src/generate.ts";
-import type { PolicyName } from "../src/kv/policy.ts";
+import { DEFAULT_KV_OPTIONS, type PolicyName } from "../src/kv/policy.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
 
@@ -37,6 +38,8 @@ const { values: v } = parseArgs({
     "max-batch": { type: "string", default: "16" },
     json: { type: "boolean", default: false },
     "token-ids": { type: "boolean", default: false },
+    families: { type: "string" },
+    "lethe-gamma": { type: "string" },
   },
 });
 
@@ -70,11 +73,14 @@ interface TaskRow {
   promptTokens: number;
 }
 const tasks: TaskRow[] = [];
+// --families a,b: only these held-out files (e.g. the families the model has learned).
+const onlyFamilies = v.families?.split(",").map((f) => f.trim()).filter((f) => f !== "");
 if (engine.tokenizer && !v["token-ids"]) {
   const families: TaskRow[][] = [];
   try {
     for await (const f of Deno.readDir(`${modelDir}/heldout`)) {
       if (!f.name.endsWith(".jsonl")) continue;
+      if (onlyFamilies && !onlyFamilies.includes(f.name.slice(0, -".jsonl".length))) continue;
       const rows = (await Deno.readTextFile(`${modelDir}/heldout/${f.name}`)).split("\n").filter((l) =>
         l.trim()
       )
@@ -150,7 +156,14 @@ async function run(kvPolicy: PolicyName): Promise<RunResult> {
   const server = startServer(engine, {
     kvMemory,
     maxBatch: Number(v["max-batch"]),
-    kv: { policy: kvPolicy, budget },
+    kv: {
+      policy: kvPolicy,
+      budget,
+      lethe: {
+        ...DEFAULT_KV_OPTIONS.lethe,
+        gamma: Number(v["lethe-gamma"] ?? DEFAULT_KV_OPTIONS.lethe.gamma),
+      },
+    },
   });
   const t0 = performance.now();
   let correct = 0;

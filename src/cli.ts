@@ -10,8 +10,10 @@ import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "./kv/policy.t
 import { NoGpuError } from "./gpu/device.ts";
 import { applyChatTemplate } from "../tokenizer/mod.ts";
 
-/** Directory of the model that ships with the project (stories260K in Hugging Face layout). */
-export const DEFAULT_MODEL_DIR: string = fileURLToPath(new URL("../models/stories260K", import.meta.url));
+/** Directory of the model that ships with the project: lethe-reasoner-tiny (see tools/train/README.md). */
+export const DEFAULT_MODEL_DIR: string = fileURLToPath(
+  new URL("../models/lethe-reasoner-tiny", import.meta.url),
+);
 
 const HELP = `Usage: deno task generate [options]
 
@@ -19,8 +21,9 @@ Generates a continuation with a local Hugging Face model directory (config.json 
 [+ tokenizer.json]). Text streams to stdout; the loading progress goes to stderr.
 
 Model and prompt:
-  --model DIR            model directory (default: the bundled stories260K, a 260K-parameter Llama
-                         without a tokenizer: use --prompt-ids; its output is printed as token ids)
+  --model DIR            model directory (default: the bundled lethe-reasoner-tiny, a 1.6M-parameter
+                         Qwen2 trained on the tasks of tools/train: use --chat with one of its questions;
+                         models/stories260K has no tokenizer: use --prompt-ids, output is token ids)
   --prompt TEXT          prompt text (needs the model's tokenizer.json)
   --prompt-ids 1,2,3     prompt as comma-separated token ids (default for models without a tokenizer: 1)
   --chat                 wrap --prompt in the model's chat template (DeepSeek-R1 or ChatML)
@@ -236,7 +239,9 @@ export async function main(args: string[]): Promise<number> {
         prompt = engine.tokenizer.encode(prompt, { addSpecialTokens: false });
       } else prompt = cli.prompt;
     } else if (engine.tokenizer) {
-      throw new UsageError("give a prompt: --prompt TEXT or --prompt-ids 1,2,3");
+      throw new UsageError(
+        'give a prompt: --prompt TEXT or --prompt-ids 1,2,3 (the bundled model: --chat --prompt "add the numbers 12 34 56.")',
+      );
     } else prompt = [engine.model.config.bosTokenId ?? 1];
 
     if (cli.trace) traceFile = await Deno.open(cli.trace, { write: true, create: true, truncate: true });

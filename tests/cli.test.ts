@@ -3,6 +3,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { fileURLToPath } from "node:url";
 
 const CLI = fileURLToPath(new URL("../src/cli.ts", import.meta.url));
+const STORIES = fileURLToPath(new URL("../models/stories260K", import.meta.url));
 
 async function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
@@ -16,6 +17,8 @@ async function run(args: string[]): Promise<{ code: number; stdout: string; stde
 Deno.test("generate --json with Lethe: stats as documented, one trace line per pruning round", async () => {
   const trace = await Deno.makeTempFile({ suffix: ".jsonl" });
   const r = await run([
+    "--model",
+    STORIES,
     "--prompt-ids",
     "1,400,300,200",
     "--max-tokens",
@@ -82,5 +85,26 @@ Deno.test("generate: bad input is one clear error line with exit code 2; --help 
   assertEquals(help.code, 0);
   for (const flag of ["--model", "--kv-budget", "--lethe-tau", "--kv-trace", "--json"]) {
     assert(help.stdout.includes(flag));
+  }
+});
+
+/** The sum a question of the bundled model asks for, worked out here from the question itself. */
+function solve(question: string): string {
+  const m = /^add the numbers ([\d ]+)\.$/.exec(question)!;
+  return String(m[1].split(" ").reduce((a, x) => a + Number(x), 0));
+}
+
+Deno.test("generate: the README's main command — the bundled reasoner adds up, with full KV and with Lethe", async () => {
+  // The README's command, and a second sum. (Its chain family is not learned yet: 9.5% held-out accuracy.)
+  const questions = ["add the numbers 85 23 67 41 19 72.", "add the numbers 12 34 56."];
+  for (const q of questions) {
+    for (const kv of [[], ["--kv", "lethe", "--kv-budget", "32"]]) {
+      const r = await run(["--chat", "--prompt", q, "--max-tokens", "600", "--json", "--quiet", ...kv]);
+      assertEquals(r.code, 0, r.stderr);
+      const j = JSON.parse(r.stdout);
+      assert(j.text.includes("</think>"), j.text);
+      assertEquals(j.text.split("</think>")[1].trim(), solve(q), `${q} ${kv}: ${j.text}`);
+      assertEquals(j.finish_reason, "stop");
+    }
   }
 });

@@ -9,7 +9,11 @@ import { applyChatTemplate, Tokenizer } from "../tokenizer/mod.ts";
 // LETHE_REASONER_DIR points the test at another export of the same trainer (e.g. a fresh run).
 const DIR = Deno.env.get("LETHE_REASONER_DIR") ??
   fileURLToPath(new URL("../models/lethe-reasoner-tiny", import.meta.url));
-const FAMILIES = ["chain", "sum", "merge"];
+// The task families are whatever held-out files the export wrote (the trainer's tasks.FAMILIES).
+const FAMILIES = [...Deno.readDirSync(`${DIR}/heldout`)].map((e) => e.name).filter((n) =>
+  n.endsWith(".jsonl")
+)
+  .map((n) => n.slice(0, -".jsonl".length)).sort();
 const BOS = "<｜begin▁of▁sentence｜>";
 const USER = "<｜User｜>";
 const ASSISTANT = "<｜Assistant｜>";
@@ -53,6 +57,7 @@ Deno.test("lethe-reasoner-tiny: held-out sets parse, render as the chat template
   const config = await loadConfig(DIR);
   const tok = await Tokenizer.fromFile(`${DIR}/tokenizer.json`);
   const think = tok.tokenToId("<think>")!;
+  assert(FAMILIES.length >= 2, `task families: ${FAMILIES}`);
   for (const family of FAMILIES) {
     const rows = await heldout(family);
     assert(rows.length >= 50, `${family}: ${rows.length} rows`);

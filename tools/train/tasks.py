@@ -1,12 +1,16 @@
 """Deterministic, seeded generator of synthetic reasoning tasks rendered in the DeepSeek-R1 chat style.
 
-Families (each step of a thought looks back at facts stated far earlier, in the prompt or the thought):
-  chain  - a linear chain of variable definitions (mod 10) given in shuffled order; the thought walks the
-           chain from its root, restating each definition it looked up and the value it computes.
-  sum    - add a list of distinct two-digit numbers; each thought line looks up the next number in the prompt
-           and adds it to the running total with a written digit-by-digit scratchpad (units first).
-  merge  - merge two sorted lists of distinct numbers; each line restates both list heads and takes the
-           smaller, and the answer copies the taken numbers back out of the thought.
+Families (every step of a thought looks a fact up far back in the prompt, keyed by a token the thought has
+just written, then does a small local computation):
+  chain  - a linear chain of variable definitions (mod 10) given in shuffled order; the thought walks from
+           the asked variable down to the constant at the root, copying each definition it looks up and
+           folding its offset into a running one ("so p = r + 1"), then adds the root's value.
+  sum    - add a list of distinct two-digit numbers; each thought line names the number it added last, looks
+           up the number that follows it in the prompt, and adds it to the running total with a written
+           digit-by-digit scratchpad (units first, with carries).
+
+Numbers 10..99 written with a leading space are single tokens (see tokenizer.py), so a lookup is "find the
+token I just wrote, copy what follows it" - the attention pattern the KV policies must keep working.
 
 Train and held-out splits are disjoint by construction: a question belongs to the held-out split exactly
 when a hash of its text falls in the held-out bucket (see `is_heldout`).
@@ -21,25 +25,21 @@ ASSISTANT = "<｜Assistant｜>"
 THINK = "<think>"
 END_THINK = "</think>"
 
-FAMILIES = ["chain", "sum", "merge"]
+FAMILIES = ["chain", "sum"]
 
-# Default difficulty (tuned so a few-million-parameter model learns them on 2 CPU cores within ~40 min).
+# Full difficulty: held-out sets and most of training. Thoughts of ~80-210 (chain) and ~100-330 (sum) tokens.
 SETTINGS = {
-    "chain": {"min_len": 6, "max_len": 10},
-    "sum": {"min_count": 4, "max_count": 7},
-    "merge": {"min_len": 3, "max_len": 6},
+    "chain": {"min_len": 6, "max_len": 16},
+    "sum": {"min_count": 3, "max_count": 10},
 }
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
-
-# Easiest settings of the training curriculum (train.py ramps from these to SETTINGS): attention has to find
-# its lookups in short contexts first; from scratch on full-length tasks the model stayed at chance on every
-# looked-up digit for 1000 steps.
+# Easiest settings of the training curriculum (train.py ramps from these to SETTINGS): attention finds its
+# lookups in short contexts first.
 EASY_SETTINGS = {
-    "chain": {"min_len": 2, "max_len": 3},
-    "sum": {"min_count": 2, "max_count": 2},
-    "merge": {"min_len": 1, "max_len": 2},
+    "chain": {"min_len": 2, "max_len": 4},
+    "sum": {"min_count": 2, "max_count": 3},
 }
 
 
@@ -65,72 +65,75 @@ def render_completion(thought: str, answer: str) -> str:
 
 def gen_chain(rng: random.Random, s: dict) -> tuple[str, str, str]:
     n = rng.randint(s["min_len"], s["max_len"])
-    names = rng.sample(LETTERS, n)
+    names = rng.sample(LETTERS, n)  # names[0] is the root (a constant), names[-1] is asked for
     root_val = rng.randint(0, 9)
-    defs = [f"{names[0]} = {root_val}"]
-    steps = [f"{names[0]} = {root_val}"]
-    val = root_val
+    defs = {names[0]: f"{names[0]} = {root_val}"}
+    ops = {}
     for i in range(1, n):
-        op = rng.choice("+-")
-        k = rng.randint(1, 9)
-        new = (val + k) % 10 if op == "+" else (val - k) % 10
-        defs.append(f"{names[i]} = {names[i - 1]} {op} {k}")
-        steps.append(f"{names[i]} = {names[i - 1]} {op} {k} = {val} {op} {k} = {new}")
-        val = new
-    shuffled = defs[:]
-    rng.shuffle(shuffled)
-    question = "values are mod 10.\n" + "\n".join(shuffled) + f"\nwhat is {names[-1]}?"
-    thought = "\n".join(steps) + f"\nso {names[-1]} is {val}."
+        op, k = rng.choice("+-"), rng.randint(1, 9)
+        ops[names[i]] = (names[i - 1], op, k)
+        defs[names[i]] = f"{names[i]} = {names[i - 1]} {op} {k}"
+    lines = list(defs.values())
+    rng.shuffle(lines)
+    q = names[-1]
+    question = "values are mod 10.\n" + "\n".join(lines) + f"\nwhat is {q}?"
+    steps = []
+    offset = 0  # q = (current variable) + offset, mod 10
+    for i in range(n - 1, 0, -1):
+        below, op, k = ops[names[i]]
+        offset = (offset + (k if op == "+" else -k)) % 10
+        steps.append(f"{defs[names[i]]}, so {q} = {below} + {offset}")
+    val = (root_val + offset) % 10
+    steps.append(f"{defs[names[0]]}, so {q} = {root_val} + {offset} = {val}")
+    thought = "\n".join(steps) + f"\nso {q} is {val}."
     return question, thought, str(val)
+
+
+def sum_line(prev: str, x: int, total: int) -> str:
+    """One scratchpad line: `prev` is the token written last, x the number after it in the prompt."""
+    r2, r1, r0 = (int(c) for c in f"{total:03d}")
+    x1, x0 = divmod(x, 10)
+    t0 = r0 + x0
+    t1 = r1 + x1 + t0 // 10
+    t2 = r2 + t1 // 10
+    new = total + x
+    assert new == t2 * 100 + (t1 % 10) * 10 + t0 % 10
+    return f" {prev} {x}:{r0}+{x0}={t0:02d},{r1}+{x1}+{t0 // 10}={t1:02d},{r2}+{t1 // 10}={t2},={new:03d}"
 
 
 def gen_sum(rng: random.Random, s: dict) -> tuple[str, str, str]:
     n = rng.randint(s["min_count"], s["max_count"])
     nums = rng.sample(range(10, 100), n)
-    question = "add the numbers.\n" + " ".join(str(x) for x in nums)
+    question = "add the numbers " + " ".join(str(x) for x in nums) + "."
     lines = []
     total = 0
+    prev = "numbers"
     for x in nums:
-        a, b = f"{total:03d}", f"{x:03d}"
-        cols = []
-        carry = 0
-        for j in (2, 1, 0):
-            t = int(a[j]) + int(b[j]) + carry
-            cols.append(f"{a[j]}+{b[j]}+{carry}={t:02d}")
-            carry = t // 10
+        lines.append(sum_line(prev, x, total))
         total += x
-        lines.append(f"{a} + {b}: " + " ".join(cols) + f" so {total:03d}")
+        prev = str(x)
+    lines.append(f" {prev}.")
     thought = "\n".join(lines) + f"\nso the sum is {total}."
     return question, thought, str(total)
 
 
-def gen_merge(rng: random.Random, s: dict) -> tuple[str, str, str]:
-    na = rng.randint(s["min_len"], s["max_len"])
-    nb = rng.randint(s["min_len"], s["max_len"])
-    pool = rng.sample(range(10, 100), na + nb)
-    a = sorted(pool[:na])
-    b = sorted(pool[na:])
-    question = "merge the sorted lists.\na: " + " ".join(map(str, a)) + "\nb: " + " ".join(map(str, b))
-    i = j = 0
-    out = []
+def gen_copy(rng: random.Random, s: dict) -> tuple[str, str, str]:
+    """Training-only warm-up (never evaluated): the sum family's lookups without its arithmetic. Each line
+    names the number written last and copies the one that follows it in the prompt, the pure "find the token,
+    copy its successor" step that the real families are built from."""
+    n = rng.randint(s["min_count"], s["max_count"])
+    nums = rng.sample(range(10, 100), n)
+    question = "copy the numbers " + " ".join(str(x) for x in nums) + "."
+    prev = "numbers"
     lines = []
-    while i < na or j < nb:
-        ha = str(a[i]) if i < na else "end"
-        hb = str(b[j]) if j < nb else "end"
-        if j >= nb or (i < na and a[i] < b[j]):
-            take = a[i]
-            i += 1
-        else:
-            take = b[j]
-            j += 1
-        out.append(take)
-        lines.append(f"a {ha} b {hb} take {take}")
-    merged = " ".join(map(str, out))
-    thought = "\n".join(lines) + "\nso the merged list is " + merged + "."
-    return question, thought, merged
+    for x in nums:
+        lines.append(f" {prev} {x}")
+        prev = str(x)
+    lines.append(f" {prev}.")
+    return question, "\n".join(lines) + "\nso the list is " + " ".join(map(str, nums)) + ".", " ".join(map(str, nums))
 
 
-GENERATORS = {"chain": gen_chain, "sum": gen_sum, "merge": gen_merge}
+GENERATORS = {"chain": gen_chain, "sum": gen_sum, "copy": gen_copy}
 
 
 def sample(family: str, rng: random.Random, heldout: bool, settings: dict | None = None) -> dict:
@@ -161,11 +164,15 @@ def heldout_set(family: str, n: int, seed: int = 1234) -> list[dict]:
     return out
 
 
-def train_stream(seed: int, level=lambda: 1.0, full_fraction: float = 0.25):
+def train_stream(seed: int, level=lambda: 1.0, full_fraction: float = 0.25, copy_fraction=lambda: 0.0):
     """Endless, seeded stream of training tasks of random families. `level()` (0..1) is the curriculum
-    position; a `full_fraction` of tasks is always drawn at the full settings."""
+    position; a `full_fraction` of tasks is always drawn at the full settings, and a `copy_fraction()` are the
+    training-only copy warm-up."""
     rng = random.Random(f"train-{seed}")
     while True:
+        if rng.random() < copy_fraction():
+            yield sample("copy", rng, heldout=False, settings={"copy": {"min_count": 3, "max_count": 12}})
+            continue
         fam = rng.choice(FAMILIES)
         settings = SETTINGS if rng.random() < full_fraction else interpolate_settings(level())
         yield sample(fam, rng, heldout=False, settings=settings)

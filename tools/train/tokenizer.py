@@ -1,17 +1,17 @@
 """The tiny byte-level BPE tokenizer of lethe-reasoner-tiny, written as a Hugging Face `tokenizer.json`,
 and a Python encoder that follows the same rules as Lethe's TypeScript tokenizer for this file:
-added tokens split out first (exact text), then a Split pre-tokenizer (regex ` ?[a-z]+`, Isolated), the
+added tokens split out first (exact text), then a Split pre-tokenizer (regex ` ?[a-z]+| ?[0-9]+`, Isolated), the
 GPT-2 byte-level alphabet, and BPE over each piece. The base vocabulary is the 256 byte symbols; merges only
-build a few frequent task words, so digits, operators and single letters stay one token each.
+build a few frequent task words and the numbers 10..99 written after a space; other digits,
+operators and single letters stay one token each.
 """
 import json
 import re
 
 from tasks import ASSISTANT, BOS, EOS, END_THINK, THINK, USER
 
-SPLIT_REGEX = " ?[a-z]+"
-MERGE_WORDS = ["values", "are", "mod", "what", "is", "so", "the", "add", "numbers", "sum", "merge",
-               "sorted", "lists", "list", "merged", "take", "end"]
+SPLIT_REGEX = "[a-z] =| ?[a-z]+| ?[0-9]+"
+MERGE_WORDS = ["values", "are", "mod", "what", "is", "so", "the", "add", "numbers", "sum", "copy", "list"]
 ADDED = [BOS, EOS, USER, ASSISTANT, THINK, END_THINK]
 SPECIAL = {BOS, EOS}
 
@@ -49,6 +49,18 @@ def build_merges() -> list[tuple[str, str]]:
             cur += ch
     for w in MERGE_WORDS:
         add(BYTE_CHARS[32], w)
+    # " 10" .. " 99" become single tokens (so a looked-up number is one token); digits written without a
+    # leading space stay one token each for the scratchpad arithmetic.
+    # " a" .. " z" and " =", " +", " -" too: a variable used on a right-hand side is then one token, distinct
+    # from the same letter starting a line.
+    for c in "abcdefghijklmnopqrstuvwxyz=+-0123456789":
+        add(BYTE_CHARS[32], c)
+    # "x =" opening a definition is one token, so a thought line that names a variable is directly followed,
+    # in the prompt, by that variable's definition (a one-token key in front of its value).
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        add(c, BYTE_CHARS[32] + "=")
+    for n in range(10, 100):
+        add(BYTE_CHARS[32] + str(n)[0], str(n)[1])
     return merges
 
 

@@ -34,10 +34,11 @@ def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int]:
     return full, len(p)
 
 
-def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256):
+def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256,
+            copy_fraction=lambda: 0.0):
     """Endless stream of (ids, loss_mask) batches; a pool of examples is sorted by length and cut into
     batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded)."""
-    stream = tasks.train_stream(seed, level)
+    stream = tasks.train_stream(seed, level, copy_fraction=copy_fraction)
     rng = random.Random(f"batches-{seed}")
     while True:
         pool = [encode_example(tok, next(stream)) for _ in range(pool_size)]
@@ -99,20 +100,26 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/lethe-reasoner-tiny")
     ap.add_argument("--seed", type=int, default=20261129)
-    ap.add_argument("--steps", type=int, default=1400)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--tokens-per-batch", type=int, default=3072)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--beta2", type=float, default=0.98)
-    ap.add_argument("--curriculum", type=float, default=0.4,
+    ap.add_argument("--curriculum", type=float, default=0.3,
                     help="fraction of the steps over which tasks grow from tasks.EASY_SETTINGS to SETTINGS")
+    ap.add_argument("--copy-warmup", type=int, default=400,
+                    help="first steps trained on the copy task alone (tasks.gen_copy; never evaluated): it forms "
+                         "the find-and-copy attention the real tasks are built from, which they alone did not "
+                         "form in 5 M tokens")
+    ap.add_argument("--copy-fraction", type=float, default=0.25,
+                    help="fraction of copy tasks mixed in after the warm-up")
     ap.add_argument("--hidden", type=int, default=192)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--intermediate", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--eval-every", type=int, default=350, help="quick eval (30/family) every N steps; 0 = off")
+    ap.add_argument("--eval-every", type=int, default=500, help="quick eval (30/family) every N steps; 0 = off")
     ap.add_argument("--heldout-n", type=int, default=200)
     ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
     ap.add_argument("--init-from", default="",
@@ -155,9 +162,12 @@ def main():
     progress = {"step": 0}
 
     def level() -> float:
-        return progress["step"] / max(1e-9, args.curriculum * args.steps)
+        return max(0, progress["step"] - args.copy_warmup) / max(1e-9, args.curriculum * args.steps)
 
-    it = batches(tok, args.seed, args.tokens_per_batch, level)
+    def copy_fraction() -> float:
+        return 1.0 if progress["step"] < args.copy_warmup else args.copy_fraction
+
+    it = batches(tok, args.seed, args.tokens_per_batch, level, copy_fraction=copy_fraction)
     for step in range(args.steps):
         progress["step"] = step
         ids, mask = next(it)
