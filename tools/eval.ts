@@ -200,8 +200,12 @@ async function main(): Promise<void> {
   if (mode === "tasks") {
     if (dataFiles) files = dataFiles;
     else if (await exists(heldoutDir)) {
+      // With --families, only their held-out files (so the report names what was evaluated).
+      const only = list(v.families);
       for await (const e of Deno.readDir(heldoutDir)) {
-        if (e.name.endsWith(".jsonl")) files.push(join(heldoutDir, e.name));
+        if (e.name.endsWith(".jsonl") && (!only || only.includes(basename(e.name, ".jsonl")))) {
+          files.push(join(heldoutDir, e.name));
+        }
       }
       files.sort();
     } else files = [join(sharedData, "math500.jsonl")];
