@@ -6,7 +6,7 @@
  *   K row is still the row that token got when it was appended).
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
-import { Engine } from "../src/generate.ts";
+import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
 import { POLICY_NAMES } from "../src/kv/policy.ts";
 import type { SequenceKv } from "../src/kv/cache.ts";
 import { gpuContext } from "./helpers.ts";
@@ -124,4 +124,44 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
     }
     seq.kv.destroy();
   }
+});
+
+Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune sequence by sequence", async () => {
+  const engine = await stories();
+  const prompts = [[1, 400, 300], [1, 17, 33, 250, 9], [1, 88]];
+  const steps = 48;
+  const run = async (batched: boolean) => {
+    // Different budgets, so rounds fall due at different steps for different sequences.
+    const seqs = prompts.map((_, i) => engine.newSequence({ policy: "lethe", budget: 8 + 4 * i }));
+    const next: number[] = [];
+    for (let i = 0; i < seqs.length; i++) {
+      next.push(
+        (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
+      );
+      await engine.maybePrune(seqs[i], 0, true);
+    }
+    const ids: number[][] = prompts.map(() => []);
+    let rounds = 0;
+    for (let step = 1; step <= steps; step++) {
+      next.forEach((id, i) => ids[i].push(id));
+      const out = await engine.sampleIds(
+        engine.forward.decode(seqs, next),
+        seqs.length,
+        DEFAULT_SAMPLING,
+        step,
+      );
+      out.forEach((id, i) => (next[i] = id));
+      if (batched) rounds += (await engine.pruneMany(seqs, step)).filter((r) => r !== null).length;
+      else {
+        for (const s of seqs) if (await engine.maybePrune(s, step, false)) rounds++;
+      }
+    }
+    const views = await Promise.all(seqs.map((s) => s.kv.views()));
+    for (const s of seqs) s.kv.destroy();
+    return { ids, rounds, positions: views.map((v) => v.map((l) => [...l.positions])) };
+  };
+  const one = await run(false);
+  const many = await run(true);
+  assert(one.rounds >= 10, `only ${one.rounds} rounds`);
+  assertEquals(many, one);
 });
