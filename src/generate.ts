@@ -255,10 +255,23 @@ export class Engine {
    * are due (one per sequence would stall the GPU queue once each).
    */
   async pruneMany(seqs: SequenceState[], step: number): Promise<(PruneRound | null)[]> {
-    const due = seqs.map((s) => this.wantsPrune(s, step, false));
-    if (!due.some((d) => d)) return seqs.map(() => null);
+    return (await this.readAndPrune(seqs, seqs.map(() => step))).rounds;
+  }
+
+  /**
+   * Runs every due round of `seqs` (sequence i at decode step `steps[i]`) from one readback. `head`, when given,
+   * is read in the same transfer ahead of the rounds' data and returned (the server's sampled ids); without it
+   * nothing is read unless a round is due.
+   */
+  async readAndPrune(
+    seqs: SequenceState[],
+    steps: number[],
+    head?: { buffer: GPUBuffer; bytes: number },
+  ): Promise<{ head: ArrayBuffer | null; rounds: (PruneRound | null)[] }> {
+    const due = seqs.map((s, i) => this.wantsPrune(s, steps[i], false));
+    if (!head && !due.some((d) => d)) return { head: null, rounds: seqs.map(() => null) };
     const offsets: number[] = [];
-    let bytes = 0;
+    let bytes = head?.bytes ?? 0;
     seqs.forEach((s, i) => {
       offsets.push(bytes);
       if (due[i]) bytes += s.kv.viewBytes();
@@ -267,14 +280,18 @@ export class Engine {
       bytes,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     );
+    if (head) this.ctx.copy(head.buffer, 0, staging, 0, head.bytes);
     seqs.forEach((s, i) => {
       if (due[i]) s.kv.copyViews(staging, offsets[i]);
     });
     const data = await this.ctx.read(staging, 0, bytes);
     this.ctx.pool.release(staging);
-    return seqs.map((s, i) =>
-      due[i] ? this.applyPrune(s, step, false, s.kv.parseViews(data, offsets[i])) : null
-    );
+    return {
+      head: head ? data.slice(0, head.bytes) : null,
+      rounds: seqs.map((s, i) =>
+        due[i] ? this.applyPrune(s, steps[i], false, s.kv.parseViews(data, offsets[i])) : null
+      ),
+    };
   }
 
   /** Whether a pruning round is due (decided from the per-layer lengths alone, no readback). */

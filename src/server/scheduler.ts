@@ -446,28 +446,16 @@ export class Scheduler {
         );
       });
     }
-    // One readback per step: the sampled ids, then the positions and scores of every sequence whose pruning
-    // round is due after this step (each round read on its own stalled the whole batch once per sequence).
-    const due = jobs.map((j) => !j.cancelled && this.engine.wantsPrune(j.seq!, j.step + 1, false));
-    const idBytes = B * 256;
-    const offsets: number[] = [];
-    let bytes = idBytes;
-    jobs.forEach((j, b) => {
-      offsets.push(bytes);
-      if (due[b]) bytes += j.seq!.kv.viewBytes();
-    });
-    const ctx = this.engine.ctx;
-    const staging = ctx.pool.acquire(
-      bytes,
-      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    // One readback per step: the sampled ids, then the positions and scores of every live sequence whose
+    // pruning round is due after this step (each round read on its own stalled the whole batch once per sequence).
+    const live = jobs.filter((j) => !j.cancelled);
+    const { head, rounds } = await this.engine.readAndPrune(
+      live.map((j) => j.seq!),
+      live.map((j) => j.step + 1),
+      { buffer: this.#ids, bytes: B * 256 },
     );
-    ctx.copy(this.#ids, 0, staging, 0, idBytes);
-    jobs.forEach((j, b) => {
-      if (due[b]) j.seq!.kv.copyViews(staging, offsets[b]);
-    });
-    const data = await ctx.read(staging, 0, bytes);
-    ctx.pool.release(staging);
-    const raw = new Uint32Array(data, 0, B * 64);
+    this.#m.pruneRoundsTotal += rounds.filter((r) => r !== null).length;
+    const raw = new Uint32Array(head!, 0, B * 64);
     this.#m.decodeStepsTotal++;
     const now = performance.now();
     this.#rate.push({ t: now, n: B });
@@ -476,9 +464,6 @@ export class Scheduler {
       const j = jobs[b];
       j.step++;
       if (j.cancelled) continue;
-      if (due[b] && this.engine.applyPrune(j.seq!, j.step, false, j.seq!.kv.parseViews(data, offsets[b]))) {
-        this.#m.pruneRoundsTotal++;
-      }
       this.#accept(j, raw[b * stride]);
     }
     this.#track();
