@@ -8,7 +8,7 @@
  * requests, so full runs that many at a time while the pruned requests, whose caches stay near the budget,
  * decode more at once.
  *
- * Model: models/lethe-reasoner-tiny when it has been exported, else models/stories260K.
+ * Model: models/lethe-reasoner-tiny unless --model says otherwise.
  *
  *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4]
  *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json] [--token-ids]
@@ -23,6 +23,7 @@ import { Engine } from "../src/generate.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../src/kv/policy.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
+import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 
 const { values: v } = parseArgs({
   args: Deno.args,
@@ -43,19 +44,7 @@ const { values: v } = parseArgs({
   },
 });
 
-const root = new URL("../models/", import.meta.url).pathname;
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-const modelDir = v.model ??
-  (await exists(`${root}lethe-reasoner-tiny/config.json`)
-    ? `${root}lethe-reasoner-tiny`
-    : `${root}stories260K`);
+const modelDir = v.model ?? DEFAULT_MODEL_DIR;
 const N = Number(v.n);
 const maxTokens = Number(v["max-tokens"]);
 const promptTokens = Number(v["prompt-tokens"]);

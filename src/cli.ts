@@ -4,16 +4,14 @@
  * Run with --help for the flags. Without --model it runs the model that ships with the project.
  */
 import { parseArgs } from "node:util";
-import { fileURLToPath } from "node:url";
 import { Engine, type GenerateOptions, type KvOptions, type PruneRound } from "./generate.ts";
 import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "./kv/policy.ts";
 import { NoGpuError } from "./gpu/device.ts";
 import { applyChatTemplate } from "../tokenizer/mod.ts";
+import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
 
 /** Directory of the model that ships with the project: lethe-reasoner-tiny (see tools/train/README.md). */
-export const DEFAULT_MODEL_DIR: string = fileURLToPath(
-  new URL("../models/lethe-reasoner-tiny", import.meta.url),
-);
+export { DEFAULT_MODEL_DIR };
 
 const HELP = `Usage: deno task generate [options]
 

@@ -21,6 +21,7 @@ import {
 } from "../src/eval/harness.ts";
 import { replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
 import { CountProgress } from "../src/util/progress.ts";
+import { DEFAULT_MODEL_DIR, exists } from "../src/util/paths.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -39,7 +40,7 @@ What runs (--mode, default chosen from the model and data):
   else tasks on ../shared/data/math500.jsonl when present.
 
 Options:
-  --model DIR            model directory (default models/lethe-reasoner-tiny if present, else stories260K)
+  --model DIR            model directory (default models/lethe-reasoner-tiny)
   --data FILE[,FILE]     JSONL task file(s); "math500", "gsm8k", "aime24" name ../shared/data/<name>.jsonl
   --limit N              first N samples per family (tasks)
   --families a,b         only these families (tasks)
@@ -73,15 +74,6 @@ function numbers(s: string | undefined, what: string): number[] | undefined {
     if (!Number.isFinite(v)) throw new Error(`--${what}: not a number: ${x}`);
     return v;
   });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** `deno task results`. */
@@ -173,10 +165,7 @@ async function main(): Promise<void> {
     return;
   }
   const started = performance.now();
-  const reasoner = join(ROOT, "models/lethe-reasoner-tiny");
-  const modelDir = resolve(
-    v.model ?? ((await exists(join(reasoner, "config.json"))) ? reasoner : join(ROOT, "models/stories260K")),
-  );
+  const modelDir = resolve(v.model ?? DEFAULT_MODEL_DIR);
   const sharedData = resolve(ROOT, "../shared/data");
   const dataFiles = list(v.data)?.map((d) =>
     /^[a-z0-9_]+$/i.test(d) && !d.endsWith(".jsonl")

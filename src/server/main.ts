@@ -5,12 +5,12 @@ import { parseArgs } from "node:util";
 import { Engine } from "../generate.ts";
 import { POLICY_NAMES, type PolicyName } from "../kv/policy.ts";
 import { startServer } from "./server.ts";
+import { DEFAULT_MODEL_DIR } from "../util/paths.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 
 const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
 
-  --model DIR        Hugging Face model directory (default: models/lethe-reasoner-tiny if present, else
-                     models/stories260K)
+  --model DIR        Hugging Face model directory (default: the bundled models/lethe-reasoner-tiny)
   --host H           address to bind (default 127.0.0.1)
   --port N           port (default 8000; 0 = any free port)
   --model-id NAME    the id clients pass as "model" (default: the directory's name)
@@ -29,15 +29,6 @@ export function parseByteSize(s: string): number {
   if (!m) throw new Error(`not a byte size: ${s}`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase()]!;
   return Math.floor(Number(m[1]) * mult);
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 async function main(): Promise<void> {
@@ -67,11 +58,7 @@ async function main(): Promise<void> {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${s}`);
     return n;
   };
-  const root = new URL("../../models/", import.meta.url).pathname;
-  const model = v.model ??
-    (await exists(`${root}lethe-reasoner-tiny/config.json`)
-      ? `${root}lethe-reasoner-tiny`
-      : `${root}stories260K`);
+  const model = v.model ?? DEFAULT_MODEL_DIR;
   if (v.kv !== undefined && !POLICY_NAMES.includes(v.kv as PolicyName)) {
     throw new Error(`--kv must be one of ${POLICY_NAMES.join(", ")}`);
   }
