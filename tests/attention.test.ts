@@ -1,4 +1,9 @@
-import { attentionDecode, attentionPrefill } from "../src/ops/attention.ts";
+import {
+  attentionDecode,
+  attentionDecodeBatch,
+  attentionPrefill,
+  decodeBatchMax,
+} from "../src/ops/attention.ts";
 import { attentionDecodeRef, attentionPrefillRef, type AttentionShape } from "../src/ref/attention.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 
@@ -98,6 +103,94 @@ Deno.test("decode attention matches the reference (outputs, fresh and decayed sc
     for (let j = 0; j < len; j++) total += sc[sOff + j];
     if (Math.abs(total - shape.nHeads) > 1e-3 * shape.nHeads) throw new Error(`${what}: Σ scores ${total}`);
     for (const b of [gq, gk, gv, out, fresh, decayed]) b.destroy();
+  }
+});
+
+Deno.test("batched decode attention: every sequence equals the reference, scores only where asked", async () => {
+  const ctx = await gpuContext();
+  // Lengths across chunk boundaries; some sequences score (fresh or decayed), some do not; a batch larger
+  // than one call takes (decodeBatchMax) exercises the split into groups.
+  for (
+    const [shape, lens] of [
+      [SHAPES[0], [1, 300, 129, 7, 4097]],
+      [
+        SHAPES[3],
+        Array.from(
+          { length: decodeBatchMax(SHAPES[3].nHeads * SHAPES[3].headDim) + 3 },
+          (_, i) => 1 + 37 * i,
+        ),
+      ],
+    ] as [AttentionShape, number[]][]
+  ) {
+    for (const texture of [true, false]) {
+      const what =
+        `batch of ${lens.length} ${shape.nHeads}/${shape.nKvHeads}×${shape.headDim} texture=${texture}`;
+      const qRow = shape.nHeads * shape.headDim;
+      const B = lens.length;
+      const qOff = 4;
+      const qAll = randomF32(qOff + B * qRow, next, 3);
+      const gq = ctx.upload(qAll, "q");
+      const out = ctx.createBuffer((qOff + B * qRow) * 4, "out");
+      poison(ctx, out);
+      const seqs = lens.map((len, b) => {
+        const { k, v, kPad, vPad } = kvBuffers(shape, len, len + 3, 3);
+        const mode = b % 3; // 0: no scores, 1: fresh, 2: decayed
+        const prior = randomF32(len + 1, next).map(Math.abs);
+        const score = ctx.upload(mode === 1 ? new Float32Array(len + 1).fill(NaN) : prior, "score");
+        return {
+          k,
+          v,
+          len,
+          mode,
+          prior,
+          score,
+          gk: ctx.upload(kPad, "k"),
+          gv: ctx.upload(vPad, "v"),
+        };
+      });
+      const gamma = 0.8;
+      attentionDecodeBatch(ctx, {
+        ...shape,
+        q: gq,
+        qOffset: qOff,
+        out,
+        outOffset: qOff,
+        texture,
+        seqs: seqs.map((s) => ({
+          k: s.gk,
+          v: s.gv,
+          len: s.len,
+          scores: s.mode === 0 ? undefined : { buffer: s.score, gamma: s.mode === 2 ? gamma : undefined },
+        })),
+      });
+      const o = await ctx.readF32(out);
+      for (let b = 0; b < B; b++) {
+        const s = seqs[b];
+        const q = qAll.subarray(qOff + b * qRow, qOff + (b + 1) * qRow);
+        const ref = attentionDecodeRef(shape, q, s.k, s.v, s.len);
+        assertClose(
+          o.subarray(qOff + b * qRow, qOff + (b + 1) * qRow),
+          ref.out,
+          OUT_BOUND,
+          `${what} seq ${b} out`,
+        );
+        const sc = await ctx.readF32(s.score);
+        if (s.mode === 0) {
+          if (sc.some((x, j) => x !== s.prior[j])) {
+            throw new Error(`${what} seq ${b}: scores written unasked`);
+          }
+        } else {
+          const want = Float64Array.from(ref.score, (x, j) => (s.mode === 2 ? gamma * s.prior[j] : 0) + x);
+          assertClose(sc.subarray(0, s.len), want, SCORE_BOUND, `${what} seq ${b} scores`);
+          if (!Object.is(sc[s.len], s.mode === 1 ? NaN : s.prior[s.len])) {
+            throw new Error(`${what} seq ${b}: wrote past len`);
+          }
+        }
+        for (const x of [s.gk, s.gv, s.score]) x.destroy();
+      }
+      gq.destroy();
+      out.destroy();
+    }
   }
 });
 

@@ -1,38 +1,45 @@
-// Decode attention (one query token) with split-K ("flash decoding") and optional per-token scores.
+// Decode attention (one query token per sequence) with split-K ("flash decoding") and optional per-token
+// scores, for a batch of sequences in one dispatch per pass.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), CH (tokens per chunk),
-// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4), and the K/V bindings + kload/vload.
-// The query is read from a uniform buffer (the op copies it there): every invocation reads the same q
+// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4), BMAX (sequences per call), and the K/V
+// bindings + kload/vload.
+// The queries are read from a uniform buffer (the op copies them there): every invocation reads the same q
 // element at the same time, and CPU adapters (llvmpipe) broadcast uniform loads but gather per lane from
 // workgroup or storage memory — this alone halves the logit pass there.
+// Sequence b's row of the table `p.seqs` is (len, tok0, chunk0, w0): its valid tokens, the index of its first
+// token in K/V (sequences are staged one after another on the texture path), and where its chunk partials
+// ([nHeads, nChunks] rows) and its weights ([nHeads, len]) start in the shared scratch buffers.
 //
-// Pass `partial`  — workgroup (chunk c, kv head kh): logits of the chunk's tokens for the G query heads that
-//                   share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V; with
-//                   scores, also the chunk-local weights e[h, j] = exp(logit − m_c).
-// Pass `combine`  — workgroup per query head: merges chunk partials into the output; with scores, writes
-//                   per-(head, chunk) factors f = exp(m_c − M) / L so that p[h, j] = e[h, j] · f[h, c].
-// Pass `scores`   — thread per token: score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and head),
-//                   written fresh or decayed into the running score (S = γ·S + score).
+// Pass `partial`  — workgroup (chunk c, kv head kh, sequence b): logits of the chunk's tokens for the G query
+//                   heads that share kh (K/V read once per group), chunk max m and sum l, unnormalised P·V;
+//                   with scores, also the chunk-local weights e[h, j] = exp(logit − m_c).
+// Pass `combine`  — workgroup (query head h, sequence b): merges chunk partials into the output; with scores,
+//                   writes per-(head, chunk) factors f = exp(m_c − M) / L so that p[h, j] = e[h, j] · f[h, c].
+// Pass `scores`   — one sequence, thread per token: score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and
+//                   head), written fresh or decayed into the running score (S = γ·S + score).
 struct Params {
-  len: u32,
-  n_chunks: u32,
-  q_off4: u32,      // unused (the op copies the query from its offset)
-  out_off4: u32,    // output offset in vec4 units
+  len: u32,         // scores: the sequence's valid tokens
+  n_chunks: u32,    // scores: its chunks
+  w0: u32,          // scores: where its weights start
+  out_off4: u32,    // output offset (of sequence 0) in vec4 units
   score_off: u32,   // score offset in elements
   decay: u32,       // 0: write fresh, 1: S = gamma * S + score
-  n_kv: u32,
+  f0: u32,          // scores: where its factors start
   want_logits: u32, // 1: scores wanted (`partial` stores e, `combine` stores f)
   scale: f32,
   gamma: f32,
   row_stride: u32,  // threads per grid row of the `scores` pass
   n_heads: u32,
+  seqs: array<vec4u, BMAX>, // partial, combine: per sequence (len, tok0, chunk0, w0)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
 const NEG: f32 = -3.0e38;
+const NO_SCORES: u32 = 0xffffffffu; // w0 of a sequence that wants no scores (it has no weights region)
 const LANES: u32 = WG / HD4;
 
 // ---- partial ----
-@group(0) @binding(1) var<uniform> q: array<vec4f, NQ4>;
+@group(0) @binding(1) var<uniform> q: array<vec4f, NQ4 * BMAX>;
 // Bindings 2 and 3 (K and V) and their accessors kload/vload(token, kv head, quad) -> vec4f come from the
 // op's header: storage buffers, or (on CPU adapters) rgba32float texture copies of them, whose texel
 // fetches are straight-line 16-byte loads where a per-lane storage load is a scalar loop.
@@ -48,9 +55,16 @@ var<workgroup> oacc: array<vec4f, (LANES - 1u) * G * HD4 + 1u>;
 fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let c = wid.x;
   let kh = wid.y;
+  let sq = p.seqs[wid.z];
+  let len = sq.x;
   let base = c * CH;
-  let n = min(CH, p.len - base);
-  let qb = kh * G * HD4;
+  if (base >= len) {
+    return; // a shorter sequence of the batch: fewer chunks
+  }
+  let n = min(CH, len - base);
+  let nc = (len + CH - 1u) / CH;
+  let tok = sq.y + base;
+  let qb = wid.z * NQ4 + kh * G * HD4;
   // Logits: one thread per token, K row read once for all G heads.
   for (var j = t; j < n; j += WG) {
     // Zeroed explicitly: naga hoists loop-local vars and does not re-zero them per iteration.
@@ -59,7 +73,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
       acc[g] = 0.0;
     }
     for (var d = 0u; d < HD4; d++) {
-      let kv = kload(base + j, kh, d);
+      let kv = kload(tok + j, kh, d);
       for (var g = 0u; g < G; g++) {
         acc[g] += dot(q[qb + g * HD4 + d], kv);
       }
@@ -85,10 +99,10 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     ml[t] = vec2f(m, s);
   }
   workgroupBarrier();
-  if (p.want_logits != 0u) {
+  if (p.want_logits != 0u && sq.w != NO_SCORES) {
     for (var j = t; j < n; j += WG) {
       for (var g = 0u; g < G; g++) {
-        weights[(kh * G + g) * p.len + base + j] = sl[g * CH + j];
+        weights[sq.w + (kh * G + g) * len + base + j] = sl[g * CH + j];
       }
     }
   }
@@ -98,7 +112,7 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   let lane = t / HD4;
   var acc: array<vec4f, G>;
   for (var j = lane; j < n; j += LANES) {
-    let vv = vload(base + j, kh, d);
+    let vv = vload(tok + j, kh, d);
     for (var g = 0u; g < G; g++) {
       acc[g] += sl[g * CH + j] * vv;
     }
@@ -116,11 +130,11 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
       }
     }
     for (var g = 0u; g < G; g++) {
-      part_o[((kh * G + g) * p.n_chunks + c) * HD4 + d] = acc[g];
+      part_o[(sq.z + (kh * G + g) * nc + c) * HD4 + d] = acc[g];
     }
   }
   if (t < G) {
-    part_ml[(kh * G + t) * p.n_chunks + c] = ml[t];
+    part_ml[sq.z + (kh * G + t) * nc + c] = ml[t];
   }
 }
 
@@ -128,15 +142,17 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
 @group(0) @binding(1) var<storage, read> c_part_o: array<vec4f>;
 @group(0) @binding(2) var<storage, read> c_part_ml: array<vec2f>;
 @group(0) @binding(3) var<storage, read_write> c_out: array<vec4f>;
-@group(0) @binding(4) var<storage, read_write> c_factor: array<f32>; // [nHeads, n_chunks]
+@group(0) @binding(4) var<storage, read_write> c_factor: array<f32>; // [nHeads, n_chunks] per sequence
 
 var<workgroup> red: array<f32, WG>;
 
 @compute @workgroup_size(WG)
 fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
   let h = wid.x;
-  let nc = p.n_chunks;
-  let mb = h * nc;
+  let b = wid.y;
+  let sq = p.seqs[b];
+  let nc = (sq.x + CH - 1u) / CH;
+  let mb = sq.z + h * nc;
   var m = NEG;
   for (var c = t; c < nc; c += WG) {
     m = max(m, c_part_ml[mb + c].x);
@@ -170,7 +186,7 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     for (var c = 0u; c < nc; c++) {
       acc += exp(c_part_ml[mb + c].x - gm) * c_part_o[(mb + c) * HD4 + d];
     }
-    c_out[p.out_off4 + h * HD4 + d] = acc / gl;
+    c_out[p.out_off4 + b * NQ4 + h * HD4 + d] = acc / gl;
   }
   if (p.want_logits != 0u) {
     for (var c = t; c < nc; c += WG) {
@@ -193,7 +209,7 @@ fn scores(@builtin(global_invocation_id) gid: vec3u) {
   var s = 0.0;
   let c = j / CH;
   for (var h = 0u; h < p.n_heads; h++) {
-    s += s_weights[h * p.len + j] * s_factor[h * p.n_chunks + c];
+    s += s_weights[p.w0 + h * p.len + j] * s_factor[p.f0 + h * p.n_chunks + c];
   }
   let o = p.score_off + j;
   if (p.decay != 0u) {

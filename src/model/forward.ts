@@ -10,7 +10,7 @@ import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { Weight } from "../gpu/weights.ts";
 import type { SequenceKv } from "../kv/cache.ts";
 import type { KvPolicy } from "../kv/policy.ts";
-import { attentionDecode, attentionPrefill } from "../ops/attention.ts";
+import { attentionDecodeBatch, attentionPrefill } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
 import { linear } from "../ops/linear.ts";
 import { rmsnorm } from "../ops/rmsnorm.ts";
@@ -154,7 +154,6 @@ export class Forward {
     this.ctx.write(a.positions, Uint32Array.from(seqs, (s) => s.pos));
     embedding(this.ctx, this.model.weights.embed, a.ids, a.x, B);
     const shape = { nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
-    const qRow = c.numHeads * c.headDim;
     this.#layers(B, (l) => {
       seqs.forEach((s, b) => {
         const cap = s.policy.decodeCap(l, c.numLayers);
@@ -167,19 +166,22 @@ export class Forward {
         } else {
           s.kv.append(l, a.k, a.v, b, 1, s.pos);
         }
-        const L = s.kv.layers[l];
-        const gamma = s.policy.decodeGamma;
-        attentionDecode(this.ctx, {
-          ...shape,
-          q: a.q,
-          qOffset: b * qRow,
-          k: L.k,
-          v: L.v,
-          out: a.att,
-          outOffset: b * qRow,
-          len: L.len,
-          scores: gamma === null ? undefined : { buffer: L.score, gamma },
-        });
+      });
+      // One attention call for the whole batch (each sequence its own K/V, length and scores).
+      attentionDecodeBatch(this.ctx, {
+        ...shape,
+        q: a.q,
+        out: a.att,
+        seqs: seqs.map((s) => {
+          const L = s.kv.layers[l];
+          const gamma = s.policy.decodeGamma;
+          return {
+            k: L.k,
+            v: L.v,
+            len: L.len,
+            scores: gamma === null ? undefined : { buffer: L.score, gamma },
+          };
+        }),
       });
     });
     for (const s of seqs) s.pos++;

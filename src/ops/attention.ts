@@ -103,13 +103,14 @@ function decodeKernel(
   tpr: number,
   entryPoint: string,
 ): KernelSource {
+  const bmax = decodeBatchMax(nHeads * hd);
   const key = `${nHeads}/${nKv}/${hd}/${tpr}/${entryPoint}`;
   let k = decodeKernels.get(key);
   if (!k) {
     const G = nHeads / nKv;
     const HD4 = hd / 4;
     let header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${HD4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
-      `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * HD4}u;\n`;
+      `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * HD4}u;\nconst BMAX: u32 = ${bmax}u;\n`;
     header += kvAccessors(nKv, HD4, tpr);
     k = {
       name: `attention_decode_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}${tpr > 0 ? `_tex${tpr}` : ""}`,
@@ -205,20 +206,7 @@ function stageKv(
     ? texTokensPerRow(ctx, nKv, hd, n)
     : 0;
   if (tpr === 0) return { bind: [k, v], tpr };
-  const rowTexels = tpr * nKv * hd / 4;
-  const bytesPerRow = rowTexels * 16;
-  const tex = decodeTextures(ctx, rowTexels, Math.ceil(n / tpr));
-  const full = Math.floor(n / tpr), tail = n % tpr;
-  for (const [src, dst] of [[kSrc, tex.k], [vSrc, tex.v]] as const) {
-    if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, 0], [rowTexels, full]);
-    if (tail > 0) {
-      ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, full], [
-        tail * nKv * hd / 4,
-        1,
-      ]);
-    }
-  }
-  return { bind: [tex.kView, tex.vView], tpr };
+  return { bind: stageBatch(ctx, [{ k, v, len: n }], nKv, hd, tpr), tpr };
 }
 
 const prefillKernels = new Map<string, KernelSource>();
@@ -259,70 +247,208 @@ export function prefillBlock(s: AttentionShape): number {
 }
 
 /**
- * Records decode attention for one sequence: `partial` (chunks × KV heads workgroups), `combine` (one per
- * head) and, with `scores`, a per-token score pass. Scratch comes from the context's pool.
+ * Sequences one decode-attention call can take: their queries share one uniform binding (64 KiB), and the
+ * table of per-sequence offsets is sized for the same count.
  */
+export function decodeBatchMax(qFloats: number): number {
+  return Math.max(1, Math.min(64, Math.floor(65536 / (qFloats * 4))));
+}
+
+/** One sequence of {@link attentionDecodeBatch}: its K/V, valid slots and optional scores. */
+export interface DecodeSequence {
+  /** f32 [capacity, nKvHeads, headDim], the first `len` slots valid. */
+  k: Binding;
+  v: Binding;
+  /** Valid slots, ≥ 1. */
+  len: number;
+  /** score[j] = Σ_h softmax(q_h·K/√d)[j] for j < len. */
+  scores?: ScoreTarget;
+}
+
+/** Arguments of {@link attentionDecodeBatch}. */
+export interface DecodeBatchArgs extends AttentionShape {
+  /** f32 [B, nHeads, headDim] from element `qOffset` (a multiple of 4): sequence b's query is row b. */
+  q: Binding;
+  qOffset?: number;
+  /** f32 [B, nHeads, headDim] written from element `outOffset` (a multiple of 4). */
+  out: Binding;
+  outOffset?: number;
+  seqs: DecodeSequence[];
+  /** See {@link DecodeArgs.texture}. Without the texture path each sequence takes its own dispatches. */
+  texture?: boolean;
+}
+
+/** Records decode attention for one sequence (a batch of one; see {@link attentionDecodeBatch}). */
 export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
+  attentionDecodeBatch(ctx, { ...a, seqs: [{ k: a.k, v: a.v, len: a.len, scores: a.scores }] });
+}
+
+/**
+ * Records decode attention for a batch of sequences, each with its own K/V and length: `partial` (chunks ×
+ * KV heads × sequences workgroups) and `combine` (heads × sequences) once for the whole batch, then, for the
+ * sequences that want them, a per-token score pass each. On the texture path (CPU adapters) every sequence's
+ * K/V is staged into one texture pair, one after another, so the batch costs two dispatches and not two per
+ * sequence — on lavapipe a dispatch costs ~0.25 ms whatever its size, which made per-sequence attention most
+ * of a batched decode step. On the buffer path each sequence is its own batch of one. Scratch comes from the
+ * context's pool.
+ */
+export function attentionDecodeBatch(ctx: GpuContext, a: DecodeBatchArgs): void {
   checkShape(a);
-  const { nHeads, nKvHeads, headDim: hd, len } = a;
-  if (!(len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${len}`);
-  const nChunks = Math.ceil(len / DECODE_CHUNK);
-  const wantScores = a.scores !== undefined;
-  const [sx, sy] = ctx.grid(Math.ceil(len / 256));
-  const u = new ArrayBuffer(48);
+  const { nHeads, nKvHeads, headDim: hd } = a;
+  const qRow = nHeads * hd;
+  const qOff = a.qOffset ?? 0, outOff = a.outOffset ?? 0;
+  checkOffset("qOffset", qOff);
+  checkOffset("outOffset", outOff);
+  for (const s of a.seqs) {
+    if (!(s.len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${s.len}`);
+  }
+  const bmax = decodeBatchMax(qRow);
+  const maxLen = Math.max(...a.seqs.map((s) => s.len));
+  const staged = (a.texture ?? ctx.gpu.isFallback) &&
+    a.seqs.every((s) => bufferOf(s.k).offset % 16 === 0 && bufferOf(s.v).offset % 16 === 0);
+  // Texture rows hold `tpr` tokens; each sequence starts on a fresh row (0: the buffer path).
+  const tpr = staged ? texTokensPerRow(ctx, nKvHeads, hd, maxLen) : 0;
+  const group = tpr > 0 ? bmax : 1;
+  for (let b0 = 0; b0 < a.seqs.length; b0 += group) {
+    const part = a.seqs.slice(b0, b0 + group);
+    const rows = tpr > 0 ? part.reduce((n, s) => n + Math.ceil(s.len / tpr), 0) : 0;
+    if (tpr > 0 && rows > ctx.device.limits.maxTextureDimension2D) {
+      // More staged rows than a texture holds: split the group.
+      const half = Math.ceil(part.length / 2);
+      const sub = (from: number, to: number) =>
+        attentionDecodeBatch(ctx, {
+          ...a,
+          qOffset: qOff + (b0 + from) * qRow,
+          outOffset: outOff + (b0 + from) * qRow,
+          seqs: part.slice(from, to),
+        });
+      sub(0, half);
+      sub(half, part.length);
+      continue;
+    }
+    decodeGroup(ctx, a, part, qOff + b0 * qRow, outOff + b0 * qRow, tpr);
+  }
+}
+
+/** One call's worth of sequences (≤ decodeBatchMax; one sequence on the buffer path). */
+function decodeGroup(
+  ctx: GpuContext,
+  a: DecodeBatchArgs,
+  seqs: DecodeSequence[],
+  qOff: number,
+  outOff: number,
+  tpr: number,
+): void {
+  const { nHeads, nKvHeads, headDim: hd } = a;
+  const B = seqs.length;
+  const bmax = decodeBatchMax(nHeads * hd);
+  // Uniforms: 48 bytes of parameters, then the per-sequence table (len, first token in K/V, first chunk row,
+  // first weight) — in the dispatch's own uniforms, so each call keeps its table within a shared submit.
+  const u = new ArrayBuffer(48 + bmax * 16);
   const u32 = new Uint32Array(u);
   const f32 = new Float32Array(u);
-  u32.set([
-    len,
-    nChunks,
-    checkOffset("qOffset", a.qOffset ?? 0),
-    checkOffset("outOffset", a.outOffset ?? 0),
-    a.scores?.offset ?? 0,
-    a.scores?.gamma === undefined ? 0 : 1,
-    nKvHeads,
-    wantScores ? 1 : 0,
-  ]);
+  const table = new Uint32Array(u, 48);
+  let tok = 0, chunkRows = 0, w = 0;
+  const at: { chunk0: number; w0: number; nChunks: number }[] = [];
+  seqs.forEach((s, b) => {
+    const nChunks = Math.ceil(s.len / DECODE_CHUNK);
+    table.set([s.len, tok, chunkRows, s.scores ? w : 0xffffffff], b * 4);
+    at.push({ chunk0: chunkRows, w0: w, nChunks });
+    tok += tpr > 0 ? Math.ceil(s.len / tpr) * tpr : 0;
+    chunkRows += nHeads * nChunks;
+    w += s.scores ? Math.ceil((nHeads * s.len) / 64) * 64 : 0;
+  });
+  const maxChunks = Math.max(...at.map((x) => x.nChunks));
+  const wantScores = seqs.some((s) => s.scores !== undefined);
+  u32.set([0, 0, 0, outOff / 4, 0, 0, 0, wantScores ? 1 : 0]);
   f32[8] = 1 / Math.sqrt(hd);
-  f32[9] = a.scores?.gamma ?? 0;
-  u32[10] = sx * 256;
   u32[11] = nHeads;
   const uniforms = new Uint8Array(u);
 
   const pool = ctx.pool;
-  const partO = pool.acquire(nHeads * nChunks * hd * 4, STORAGE_USAGE, "attn-part-o");
-  const partMl = pool.acquire(nHeads * nChunks * 8, STORAGE_USAGE, "attn-part-ml");
-  const weights = pool.acquire(wantScores ? nHeads * len * 4 : 4, STORAGE_USAGE, "attn-weights");
-  const factor = pool.acquire(wantScores ? nHeads * nChunks * 4 : 4, STORAGE_USAGE, "attn-factor");
-  // The query goes to a uniform buffer (see wgsl/attention_decode.wgsl for why).
+  const partO = pool.acquire(chunkRows * hd * 4, STORAGE_USAGE, "attn-part-o");
+  const partMl = pool.acquire(chunkRows * 8, STORAGE_USAGE, "attn-part-ml");
+  const weights = pool.acquire(Math.max(4, w * 4), STORAGE_USAGE, "attn-weights");
+  const factor = pool.acquire(wantScores ? chunkRows * 4 : 4, STORAGE_USAGE, "attn-factor");
+  // The queries go to a uniform buffer (see wgsl/attention_decode.wgsl for why).
   const qBytes = nHeads * hd * 4;
-  const qUniform = pool.acquire(qBytes, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, "attn-q-uniform");
-  const qSrc = a.q instanceof GPUBuffer
-    ? { buffer: a.q, offset: 0 }
-    : { buffer: a.q.buffer, offset: a.q.offset ?? 0 };
-  ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4, qUniform, 0, qBytes);
-  const { bind: kvBind, tpr } = stageKv(ctx, a.k, a.v, nKvHeads, hd, len, a.texture);
+  const qUniform = pool.acquire(
+    bmax * qBytes,
+    GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    "attn-q-uniform",
+  );
+  const qSrc = bufferOf(a.q);
+  ctx.copy(qSrc.buffer, qSrc.offset + qOff * 4, qUniform, 0, B * qBytes);
+  const kv = tpr > 0 ? stageBatch(ctx, seqs, nKvHeads, hd, tpr) : [seqs[0].k, seqs[0].v];
   ctx.dispatch(
     decodeKernel(nHeads, nKvHeads, hd, tpr, "partial"),
-    [qUniform, ...kvBind, partO, partMl, weights],
-    [nChunks, nKvHeads],
+    [qUniform, ...kv, partO, partMl, weights],
+    [maxChunks, nKvHeads, B],
     uniforms,
   );
   ctx.dispatch(
     decodeKernel(nHeads, nKvHeads, hd, 0, "combine"),
     [partO, partMl, a.out, factor],
-    [nHeads],
+    [nHeads, B],
     uniforms,
   );
-  if (a.scores) {
+  seqs.forEach((s, b) => {
+    if (!s.scores) return;
+    const [sx, sy] = ctx.grid(Math.ceil(s.len / 256));
+    const su = new ArrayBuffer(48 + bmax * 16); // the table is unused here but part of the struct
+    const su32 = new Uint32Array(su);
+    const sf32 = new Float32Array(su);
+    su32.set([
+      s.len,
+      at[b].nChunks,
+      at[b].w0,
+      0,
+      s.scores.offset ?? 0,
+      s.scores.gamma === undefined ? 0 : 1,
+      at[b].chunk0,
+      1,
+    ]);
+    sf32[9] = s.scores.gamma ?? 0;
+    su32[10] = sx * 256;
+    su32[11] = nHeads;
     ctx.dispatch(
       decodeKernel(nHeads, nKvHeads, hd, 0, "scores"),
-      [weights, factor, a.scores.buffer],
+      [weights, factor, s.scores.buffer],
       [sx, sy],
-      uniforms,
+      new Uint8Array(su),
     );
-  }
+  });
   // Safe to recycle now: later users of these buffers are recorded (and so run) after this work.
   for (const b of [qUniform, partO, partMl, weights, factor]) pool.release(b);
+}
+
+/** Stages every sequence's K/V into the context's texture pair, each from a fresh row; returns the views. */
+function stageBatch(
+  ctx: GpuContext,
+  seqs: DecodeSequence[],
+  nKv: number,
+  hd: number,
+  tpr: number,
+): GPUTextureView[] {
+  const rowTexels = tpr * nKv * hd / 4;
+  const bytesPerRow = rowTexels * 16;
+  const rows = seqs.reduce((n, s) => n + Math.ceil(s.len / tpr), 0);
+  const tex = decodeTextures(ctx, rowTexels, rows);
+  let row0 = 0;
+  for (const s of seqs) {
+    const full = Math.floor(s.len / tpr), tail = s.len % tpr;
+    for (const [src, dst] of [[bufferOf(s.k), tex.k], [bufferOf(s.v), tex.v]] as const) {
+      if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, row0], [rowTexels, full]);
+      if (tail > 0) {
+        ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, row0 + full], [
+          tail * nKv * hd / 4,
+          1,
+        ]);
+      }
+    }
+    row0 += Math.ceil(s.len / tpr);
+  }
+  return [tex.kView, tex.vView];
 }
 
 /**
