@@ -101,15 +101,15 @@ Deno.test("extract: normalisation and matching", () => {
 Deno.test("samples: held-out, MATH-500 and GSM8K rows; exact scoring of the text after </think>", () => {
   const wrap = (q: string) => `<Q>${q}</Q>`;
   const held = parseSamples(
-    `{"prompt":"P1","answer":"42","family":"chain"}\n{"prompt":"P2","answer":"7","family":"sum"}\n` +
-      `{"prompt":"P3","answer":"1","family":"chain"}\n`,
+    `{"prompt":"P1","answer":"42","family":"walk"}\n{"prompt":"P2","answer":"7","family":"sum"}\n` +
+      `{"prompt":"P3","answer":"1","family":"walk"}\n`,
     "x",
     wrap,
   );
   assertEquals(held.map((s) => [s.family, s.prompt, s.scoring]), [
-    ["chain", "P1", "exact"],
+    ["walk", "P1", "exact"],
     ["sum", "P2", "exact"],
-    ["chain", "P3", "exact"],
+    ["walk", "P3", "exact"],
   ]);
   assertEquals(limitPerFamily(held, 1).map((s) => s.prompt), ["P1", "P2"]);
   const math = parseSamples(`{"problem":"2+2?","answer":"4","unique_id":"m/1"}`, "math500", wrap);

@@ -2,9 +2,11 @@
 
 Families (every step of a thought looks a fact up far back in the prompt, keyed by a token the thought has
 just written, then does a small local computation):
-  chain  - a linear chain of variable definitions (mod 10) given in shuffled order; the thought walks from
-           the asked variable down to the constant at the root, copying each definition it looks up and
-           folding its offset into a running one ("so p = r + 1"), then adds the root's value.
+  walk   - pointer chasing: the prompt gives a map of arrows between two-digit numbers (one cycle, pairs in
+           shuffled order), a start and a number of steps; each thought line counts down the steps left
+           (a `#k` token), names where the walk stands and looks up where its arrow points. Every lap of the
+           walk reads the whole map again, so the map is the fact far back that must survive pruning while
+           the walk's own past lines are never needed again.
   sum    - add a list of distinct two-digit numbers; each thought line names the number it added last, looks
            up the number that follows it in the prompt, and adds it to the running total with a written
            digit-by-digit scratchpad (units first, with carries).
@@ -25,11 +27,11 @@ ASSISTANT = "<｜Assistant｜>"
 THINK = "<think>"
 END_THINK = "</think>"
 
-FAMILIES = ["chain", "sum"]
+FAMILIES = ["walk", "sum"]
 
-# Full difficulty: held-out sets and most of training. Thoughts of ~80-210 (chain) and ~100-330 (sum) tokens.
+# Full difficulty: held-out sets and most of training. Thoughts of ~80-400 (walk) and ~100-330 (sum) tokens.
 SETTINGS = {
-    "chain": {"min_len": 6, "max_len": 16},
+    "walk": {"min_n": 4, "max_n": 12, "min_steps": 20, "max_steps": 99},
     "sum": {"min_count": 3, "max_count": 10},
 }
 
@@ -38,7 +40,7 @@ LETTERS = "abcdefghijklmnopqrstuvwxyz"
 # Easiest settings of the training curriculum (train.py ramps from these to SETTINGS): attention finds its
 # lookups in short contexts first.
 EASY_SETTINGS = {
-    "chain": {"min_len": 2, "max_len": 4},
+    "walk": {"min_n": 2, "max_n": 3, "min_steps": 1, "max_steps": 4},
     "sum": {"min_count": 2, "max_count": 3},
 }
 
@@ -63,30 +65,21 @@ def render_completion(thought: str, answer: str) -> str:
     return f"{thought}\n{END_THINK}\n\n{answer}{EOS}"
 
 
-def gen_chain(rng: random.Random, s: dict) -> tuple[str, str, str]:
-    n = rng.randint(s["min_len"], s["max_len"])
-    names = rng.sample(LETTERS, n)  # names[0] is the root (a constant), names[-1] is asked for
-    root_val = rng.randint(0, 9)
-    defs = {names[0]: f"{names[0]} = {root_val}"}
-    ops = {}
-    for i in range(1, n):
-        op, k = rng.choice("+-"), rng.randint(1, 9)
-        ops[names[i]] = (names[i - 1], op, k)
-        defs[names[i]] = f"{names[i]} = {names[i - 1]} {op} {k}"
-    lines = list(defs.values())
-    rng.shuffle(lines)
-    q = names[-1]
-    question = "values are mod 10.\n" + "\n".join(lines) + f"\nwhat is {q}?"
-    steps = []
-    offset = 0  # q = (current variable) + offset, mod 10
-    for i in range(n - 1, 0, -1):
-        below, op, k = ops[names[i]]
-        offset = (offset + (k if op == "+" else -k)) % 10
-        steps.append(f"{defs[names[i]]}, so {q} = {below} + {offset}")
-    val = (root_val + offset) % 10
-    steps.append(f"{defs[names[0]]}, so {q} = {root_val} + {offset} = {val}")
-    thought = "\n".join(steps) + f"\nso {q} is {val}."
-    return question, thought, str(val)
+def gen_walk(rng: random.Random, s: dict) -> tuple[str, str, str]:
+    n = rng.randint(s["min_n"], s["max_n"])
+    k = rng.randint(s["min_steps"], s["max_steps"])
+    nums = rng.sample(range(10, 100), n)  # the cycle nums[0] -> nums[1] -> ... -> nums[-1] -> nums[0]
+    nxt = {nums[i]: nums[(i + 1) % n] for i in range(n)}
+    pairs = [f"{a}>{b}" for a, b in nxt.items()]
+    rng.shuffle(pairs)
+    cur = rng.choice(nums)
+    question = f"walk {k} steps from {cur}. map: " + ", ".join(pairs) + "."
+    lines = []
+    for left in range(k, 0, -1):
+        lines.append(f"#{left} {cur}>{nxt[cur]}")
+        cur = nxt[cur]
+    thought = "\n".join(lines) + f"\nso the walk ends at {cur}."
+    return question, thought, str(cur)
 
 
 def sum_line(prev: str, x: int, total: int) -> str:
@@ -133,7 +126,7 @@ def gen_copy(rng: random.Random, s: dict) -> tuple[str, str, str]:
     return question, "\n".join(lines) + "\nso the list is " + " ".join(map(str, nums)) + ".", " ".join(map(str, nums))
 
 
-GENERATORS = {"chain": gen_chain, "sum": gen_sum, "copy": gen_copy}
+GENERATORS = {"walk": gen_walk, "sum": gen_sum, "copy": gen_copy}
 
 
 def sample(family: str, rng: random.Random, heldout: bool, settings: dict | None = None) -> dict:

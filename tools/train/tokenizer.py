@@ -10,8 +10,9 @@ import re
 
 from tasks import ASSISTANT, BOS, EOS, END_THINK, THINK, USER
 
-SPLIT_REGEX = "[a-z] =| ?[a-z]+| ?[0-9]+"
-MERGE_WORDS = ["values", "are", "mod", "what", "is", "so", "the", "add", "numbers", "sum", "copy", "list"]
+SPLIT_REGEX = "[a-z] =|[#>][0-9]+| ?[a-z]+| ?[0-9]+"
+MERGE_WORDS = ["values", "are", "mod", "what", "is", "so", "the", "add", "numbers", "sum", "copy", "list", "walk", "steps",
+               "from", "map", "ends"]
 ADDED = [BOS, EOS, USER, ASSISTANT, THINK, END_THINK]
 SPECIAL = {BOS, EOS}
 
@@ -61,6 +62,16 @@ def build_merges() -> list[tuple[str, str]]:
         add(c, BYTE_CHARS[32] + "=")
     for n in range(10, 100):
         add(BYTE_CHARS[32] + str(n)[0], str(n)[1])
+    # "#1" .. "#99", the walk's countdown of steps left: one token each, and distinct from the numbers it
+    # walks over, so looking a number up never lands on a counter.
+    for n in range(1, 100):
+        add("#" + str(n)[:-1], str(n)[-1]) if n >= 10 else add("#", str(n))
+    for n in range(10, 100):
+        add(">" + str(n)[:-1], str(n)[-1]) if n >= 20 else None
+    for d in "123456789":
+        add(">", d)
+    for n in range(10, 20):
+        add(">1", str(n)[-1])
     return merges
 
 
