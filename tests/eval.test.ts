@@ -15,6 +15,7 @@ import { argmax, klDivergence, klFromLogits } from "../src/eval/kl.ts";
 import { lineChart } from "../src/eval/svg.ts";
 import {
   BEGIN_MARKER,
+  budgetComparison,
   charts,
   END_MARKER,
   headline,
@@ -24,6 +25,7 @@ import {
   writeReport,
 } from "../src/eval/report.ts";
 import {
+  type CellResult,
   type CellSpec,
   type EvalResults,
   forcedRun,
@@ -294,6 +296,29 @@ Deno.test("end to end: stories260K fidelity, full agrees with itself with zero K
   } finally {
     engine.destroy();
   }
+});
+
+Deno.test("budget comparison: Lethe ahead, tied, behind, or without a peer at equal memory", () => {
+  const cell = (policy: string, budget: number, accuracy: number, live: number) =>
+    ({ policy, budget, accuracy, kv_live_peak_ratio: live, ablation: false }) as unknown as CellResult;
+  const results = {
+    kind: "tasks",
+    cells: [
+      cell("lethe", 32, 0, 0.14),
+      cell("streaming", 32, 0, 0.14), // tied at 0: not "ahead"
+      cell("lethe", 64, 0.5, 0.24),
+      cell("h2o", 64, 0.4, 0.24),
+      cell("snapkv", 64, 0.9, 1.0), // more memory: not a peer
+      cell("lethe", 128, 0.8, 0.47),
+      cell("h2o", 128, 0.9, 0.47),
+      cell("lethe", 256, 0.9, 0.5),
+      cell("snapkv", 256, 0.95, 1.0),
+    ],
+  } as unknown as EvalResults;
+  assertEquals(
+    budgetComparison(results).map((x) => [x.budget, x.best.policy, x.verdict]),
+    [[32, "streaming", "tied"], [64, "h2o", "yes"], [128, "h2o", "no"], [256, "snapkv", "–"]],
+  );
 });
 
 /** A model with a real tokenizer and a chat template: the shipped reasoner. */

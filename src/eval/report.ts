@@ -139,7 +139,7 @@ export function headlineText(r: EvalResults): string {
         `| ${x.budget} | ${q(x.lethe)} | ${pct(x.lethe.kv_live_peak_ratio)} | ${x.best.policy}: ${
           q(x.best)
         } | ` +
-          `${pct(x.best.kv_live_peak_ratio)} | ${x.ahead ? "yes" : "no"} |`,
+          `${pct(x.best.kv_live_peak_ratio)} | ${x.verdict} |`,
       );
     }
   }
@@ -154,10 +154,13 @@ export function headlineText(r: EvalResults): string {
   return lines.join("\n");
 }
 
-/** Per budget: Lethe (default τ/γ) against the best baseline; ahead = better than (or tied with) every one. */
+/** Lethe against its peers at one budget: better than every one, tied with the best, behind one, or no peer at equal memory (–). */
+export type Verdict = "yes" | "tied" | "no" | "–";
+
+/** Per budget: Lethe (default τ/γ) against the best baseline at equal or lower memory. */
 export function budgetComparison(
   r: EvalResults,
-): { budget: number; lethe: CellResult; best: CellResult; ahead: boolean }[] {
+): { budget: number; lethe: CellResult; best: CellResult; verdict: Verdict }[] {
   // Tasks: accuracy. Fidelity: agreement, then lower KL breaks ties.
   const key = (c: CellResult): [number, number] => [quality(r, c), -(c.kl_mean ?? 0)];
   const better = (a: CellResult, b: CellResult) => {
@@ -165,7 +168,7 @@ export function budgetComparison(
     const [y1, y2] = key(b);
     return x1 - y1 || x2 - y2;
   };
-  const out: { budget: number; lethe: CellResult; best: CellResult; ahead: boolean }[] = [];
+  const out: { budget: number; lethe: CellResult; best: CellResult; verdict: Verdict }[] = [];
   for (const lethe of r.cells.filter((c) => c.policy === "lethe" && !c.ablation && c.budget !== null)) {
     const base = r.cells.filter((c) => c.budget === lethe.budget && !c.ablation && c.policy !== "lethe");
     if (!base.length) continue;
@@ -173,7 +176,9 @@ export function budgetComparison(
     // at equal memory: "ahead" is judged against those within 5% of Lethe's live peak or below.
     const peers = base.filter((b) => b.kv_live_peak_ratio <= lethe.kv_live_peak_ratio * 1.05);
     const best = [...(peers.length ? peers : base)].sort((a, b) => better(b, a))[0];
-    out.push({ budget: lethe.budget!, lethe, best, ahead: peers.every((b) => better(lethe, b) >= 0) });
+    const worst = Math.min(...peers.map((b) => better(lethe, b)));
+    const verdict: Verdict = !peers.length ? "–" : worst < 0 ? "no" : worst > 0 ? "yes" : "tied";
+    out.push({ budget: lethe.budget!, lethe, best, verdict });
   }
   return out;
 }
