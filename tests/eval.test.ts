@@ -313,11 +313,18 @@ Deno.test("budget comparison: Lethe ahead, tied, behind, or without a peer at eq
       cell("h2o", 128, 0.9, 0.47),
       cell("lethe", 256, 0.9, 0.5),
       cell("snapkv", 256, 0.95, 1.0),
+      cell("lethe", 512, 0.9, 0.8),
+      cell("h2o", 512, 0.9, 0.8),
+      cell("pyramidkv", 512, 0.9, 0.6), // same accuracy with less memory: the best baseline shown
     ],
   } as unknown as EvalResults;
   assertEquals(
     budgetComparison(results).map((x) => [x.budget, x.best.policy, x.verdict]),
-    [[32, "streaming", "tied"], [64, "h2o", "yes"], [128, "h2o", "no"], [256, "snapkv", "–"]],
+    [[32, "streaming", "tied"], [64, "h2o", "yes"], [128, "h2o", "no"], [256, "snapkv", "–"], [
+      512,
+      "pyramidkv",
+      "tied",
+    ]],
   );
 });
 

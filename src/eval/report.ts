@@ -175,8 +175,13 @@ export function budgetComparison(
     // Baselines that hold more live KV than Lethe (e.g. SnapKV, which only compresses the prompt) are not
     // at equal memory: "ahead" is judged against those within 5% of Lethe's live peak or below.
     const peers = base.filter((b) => b.kv_live_peak_ratio <= lethe.kv_live_peak_ratio * 1.05);
-    const best = [...(peers.length ? peers : base)].sort((a, b) => better(b, a))[0];
-    const worst = Math.min(...peers.map((b) => better(lethe, b)));
+    // The best baseline: highest quality, then the least live KV.
+    const best = [...(peers.length ? peers : base)].sort((a, b) =>
+      better(b, a) || a.kv_live_peak_ratio - b.kv_live_peak_ratio
+    )[0];
+    const worst = Math.min(...peers.map((b) =>
+      better(lethe, b)
+    ));
     const verdict: Verdict = !peers.length ? "–" : worst < 0 ? "no" : worst > 0 ? "yes" : "tied";
     out.push({ budget: lethe.budget!, lethe, best, verdict });
   }
