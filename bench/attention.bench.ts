@@ -6,10 +6,12 @@
  * (2 · len · nKv · headDim · 4). Prefill: 512 causal queries from an empty cache, with the observation-window
  * scores (W = 32) and without; GFLOP/s counts 4 · nHeads · headDim per visible (query, key) pair.
  * One iteration records `reps` ops and syncs once (a lone sync costs ~12 ms on lavapipe); per-op figures and
- * the score overhead as a fraction print at the end.
+ * the score overhead as a fraction print at the end. Also paired: a batch of 16 sequences' decode attention as
+ * one batched call against 16 single calls (`deno bench -A --filter none bench/attention.bench.ts` prints the
+ * paired figures alone, in ~30 s).
  */
 import { GpuContext } from "../src/gpu/context.ts";
-import { attentionDecode, attentionPrefill } from "../src/ops/attention.ts";
+import { attentionDecode, attentionDecodeBatch, attentionPrefill } from "../src/ops/attention.ts";
 
 const SHAPE = { nHeads: 12, nKvHeads: 2, headDim: 128 };
 const LENS = [1024, 4096, 8192];
@@ -56,6 +58,7 @@ function bench(name: string, work: number, unit: string, reps: number, record: (
 }
 
 globalThis.addEventListener("unload", () => {
+  if (stats.size === 0) return; // every bench filtered out: only the paired figures above ran
   console.log("\nper op (batched):");
   const mean = (name: string) => {
     const s = stats.get(name);
@@ -115,6 +118,42 @@ for (const len of LENS) {
         ((best[3] - tex) / tex * 100).toFixed(1)
       }% decayed`,
   );
+}
+
+{
+  // A decode step's attention for a batch of 16 sequences of different lengths (each with its own K/V slice
+  // and scores): one batched call against 16 single-sequence calls, paired. Per-dispatch overhead is what the
+  // batched call saves (lavapipe: ~0.25 ms per dispatch), so short caches gain the most.
+  for (const per of [64, 512]) {
+    const B = 16;
+    const seqs = Array.from({ length: B }, (_, b) => ({
+      k: { buffer: k, offset: b * per * row * 4 },
+      v: { buffer: v, offset: b * per * row * 4 },
+      len: per - (b % 4) * (per / 8),
+      scores: { buffer: scores, offset: b * per, gamma: 0.95 },
+    }));
+    const batched = () => attentionDecodeBatch(ctx, { ...SHAPE, q, out, seqs });
+    const single = () =>
+      seqs.forEach((sq, b) =>
+        attentionDecode(ctx, {
+          ...SHAPE,
+          q,
+          qOffset: b * SHAPE.nHeads * SHAPE.headDim,
+          out,
+          outOffset: b * SHAPE.nHeads * SHAPE.headDim,
+          ...sq,
+        })
+      );
+    let a = Infinity, c = Infinity;
+    for (let round = 0; round < 5; round++) {
+      a = Math.min(a, await timeBatch(4, single));
+      c = Math.min(c, await timeBatch(4, batched));
+    }
+    console.log(
+      `decode, ${B} sequences of ≤ ${per} tokens with scores, paired: ${B} calls ${a.toFixed(2)} ms | ` +
+        `one batched call ${c.toFixed(2)} ms (${(a / c).toFixed(2)}×)`,
+    );
+  }
 }
 
 {
