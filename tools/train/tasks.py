@@ -35,8 +35,6 @@ SETTINGS = {
     "sum": {"min_count": 3, "max_count": 10},
 }
 
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-
 # Easiest settings of the training curriculum (train.py ramps from these to SETTINGS): attention finds its
 # lookups in short contexts first.
 EASY_SETTINGS = {

@@ -52,12 +52,10 @@ def build_merges() -> list[tuple[str, str]]:
         add(BYTE_CHARS[32], w)
     # " 10" .. " 99" become single tokens (so a looked-up number is one token); digits written without a
     # leading space stay one token each for the scratchpad arithmetic.
-    # " a" .. " z" and " =", " +", " -" too: a variable used on a right-hand side is then one token, distinct
-    # from the same letter starting a line.
+    # " a" .. " z" and " =", " +", " -" too (made for the retired chain family's variables, like "x =" below
+    # and its words in MERGE_WORDS; kept because the shipped token ids follow this order of merges).
     for c in "abcdefghijklmnopqrstuvwxyz=+-0123456789":
         add(BYTE_CHARS[32], c)
-    # "x =" opening a definition is one token, so a thought line that names a variable is directly followed,
-    # in the prompt, by that variable's definition (a one-token key in front of its value).
     for c in "abcdefghijklmnopqrstuvwxyz":
         add(c, BYTE_CHARS[32] + "=")
     for n in range(10, 100):
@@ -65,13 +63,15 @@ def build_merges() -> list[tuple[str, str]]:
     # "#1" .. "#99", the walk's countdown of steps left: one token each, and distinct from the numbers it
     # walks over, so looking a number up never lands on a counter.
     for n in range(1, 100):
-        add("#" + str(n)[:-1], str(n)[-1]) if n >= 10 else add("#", str(n))
-    for n in range(10, 100):
-        add(">" + str(n)[:-1], str(n)[-1]) if n >= 20 else None
+        add("#" + str(n)[:-1], str(n)[-1])
+    # ">10" .. ">99", an arrow's target in the walk's map: a number then appears once in the prompt (as a key),
+    # so the lookup has one answer. (This order of merges is the shipped one: token ids follow it.)
+    for n in range(20, 100):
+        add(">" + str(n)[0], str(n)[1])
     for d in "123456789":
         add(">", d)
     for n in range(10, 20):
-        add(">1", str(n)[-1])
+        add(">1", str(n)[1])
     return merges
 
 
