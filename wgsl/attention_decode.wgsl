@@ -18,19 +18,10 @@
 // Pass `scores`   — one sequence, thread per token: score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and
 //                   head), written fresh or decayed into the running score (S = γ·S + score).
 struct Params {
-  len: u32,         // scores: the sequence's valid tokens
-  n_chunks: u32,    // scores: its chunks
-  w0: u32,          // scores: where its weights start
   out_off4: u32,    // output offset (of sequence 0) in vec4 units
-  score_off: u32,   // score offset in elements
-  decay: u32,       // 0: write fresh, 1: S = gamma * S + score
-  f0: u32,          // scores: where its factors start
   want_logits: u32, // 1: scores wanted (`partial` stores e, `combine` stores f)
   scale: f32,
-  gamma: f32,
-  row_stride: u32,  // threads per grid row of the `scores` pass
-  n_heads: u32,
-  seqs: array<vec4u, BMAX>, // partial, combine: per sequence (len, tok0, chunk0, w0)
+  seqs: array<vec4u, BMAX>, // at byte 16: per sequence (len, tok0, chunk0, w0)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -196,24 +187,37 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
 }
 
 // ---- scores ----
+// One sequence per dispatch, so its own small parameter block (the batch table is not needed here).
+struct ScoreParams {
+  len: u32,        // the sequence's valid tokens
+  n_chunks: u32,   // its chunks
+  w0: u32,         // where its weights start
+  f0: u32,         // where its factors start
+  score_off: u32,  // score offset in elements
+  decay: u32,      // 0: write fresh, 1: S = gamma * S + score
+  gamma: f32,
+  row_stride: u32, // threads per grid row
+  n_heads: u32,
+}
+@group(0) @binding(0) var<uniform> sp: ScoreParams;
 @group(0) @binding(1) var<storage, read> s_weights: array<f32>;
 @group(0) @binding(2) var<storage, read> s_factor: array<f32>;
 @group(0) @binding(3) var<storage, read_write> s_score: array<f32>;
 
 @compute @workgroup_size(256)
 fn scores(@builtin(global_invocation_id) gid: vec3u) {
-  let j = gid.x + gid.y * p.row_stride;
-  if (j >= p.len) {
+  let j = gid.x + gid.y * sp.row_stride;
+  if (j >= sp.len) {
     return;
   }
   var s = 0.0;
   let c = j / CH;
-  for (var h = 0u; h < p.n_heads; h++) {
-    s += s_weights[p.w0 + h * p.len + j] * s_factor[p.f0 + h * p.n_chunks + c];
+  for (var h = 0u; h < sp.n_heads; h++) {
+    s += s_weights[sp.w0 + h * sp.len + j] * s_factor[sp.f0 + h * sp.n_chunks + c];
   }
-  let o = p.score_off + j;
-  if (p.decay != 0u) {
-    s_score[o] = p.gamma * s_score[o] + s;
+  let o = sp.score_off + j;
+  if (sp.decay != 0u) {
+    s_score[o] = sp.gamma * s_score[o] + s;
   } else {
     s_score[o] = s;
   }

@@ -179,9 +179,10 @@ export function budgetComparison(
     const best = [...(peers.length ? peers : base)].sort((a, b) =>
       better(b, a) || a.kv_live_peak_ratio - b.kv_live_peak_ratio
     )[0];
-    const worst = Math.min(...peers.map((b) =>
+    const margins = peers.map((b) =>
       better(lethe, b)
-    ));
+    );
+    const worst = Math.min(...margins);
     const verdict: Verdict = !peers.length ? "–" : worst < 0 ? "no" : worst > 0 ? "yes" : "tied";
     out.push({ budget: lethe.budget!, lethe, best, verdict });
   }

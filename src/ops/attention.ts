@@ -103,10 +103,10 @@ function decodeKernel(
   tpr: number,
   entryPoint: string,
 ): KernelSource {
-  const bmax = decodeBatchMax(nHeads * hd);
   const key = `${nHeads}/${nKv}/${hd}/${tpr}/${entryPoint}`;
   let k = decodeKernels.get(key);
   if (!k) {
+    const bmax = decodeBatchMax(nHeads * hd);
     const G = nHeads / nKv;
     const HD4 = hd / 4;
     let header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${HD4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
@@ -342,12 +342,12 @@ function decodeGroup(
   const { nHeads, nKvHeads, headDim: hd } = a;
   const B = seqs.length;
   const bmax = decodeBatchMax(nHeads * hd);
-  // Uniforms: 48 bytes of parameters, then the per-sequence table (len, first token in K/V, first chunk row,
+  // Uniforms: 16 bytes of parameters, then the per-sequence table (len, first token in K/V, first chunk row,
   // first weight) — in the dispatch's own uniforms, so each call keeps its table within a shared submit.
-  const u = new ArrayBuffer(48 + bmax * 16);
+  const u = new ArrayBuffer(16 + bmax * 16);
   const u32 = new Uint32Array(u);
   const f32 = new Float32Array(u);
-  const table = new Uint32Array(u, 48);
+  const table = new Uint32Array(u, 16);
   let tok = 0, chunkRows = 0, w = 0;
   const at: { chunk0: number; w0: number; nChunks: number }[] = [];
   seqs.forEach((s, b) => {
@@ -360,9 +360,8 @@ function decodeGroup(
   });
   const maxChunks = Math.max(...at.map((x) => x.nChunks));
   const wantScores = seqs.some((s) => s.scores !== undefined);
-  u32.set([0, 0, 0, outOff / 4, 0, 0, 0, wantScores ? 1 : 0]);
-  f32[8] = 1 / Math.sqrt(hd);
-  u32[11] = nHeads;
+  u32.set([outOff / 4, wantScores ? 1 : 0]);
+  f32[2] = 1 / Math.sqrt(hd);
   const uniforms = new Uint8Array(u);
 
   const pool = ctx.pool;
@@ -395,22 +394,20 @@ function decodeGroup(
   seqs.forEach((s, b) => {
     if (!s.scores) return;
     const [sx, sy] = ctx.grid(Math.ceil(s.len / 256));
-    const su = new ArrayBuffer(48 + bmax * 16); // the table is unused here but part of the struct
+    const su = new ArrayBuffer(36);
     const su32 = new Uint32Array(su);
-    const sf32 = new Float32Array(su);
     su32.set([
       s.len,
       at[b].nChunks,
       at[b].w0,
-      0,
+      at[b].chunk0,
       s.scores.offset ?? 0,
       s.scores.gamma === undefined ? 0 : 1,
-      at[b].chunk0,
-      1,
+      0,
+      sx * 256,
+      nHeads,
     ]);
-    sf32[9] = s.scores.gamma ?? 0;
-    su32[10] = sx * 256;
-    su32[11] = nHeads;
+    new Float32Array(su)[6] = s.scores.gamma ?? 0;
     ctx.dispatch(
       decodeKernel(nHeads, nKvHeads, hd, 0, "scores"),
       [weights, factor, s.scores.buffer],
