@@ -30,8 +30,10 @@ export type { LayerWeights, LoadOptions, ModelWeights } from "./src/model/model.
 export { loadConfig, parseConfig, SUPPORTED_MODEL_TYPES } from "./src/model/config.ts";
 export type { ModelConfig } from "./src/model/config.ts";
 export { SafetensorsError, SafetensorsIndex, writeSafetensors } from "./src/model/safetensors.ts";
-export { bytesPerToken, SequenceKv } from "./src/kv/cache.ts";
-export type { KvShape, LayerKv } from "./src/kv/cache.ts";
+export { KvArena, KvRegion } from "./src/kv/arena.ts";
+export type { KvBinding, KvShard } from "./src/kv/arena.ts";
+export { bytesPerToken, LayerKv, SequenceKv } from "./src/kv/cache.ts";
+export type { Compaction, KvShape, ViewsPlan } from "./src/kv/cache.ts";
 export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
 export type {
   KvPolicy,

@@ -77,7 +77,8 @@ async function main(): Promise<void> {
       const v = engine.ctx.upload(rnd(context * row, 1, 0.1), "fill-v");
       for (let l = 0; l < c.numLayers; l++) {
         lethe.kv.append(l, k, v, 0, context, 0);
-        engine.ctx.write(lethe.kv.layers[l].score, rnd(context, 1, 0.6).map(Math.abs));
+        const score = lethe.kv.layers[l].score;
+        engine.ctx.write(score.buffer, rnd(context, 1, 0.6).map(Math.abs), score.offset);
       }
       lethe.pos = context;
       engine.ctx.destroyLater(k);

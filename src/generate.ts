@@ -3,7 +3,8 @@
  * rounds and statistics. `Engine` is the library's entry point (also used by the CLI).
  */
 import { GpuContext } from "./gpu/context.ts";
-import { bytesPerToken, SequenceKv } from "./kv/cache.ts";
+import { KvArena } from "./kv/arena.ts";
+import { bytesPerToken, type Compaction, SequenceKv } from "./kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
 import type { LayerView, PolicyName } from "./kv/policy.ts";
 import { createPolicy } from "./kv/policies/mod.ts";
@@ -165,7 +166,7 @@ export class Engine {
   readonly forward: Forward;
   /** Null for models that ship without a tokenizer.json (then prompts are token ids). */
   readonly tokenizer: Tokenizer | null;
-  readonly #ids: GPUBuffer;
+  #ids: GPUBuffer;
 
   constructor(ctx: GpuContext, model: GpuModel, tokenizer: Tokenizer | null) {
     this.ctx = ctx;
@@ -238,10 +239,55 @@ export class Engine {
     return { kv: cache, policy, pos: 0 };
   }
 
+  /** The shared KV storage this engine's sequences take their regions from. */
+  kvArena(): KvArena {
+    const c = this.model.config;
+    return KvArena.of(this.ctx, c.numLayers, c.numKvHeads * c.headDim);
+  }
+
   /** Samples one id per logits row on the GPU and reads back only the ids. */
   async sampleIds(logits: GPUBuffer, rows: number, s: SamplingOptions, step: number): Promise<number[]> {
-    sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, this.#ids);
+    sampleRows(
+      this.ctx,
+      { logits, rows, vocab: this.model.config.vocabSize },
+      { ...s, step },
+      this.#idsFor(rows),
+    );
     return [...await this.ctx.readU32(this.#ids, 0, rows)];
+  }
+
+  /**
+   * Samples one id per logits row (row i belongs to `seqs[i]`, at decode step `step`) and runs the pruning
+   * rounds due after this step, reading the ids and the rounds' positions and scores back in one transfer —
+   * a second readback per round would cost a full GPU round trip (~10 ms on CPU adapters).
+   */
+  async sampleAndPrune(
+    logits: GPUBuffer,
+    seqs: SequenceState[],
+    s: SamplingOptions,
+    step: number,
+  ): Promise<{ ids: number[]; rounds: (PruneRound | null)[] }> {
+    const rows = seqs.length;
+    sampleRows(
+      this.ctx,
+      { logits, rows, vocab: this.model.config.vocabSize },
+      { ...s, step },
+      this.#idsFor(rows),
+    );
+    const { head, rounds } = await this.readAndPrune(seqs, seqs.map(() => step), {
+      buffer: this.#ids,
+      bytes: rows * 4,
+    });
+    return { ids: [...new Uint32Array(head!, 0, rows)], rounds };
+  }
+
+  /** The sampled-ids buffer, grown to hold `rows` ids. */
+  #idsFor(rows: number): GPUBuffer {
+    if (rows * 4 > this.#ids.size) {
+      this.ctx.destroyLater(this.#ids);
+      this.#ids = this.ctx.createBuffer(4 * Math.max(rows, 2 * this.#ids.size / 4), "sampled-ids");
+    }
+    return this.#ids;
   }
 
   /** Runs a pruning round if the policy wants one; returns it (for the trace) or null. */
@@ -270,28 +316,25 @@ export class Engine {
   ): Promise<{ head: ArrayBuffer | null; rounds: (PruneRound | null)[] }> {
     const due = seqs.map((s, i) => this.wantsPrune(s, steps[i], false));
     if (!head && !due.some((d) => d)) return { head: null, rounds: seqs.map(() => null) };
-    const offsets: number[] = [];
-    let bytes = head?.bytes ?? 0;
-    seqs.forEach((s, i) => {
-      offsets.push(bytes);
-      if (due[i]) bytes += s.kv.viewBytes();
-    });
+    const dueIdx = seqs.map((_, i) => i).filter((i) => due[i]);
+    const plan = SequenceKv.planViews(this.ctx, dueIdx.map((i) => seqs[i].kv));
+    const headBytes = head?.bytes ?? 0;
+    const bytes = headBytes + (dueIdx.length > 0 ? plan.bytes : 0);
     const staging = this.ctx.pool.acquire(
       bytes,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     );
     if (head) this.ctx.copy(head.buffer, 0, staging, 0, head.bytes);
-    seqs.forEach((s, i) => {
-      if (due[i]) s.kv.copyViews(staging, offsets[i]);
-    });
+    if (dueIdx.length > 0) plan.record(staging, headBytes);
     const data = await this.ctx.read(staging, 0, bytes);
     this.ctx.pool.release(staging);
-    return {
-      head: head ? data.slice(0, head.bytes) : null,
-      rounds: seqs.map((s, i) =>
-        due[i] ? this.applyPrune(s, steps[i], false, s.kv.parseViews(data, offsets[i])) : null
-      ),
-    };
+    const views = dueIdx.length > 0 ? plan.parse(data, headBytes) : [];
+    const done = this.#applyRounds(
+      dueIdx.map((i, j) => ({ seq: seqs[i], step: steps[i], afterPrefill: false, views: views[j] })),
+    );
+    const rounds: (PruneRound | null)[] = seqs.map(() => null);
+    dueIdx.forEach((i, j) => rounds[i] = done[j]);
+    return { head: head ? data.slice(0, head.bytes) : null, rounds };
   }
 
   /** Whether a pruning round is due (decided from the per-layer lengths alone, no readback). */
@@ -302,19 +345,34 @@ export class Engine {
 
   /** Runs the round on positions and scores already read back (`views`, as `seq.kv.views()` returns them). */
   applyPrune(seq: SequenceState, step: number, afterPrefill: boolean, views: LayerView[]): PruneRound | null {
-    const decision = afterPrefill ? seq.policy.afterPrefill(views) : seq.policy.round(step, views);
-    let changed = false;
+    return this.#applyRounds([{ seq, step, afterPrefill, views }])[0];
+  }
+
+  /** Decides several rounds, then records all their compactions together (one upload, few dispatches). */
+  #applyRounds(
+    list: { seq: SequenceState; step: number; afterPrefill: boolean; views: LayerView[] }[],
+  ): (PruneRound | null)[] {
     const L = this.model.config.numLayers;
-    decision.keep.forEach((keep, l) => {
-      if (keep) {
+    const items: Compaction[] = [];
+    const decided = list.map(({ seq, step, afterPrefill, views }) => {
+      const decision = afterPrefill ? seq.policy.afterPrefill(views) : seq.policy.round(step, views);
+      let changed = false;
+      decision.keep.forEach((keep, l) => {
+        if (!keep) return;
         // Room to grow before the next round: up to the layer's cap, or a little for uncapped policies.
         const cap = seq.policy.decodeCap(l, L);
-        seq.kv.compact(l, keep, cap !== null ? Math.max(0, cap - keep.length) : seq.policy.roundHeadroom);
+        const headroom = cap !== null ? Math.max(0, cap - keep.length) : seq.policy.roundHeadroom;
+        items.push({ kv: seq.kv, layer: l, keep, headroom });
         changed = true;
-      }
+      });
+      return { decision, changed };
     });
-    if (!changed && afterPrefill) return null;
-    return { step, kept: seq.kv.lens(), hoyer: decision.hoyer ?? null, trigger: decision.trigger ?? null };
+    if (items.length > 0) SequenceKv.compactMany(this.ctx, items);
+    return list.map(({ seq, step, afterPrefill }, i) => {
+      const { decision, changed } = decided[i];
+      if (!changed && afterPrefill) return null;
+      return { step, kept: seq.kv.lens(), hoyer: decision.hoyer ?? null, trigger: decision.trigger ?? null };
+    });
   }
 
   /** Generates a continuation of `prompt` (text, or token ids). */
@@ -375,9 +433,10 @@ export class Engine {
         }
         if (step === maxTokens) break;
         logits = this.forward.decode([seq], [next]);
-        [next] = await this.sampleIds(logits, 1, sampling, step);
         await options.onStep?.(step, seq.kv);
-        const round = await this.maybePrune(seq, step, false);
+        const sampled = await this.sampleAndPrune(logits, [seq], sampling, step);
+        next = sampled.ids[0];
+        const round = sampled.rounds[0];
         if (round) {
           rounds++;
           hoyer = round.hoyer ?? hoyer;

@@ -194,6 +194,86 @@ Deno.test("batched decode attention: every sequence equals the reference, scores
   }
 });
 
+Deno.test("batched decode attention over regions of shared buffers (the KV arena layout)", async () => {
+  const ctx = await gpuContext();
+  const shape = SHAPES[1];
+  const row = shape.nKvHeads * shape.headDim;
+  const align = 64; // slots: keeps every region offset a valid binding offset on any adapter
+  // Sequences alternate between two shared buffer sets (so runs break on the buffer path), with gaps of NaN
+  // between regions; scores in one shared buffer per set, at the region's binding offset plus an element offset.
+  const lens = [5, 300, 1, 129, 64, 17, 200];
+  const bases: number[] = [];
+  const used = [0, 0];
+  lens.forEach((len, i) => {
+    const set = i % 2;
+    bases.push(used[set]);
+    used[set] += Math.ceil((len + 40) / align) * align;
+  });
+  for (const texture of [true, false]) {
+    const what = `shared regions texture=${texture}`;
+    const kAll = [0, 1].map((set) => new Float32Array(used[set] * row).fill(NaN));
+    const vAll = [0, 1].map((set) => new Float32Array(used[set] * row).fill(NaN));
+    const prior = [0, 1].map((set) => randomF32(used[set], next).map(Math.abs));
+    const seqs = lens.map((len, i) => {
+      const { k, v } = kvBuffers(shape, len, len, 3);
+      kAll[i % 2].set(k, bases[i] * row);
+      vAll[i % 2].set(v, bases[i] * row);
+      return { k, v, len };
+    });
+    const gk = kAll.map((a) => ctx.upload(a, "k-arena"));
+    const gv = vAll.map((a) => ctx.upload(a, "v-arena"));
+    const gs = prior.map((a) => ctx.upload(a, "score-arena"));
+    const B = lens.length, qRow = shape.nHeads * shape.headDim;
+    const qAll = randomF32(B * qRow, next, 3);
+    const gq = ctx.upload(qAll, "q");
+    const out = ctx.createBuffer(B * qRow * 4, "out");
+    poison(ctx, out);
+    const gamma = 0.9;
+    attentionDecodeBatch(ctx, {
+      ...shape,
+      q: gq,
+      out,
+      texture,
+      seqs: seqs.map((s, i) => {
+        const set = i % 2, bytes = bases[i] * row * 4, size = (s.len + 8) * row * 4;
+        return {
+          k: { buffer: gk[set], offset: bytes, size },
+          v: { buffer: gv[set], offset: bytes, size },
+          len: s.len,
+          // Region binding at the base, the first score 2 elements in; every third sequence decays.
+          scores: {
+            buffer: { buffer: gs[set], offset: bases[i] * 4 },
+            offset: 2,
+            gamma: i % 3 === 0 ? gamma : undefined,
+          },
+        };
+      }),
+    });
+    const o = await ctx.readF32(out);
+    const sc = await Promise.all(gs.map((b) => ctx.readF32(b)));
+    const touched = [new Set<number>(), new Set<number>()];
+    seqs.forEach((s, i) => {
+      const ref = attentionDecodeRef(shape, qAll.subarray(i * qRow, (i + 1) * qRow), s.k, s.v, s.len);
+      assertClose(o.subarray(i * qRow, (i + 1) * qRow), ref.out, OUT_BOUND, `${what} seq ${i} out`);
+      const set = i % 2, first = bases[i] + 2;
+      const want = Float64Array.from(
+        ref.score,
+        (x, j) => (i % 3 === 0 ? gamma * prior[set][first + j] : 0) + x,
+      );
+      assertClose(sc[set].subarray(first, first + s.len), want, SCORE_BOUND, `${what} seq ${i} scores`);
+      for (let j = 0; j < s.len; j++) touched[set].add(first + j);
+    });
+    for (const set of [0, 1]) {
+      sc[set].forEach((x, j) => {
+        if (!touched[set].has(j) && x !== prior[set][j]) {
+          throw new Error(`${what}: score ${j} of set ${set} written`);
+        }
+      });
+    }
+    for (const b of [...gk, ...gv, ...gs, gq, out]) b.destroy();
+  }
+});
+
 Deno.test("decode attention without scores, storage-buffer and texture K/V paths", async () => {
   const ctx = await gpuContext();
   for (

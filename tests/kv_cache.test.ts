@@ -1,4 +1,5 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { KvArena, type KvRegion } from "../src/kv/arena.ts";
 import { bytesPerToken, SequenceKv } from "../src/kv/cache.ts";
 import { freshSeed, gpuContext, randomF32, rng } from "./helpers.ts";
 
@@ -48,7 +49,7 @@ Deno.test("KV cache: append, growth, eviction and compaction match a CPU model o
   const views0 = await kv.views();
   for (let l = 0; l < shape.layers; l++) assertEquals([...views0[l].positions], model[l].pos);
   const scores = Float32Array.from({ length: 35 }, () => next());
-  ctx.write(kv.layers[2].score, scores);
+  ctx.write(kv.layers[2].score.buffer, scores, kv.layers[2].score.offset);
   // Evict in layer 2: protect sinks (< 4) and positions ≥ 31; victim = argmin score among the rest.
   kv.appendEvicting(2, gk, gv, 35, 35, { sink: 4, recentFrom: 31, byPosition: false });
   let victim = -1;
@@ -66,8 +67,8 @@ Deno.test("KV cache: append, growth, eviction and compaction match a CPU model o
     const L = kv.layers[l];
     assertEquals(L.len, model[l].pos.length);
     assertEquals([...views[l].positions], model[l].pos, `positions of layer ${l}`);
-    const k = await ctx.readF32(L.k, 0, L.len * row);
-    const v = await ctx.readF32(L.v, 0, L.len * row);
+    const k = await ctx.readF32(L.k.buffer, L.k.offset, L.len * row);
+    const v = await ctx.readF32(L.v.buffer, L.v.offset, L.len * row);
     assertEquals([...k], model[l].k.flat(), `K of layer ${l}`);
     assertEquals([...v], model[l].v.flat(), `V of layer ${l}`);
   }
@@ -115,4 +116,153 @@ Deno.test("RASR update in the attention pass, hand-computed: S ← γ·S + Σ_he
   attentionDecode(ctx, { ...shape, q, k, v, out, len: 2, scores: { buffer: score, gamma: 1 } }); // H2O: plain sum
   assertEquals([...await ctx.readF32(score)], [2.5, 3]);
   for (const b of [q, k, v, out, score]) b.destroy();
+});
+
+Deno.test("KV arena: regions never overlap, freed ranges merge and are reused, shards grow keeping contents", async () => {
+  const ctx = await gpuContext();
+  const next = rng(freshSeed());
+  // Shards of at most 512 slots, so that the test reaches growth and a second shard.
+  const arena = new KvArena(ctx, 1, row, 512);
+  const A = arena.align;
+  const live: { r: KvRegion; tag: number }[] = [];
+  const check = () => {
+    const spans = live.map(({ r }) => ({ buf: r.kBuffer, a: r.base, b: r.base + r.capacity }));
+    for (const x of spans) {
+      assert(x.a % A === 0, "aligned");
+      for (const y of spans) {
+        if (x !== y && x.buf === y.buf) {
+          assert(x.b <= y.a || y.b <= x.a, `overlap [${x.a},${x.b}) [${y.a},${y.b})`);
+        }
+      }
+    }
+    assertEquals(arena.usedSlots()[0], live.reduce((n, { r }) => n + r.capacity, 0));
+  };
+  let tag = 1;
+  for (let i = 0; i < 60; i++) {
+    if (live.length > 0 && next() < 0.4) {
+      const [{ r }] = live.splice(Math.floor(next() * live.length), 1);
+      arena.free(0, r);
+    } else {
+      const r = arena.alloc(0, A * (1 + Math.floor(next() * 6)));
+      // Tag every slot's position with the region's tag: growth and neighbours must leave it intact.
+      ctx.write(r.pos.buffer, new Uint32Array(r.capacity).fill(tag), r.pos.offset);
+      live.push({ r, tag: tag++ });
+    }
+    check();
+  }
+  for (const { r, tag } of live) {
+    const got = await ctx.readU32(r.pos.buffer, r.pos.offset, r.capacity);
+    assert(got.every((x) => x === tag), `region tagged ${tag} kept its contents`);
+  }
+  assert(new Set(live.map(({ r }) => r.kBuffer)).size >= 1);
+  assert(arena.allocatedBytes() > 0);
+  for (const { r } of live.splice(0)) arena.free(0, r);
+  assertEquals(arena.usedSlots(), [0]);
+  assertEquals(arena.allocatedBytes(), 0, "an empty shard is released");
+  // Two freed neighbours merge into one range that a region twice their size reuses.
+  for (const order of [[1, 2], [2, 1]]) {
+    const four = [0, 1, 2, 3].map(() => arena.alloc(0, A));
+    for (const i of order) arena.free(0, four[i]);
+    const merged = arena.alloc(0, 2 * A);
+    assertEquals(merged.base, four[1].base, `freed neighbours (order ${order}) merge and are reused`);
+    for (const r of [four[0], four[3], merged]) arena.free(0, r);
+  }
+  // Past the shard limit a second shard starts.
+  const big = [arena.alloc(0, 512), arena.alloc(0, 256)];
+  assert(big[0].kBuffer !== big[1].kBuffer, "a full shard starts another");
+  assert(/storage binding limit/.test(String((() => {
+    try {
+      arena.alloc(0, 1024);
+    } catch (e) {
+      return e;
+    }
+  })())));
+  for (const r of big) arena.free(0, r);
+});
+
+Deno.test("KV cache: batched appends, readbacks and compactions equal their one-by-one forms, across shards", async () => {
+  const ctx = await gpuContext();
+  const next = rng(freshSeed());
+  const arena = new KvArena(ctx, shape.layers, row, 256);
+  const rows = 8;
+  const kSrc = randomF32(rows * row, next), vSrc = randomF32(rows * row, next);
+  const gk = ctx.upload(kSrc, "k-src"), gv = ctx.upload(vSrc, "v-src");
+  // Six caches of different lengths (one exactly full, so the batch must grow it first), filled one by one.
+  const lens = [3, 16, 40, 1, 100, 63];
+  const caches = lens.map((n) => new SequenceKv(ctx, shape, n, arena));
+  const model = lens.map((n) =>
+    Array.from({ length: shape.layers }, () => ({ k: [] as number[], pos: [] as number[] }))
+  );
+  caches.forEach((kv, i) => {
+    for (let l = 0; l < shape.layers; l++) {
+      for (let t = 0; t < lens[i]; t++) {
+        const r = (i + t) % rows;
+        kv.append(l, gk, gv, r, 1, t);
+        model[i][l].k.push(...kSrc.subarray(r * row, (r + 1) * row));
+        model[i][l].pos.push(t);
+      }
+    }
+  });
+  // Three batched steps over a subset in shuffled order.
+  const order = [4, 0, 5, 2, 1, 3];
+  for (let step = 0; step < 3; step++) {
+    for (let l = 0; l < shape.layers; l++) {
+      SequenceKv.appendBatch(
+        ctx,
+        l,
+        gk,
+        gv,
+        order.map((i, b) => ({ kv: caches[i], srcRow: b, pos: 1000 + step })),
+      );
+      order.forEach((i, b) => {
+        model[i][l].k.push(...kSrc.subarray(b * row, (b + 1) * row));
+        model[i][l].pos.push(1000 + step);
+      });
+    }
+  }
+  assert(new Set(caches.map((kv) => kv.layers[0].region.kBuffer)).size > 1, "the caches span several shards");
+  // One planned readback of every cache equals each cache's own.
+  const plan = SequenceKv.planViews(ctx, caches);
+  const staging = ctx.createBuffer(plan.bytes, "views");
+  plan.record(staging, 0);
+  const planned = plan.parse(await ctx.read(staging), 0);
+  staging.destroy();
+  for (let i = 0; i < caches.length; i++) {
+    assertEquals(planned[i], await caches[i].views(), `planned views of ${i}`);
+  }
+  // Compactions of every cache's layers 0 and 2 at once, random keep lists (some empty).
+  const items = caches.flatMap((kv, i) =>
+    [0, 2].map((l) => ({
+      kv,
+      layer: l,
+      keep: Uint32Array.from([...Array(kv.layers[l].len).keys()].filter(() => next() < (i === 3 ? 0 : 0.5))),
+      headroom: 4,
+    }))
+  );
+  SequenceKv.compactMany(ctx, items);
+  for (const it of items) {
+    const i = caches.indexOf(it.kv), m = model[i][it.layer];
+    m.k = [...it.keep].flatMap((s) => m.k.slice(s * row, (s + 1) * row));
+    m.pos = [...it.keep].map((s) => m.pos[s]);
+  }
+  for (let i = 0; i < caches.length; i++) {
+    const views = await caches[i].views();
+    for (let l = 0; l < shape.layers; l++) {
+      const L = caches[i].layers[l];
+      assertEquals(L.len, model[i][l].pos.length);
+      assertEquals([...views[l].positions], model[i][l].pos, `positions of cache ${i} layer ${l}`);
+      if (l === 1) {
+        assertEquals([...views[l].scores.subarray(lens[i])], [0, 0, 0], "new tokens start with score 0");
+      }
+      assertEquals(
+        [...(await ctx.readF32(L.k.buffer, L.k.offset, L.len * row))],
+        model[i][l].k,
+        `K of ${i}/${l}`,
+      );
+    }
+    caches[i].destroy();
+  }
+  assertEquals(arena.allocatedBytes(), 0);
+  gk.destroy();
+  gv.destroy();
 });

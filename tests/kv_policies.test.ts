@@ -113,7 +113,7 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
       );
       const L0 = seq.kv.layers[0];
       const [views] = await seq.kv.views();
-      const k = await engine.ctx.readF32(L0.k, 0, L0.len * row);
+      const k = await engine.ctx.readF32(L0.k.buffer, L0.k.offset, L0.len * row);
       for (let s = 0; s < L0.len; s++) {
         const pos = views.positions[s];
         const r = k.slice(s * row, (s + 1) * row);

@@ -7,7 +7,8 @@
 // element at the same time, and CPU adapters (llvmpipe) broadcast uniform loads but gather per lane from
 // workgroup or storage memory — this alone halves the logit pass there.
 // Sequence b's row of the table `p.seqs` is (len, tok0, chunk0, w0): its valid tokens, the index of its first
-// token in K/V (sequences are staged one after another on the texture path), and where its chunk partials
+// token in the bound K/V (a region of a shared arena, or staged after the others on the texture path), and
+// where its chunk partials
 // ([nHeads, nChunks] rows) and its weights ([nHeads, len]) start in the shared scratch buffers.
 //
 // Pass `partial`  — workgroup (chunk c, kv head kh, sequence b): logits of the chunk's tokens for the G query
@@ -15,8 +16,9 @@
 //                   with scores, also the chunk-local weights e[h, j] = exp(logit − m_c).
 // Pass `combine`  — workgroup (query head h, sequence b): merges chunk partials into the output; with scores,
 //                   writes per-(head, chunk) factors f = exp(m_c − M) / L so that p[h, j] = e[h, j] · f[h, c].
-// Pass `scores`   — one sequence, thread per token: score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and
-//                   head), written fresh or decayed into the running score (S = γ·S + score).
+// Pass `scores`   — thread per token and sequence (one dispatch per score buffer, e.g. a KV arena shard):
+//                   score[j] = Σ_h e[h, j] · f[h, c(j)] (no exp per token and head), written fresh or decayed
+//                   into the running score (S = γ·S + score).
 struct Params {
   out_off4: u32,    // output offset (of sequence 0) in vec4 units
   want_logits: u32, // 1: scores wanted (`partial` stores e, `combine` stores f)
@@ -187,17 +189,16 @@ fn combine(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
 }
 
 // ---- scores ----
-// One sequence per dispatch, so its own small parameter block (the batch table is not needed here).
+// Thread per (token, sequence of a group sharing one score buffer): its own table rows, in this pass's
+// parameter block.
 struct ScoreParams {
-  len: u32,        // the sequence's valid tokens
-  n_chunks: u32,   // its chunks
-  w0: u32,         // where its weights start
-  f0: u32,         // where its factors start
-  score_off: u32,  // score offset in elements
-  decay: u32,      // 0: write fresh, 1: S = gamma * S + score
-  gamma: f32,
   row_stride: u32, // threads per grid row
   n_heads: u32,
+  _pad0: u32,
+  _pad1: u32,
+  // Per sequence, two rows: (len, n_chunks, w0, f0) — valid tokens, chunks, where its weights and factors
+  // start — and (score_off, decay, gamma bits, 0) — its first score element, 0: write fresh / 1: S = γ·S + s.
+  seqs: array<vec4u, 2 * BMAX>,
 }
 @group(0) @binding(0) var<uniform> sp: ScoreParams;
 @group(0) @binding(1) var<storage, read> s_weights: array<f32>;
@@ -206,18 +207,20 @@ struct ScoreParams {
 
 @compute @workgroup_size(256)
 fn scores(@builtin(global_invocation_id) gid: vec3u) {
+  let a = sp.seqs[2u * gid.z];
+  let e = sp.seqs[2u * gid.z + 1u];
   let j = gid.x + gid.y * sp.row_stride;
-  if (j >= sp.len) {
+  if (j >= a.x) {
     return;
   }
   var s = 0.0;
   let c = j / CH;
   for (var h = 0u; h < sp.n_heads; h++) {
-    s += s_weights[sp.w0 + h * sp.len + j] * s_factor[sp.f0 + h * sp.n_chunks + c];
+    s += s_weights[a.z + h * a.x + j] * s_factor[a.w + h * a.y + c];
   }
-  let o = sp.score_off + j;
-  if (sp.decay != 0u) {
-    s_score[o] = sp.gamma * s_score[o] + s;
+  let o = e.x + j;
+  if (e.y != 0u) {
+    s_score[o] = bitcast<f32>(e.z) * s_score[o] + s;
   } else {
     s_score[o] = s;
   }

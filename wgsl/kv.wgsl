@@ -1,4 +1,5 @@
-// KV-cache maintenance kernels. One layer of one sequence: K and V are f32 [capacity, row] (row = nKvHeads *
+// KV-cache maintenance kernels. One layer of one sequence (kv_write, bound to its region) or of a batch
+// (kv_write_batch, bound to a whole arena shard): K and V are f32 [capacity, row] (row = nKvHeads *
 // headDim, token-major), pos u32 [capacity] (original positions), score f32 [capacity] (policy scores).
 
 struct WriteParams {
@@ -35,5 +36,30 @@ fn write(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg
   if (c == 0u) {
     pos_dst[slot] = wp.pos + t;
     score_dst[slot] = 0.0;
+  }
+}
+
+// --- kv_write_batch: one new row for each of several sequences whose layer lives in the same arena shard ----
+// Sequence b's entry of the table: (source row, destination slot in the shard, position, unused).
+struct BatchParams {
+  row: u32,
+  count: u32,
+  _pad0: u32,
+  _pad1: u32,
+  seqs: array<vec4u, 64>,
+}
+@group(0) @binding(0) var<uniform> bp: BatchParams;
+
+@compute @workgroup_size(256)
+fn write_batch(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= bp.count * bp.row) { return; }
+  let e = bp.seqs[i / bp.row];
+  let c = i % bp.row;
+  k_dst[e.y * bp.row + c] = k_src[e.x * bp.row + c];
+  v_dst[e.y * bp.row + c] = v_src[e.x * bp.row + c];
+  if (c == 0u) {
+    pos_dst[e.y] = e.z;
+    score_dst[e.y] = 0.0;
   }
 }

@@ -1,15 +1,21 @@
-// kv_gather: compaction after a pruning round. dst row j ← src row keep[j] for K and V (row floats each),
-// and the slot's position and score. Out of place (src and dst are different buffers).
+// kv_gather: moves slots between regions of the KV arena, several moves per dispatch (workgroup z = move) —
+// compactions after a pruning round (dst slot j ← src slot keep[keep_off + j]) or plain moves when a region
+// grows or a cache is cloned (identity: dst slot j ← src slot j). K and V rows (row floats each), position and
+// score. Source and destination may be regions of the same shard: every arena binding is read_write so that
+// one buffer may be bound twice (regions never overlap).
 struct Params {
   row: u32,
-  count: u32,
+  identity: u32,
+  _pad0: u32,
+  _pad1: u32,
+  moves: array<vec4u, 64>, // per move: (src_base, dst_base, count, keep_off)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> keep: array<u32>;
-@group(0) @binding(2) var<storage, read> k_src: array<f32>;
-@group(0) @binding(3) var<storage, read> v_src: array<f32>;
-@group(0) @binding(4) var<storage, read> pos_src: array<u32>;
-@group(0) @binding(5) var<storage, read> score_src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v_src: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pos_src: array<u32>;
+@group(0) @binding(5) var<storage, read_write> score_src: array<f32>;
 @group(0) @binding(6) var<storage, read_write> k_dst: array<f32>;
 @group(0) @binding(7) var<storage, read_write> v_dst: array<f32>;
 @group(0) @binding(8) var<storage, read_write> pos_dst: array<u32>;
@@ -17,15 +23,19 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let m = p.moves[gid.z];
   let i = gid.x + gid.y * nwg.x * 256u;
-  if (i >= p.count * p.row) { return; }
+  if (i >= m.z * p.row) { return; }
   let j = i / p.row;
   let c = i % p.row;
-  let s = keep[j];
-  k_dst[j * p.row + c] = k_src[s * p.row + c];
-  v_dst[j * p.row + c] = v_src[s * p.row + c];
+  var s = j;
+  if (p.identity == 0u) { s = keep[m.w + j]; }
+  s += m.x;
+  let d = m.y + j;
+  k_dst[d * p.row + c] = k_src[s * p.row + c];
+  v_dst[d * p.row + c] = v_src[s * p.row + c];
   if (c == 0u) {
-    pos_dst[j] = pos_src[s];
-    score_dst[j] = score_src[s];
+    pos_dst[d] = pos_src[s];
+    score_dst[d] = score_src[s];
   }
 }

@@ -640,18 +640,15 @@ export async function generateBatch(
         return !eos.includes(next[j]) && ids[j].length < caps[j];
       });
       if (!active.length) break;
-      const out = await engine.sampleIds(
-        engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j])),
-        active.length,
+      const logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
+      for (const j of active) hooks[j].onStep?.(step, seqs[j].kv);
+      const { ids: out, rounds: pruned } = await engine.sampleAndPrune(
+        logits,
+        active.map((j) => seqs[j]),
         greedy,
         step,
       );
-      for (let a = 0; a < active.length; a++) {
-        const j = active[a];
-        next[j] = out[a];
-        hooks[j].onStep?.(step, seqs[j].kv);
-      }
-      const pruned = await engine.pruneMany(active.map((j) => seqs[j]), step);
+      for (let a = 0; a < active.length; a++) next[active[a]] = out[a];
       pruned.forEach((r, a) => {
         const j = active[a];
         if (r) {

@@ -1,20 +1,25 @@
 /**
  * The KV cache of one sequence: per layer, K and V after RoPE (f32 [capacity, nKvHeads·headDim], token-major),
  * the original position of every kept token (u32) and its policy score (f32). Layers hold different numbers of
- * tokens once a policy prunes them.
+ * tokens once a policy prunes them. Each layer's storage is a region of the context's shared {@link KvArena},
+ * so that a batch of sequences can be written, staged and scored with one dispatch per layer.
  *
- * Capacity grows by 1.5× (GPU copies into a larger buffer, never a reallocation per step) and shrinks when a
+ * Capacity grows by 1.5× (a GPU move into a larger region, never a reallocation per step) and shrinks when a
  * pruning round compacts a layer. Memory is accounted exactly: bytes allocated and bytes live, per layer.
  */
 import writeCode from "../../wgsl/kv.wgsl" with { type: "text" };
 import evictCode from "../../wgsl/kv_evict.wgsl" with { type: "text" };
 import gatherCode from "../../wgsl/kv_gather.wgsl" with { type: "text" };
 import type { GpuContext } from "../gpu/context.ts";
+import { KvArena, type KvBinding, type KvRegion } from "./arena.ts";
 import type { LayerView } from "./policy.ts";
 
 const WRITE = { name: "kv_write", code: writeCode, entryPoint: "write" };
+const WRITE_BATCH = { name: "kv_write_batch", code: writeCode, entryPoint: "write_batch" };
 const EVICT = { name: "kv_evict", code: evictCode };
 const GATHER = { name: "kv_gather", code: gatherCode };
+/** Sequences one batched write takes (its table lives in the dispatch's uniforms; see wgsl/kv.wgsl). */
+const WRITE_BATCH_MAX = 64;
 
 /** The per-layer geometry of a KV cache. */
 export interface KvShape {
@@ -23,22 +28,39 @@ export interface KvShape {
   headDim: number;
 }
 
-/** One layer's storage. `len` slots are valid. */
-export interface LayerKv {
-  k: GPUBuffer;
-  v: GPUBuffer;
-  pos: GPUBuffer;
-  score: GPUBuffer;
-  capacity: number;
-  len: number;
+/** One layer's storage: a region of the arena, `len` slots of it valid. */
+export class LayerKv {
+  readonly region: KvRegion;
+  len = 0;
+  constructor(region: KvRegion) {
+    this.region = region;
+  }
+  /** Slots held. */
+  get capacity(): number {
+    return this.region.capacity;
+  }
+  /** K: f32 [capacity, row] (a range of the arena's buffer). */
+  get k(): KvBinding {
+    return this.region.k;
+  }
+  /** V: f32 [capacity, row]. */
+  get v(): KvBinding {
+    return this.region.v;
+  }
+  /** Original positions: u32 [capacity]. */
+  get pos(): KvBinding {
+    return this.region.pos;
+  }
+  /** Policy scores: f32 [capacity]. */
+  get score(): KvBinding {
+    return this.region.score;
+  }
 }
 
 /** Bytes one cached token costs in one layer: K and V rows plus position and score. */
 export function bytesPerToken(shape: KvShape): number {
   return 2 * shape.nKvHeads * shape.headDim * 4 + 8;
 }
-
-const round16 = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
 
 /** The KV cache of one sequence. */
 export class SequenceKv {
@@ -52,15 +74,22 @@ export class SequenceKv {
   peakAllocated = 0;
   peakLive = 0;
 
+  /** The shared storage the layers' regions come from. */
+  readonly arena: KvArena;
+
   readonly #ctx: GpuContext;
 
-  constructor(ctx: GpuContext, shape: KvShape, initialCapacity = 64) {
+  /** A cache with room for `initialCapacity` tokens per layer, in `arena` (default: the context's shared one). */
+  constructor(ctx: GpuContext, shape: KvShape, initialCapacity = 64, arena?: KvArena) {
     this.#ctx = ctx;
     this.shape = shape;
     this.row = shape.nKvHeads * shape.headDim;
-    const maxRows = Math.floor(ctx.maxBinding / (this.row * 4));
-    if (maxRows < 1) throw new Error("a single KV row exceeds the storage binding limit");
-    for (let l = 0; l < shape.layers; l++) this.layers.push(this.#alloc(round16(initialCapacity), l));
+    this.arena = arena ?? KvArena.of(ctx, shape.layers, this.row);
+    if (this.arena.row !== this.row) {
+      throw new Error(`arena rows of ${this.arena.row} floats, cache rows of ${this.row}`);
+    }
+    const cap = this.arena.roundCapacity(initialCapacity);
+    for (let l = 0; l < shape.layers; l++) this.layers.push(this.#alloc(cap, l));
     this.victims = ctx.createBuffer(shape.layers * 4, "kv-victims");
     this.#track();
   }
@@ -94,7 +123,7 @@ export class SequenceKv {
   ensure(layer: number, needed: number): void {
     const L = this.layers[layer];
     if (needed <= L.capacity) return;
-    this.#resize(layer, round16(Math.max(needed, Math.ceil(L.capacity * 1.5))));
+    this.#resize(layer, this.arena.roundCapacity(Math.max(needed, Math.ceil(L.capacity * 1.5))));
   }
 
   /**
@@ -142,89 +171,136 @@ export class SequenceKv {
 
   /** Keeps only the slots in `keep` (ascending) of `layer`, compacted to the front; capacity shrinks to fit. */
   compact(layer: number, keep: Uint32Array, headroom = 16): void {
-    const old = this.layers[layer];
-    for (let i = 0; i < keep.length; i++) {
-      if (keep[i] >= old.len || (i > 0 && keep[i] <= keep[i - 1])) {
-        throw new Error(
-          `compact: keep list must be ascending slots below ${old.len} (layer ${layer}, index ${i})`,
-        );
+    SequenceKv.compactMany(this.#ctx, [{ kv: this, layer, keep, headroom }]);
+  }
+
+  /**
+   * Records many layers' compactions (of one or many caches) with one upload of the keep lists and one gather
+   * dispatch per pair of arena shards, instead of an upload and a dispatch per layer and sequence.
+   */
+  static compactMany(ctx: GpuContext, items: Compaction[]): void {
+    for (const { kv, layer, keep } of items) {
+      const len = kv.layers[layer].len;
+      for (let i = 0; i < keep.length; i++) {
+        if (keep[i] >= len || (i > 0 && keep[i] <= keep[i - 1])) {
+          throw new Error(
+            `compact: keep list must be ascending slots below ${len} (layer ${layer}, index ${i})`,
+          );
+        }
       }
     }
-    const fresh = this.#alloc(round16(keep.length + headroom), layer);
-    if (keep.length > 0) {
-      const keepBuf = this.#ctx.upload(keep, "kv-keep");
-      const [x, y] = this.#ctx.grid(Math.ceil((keep.length * this.row) / 256));
-      this.#ctx.dispatch(
-        GATHER,
-        [keepBuf, old.k, old.v, old.pos, old.score, fresh.k, fresh.v, fresh.pos, fresh.score],
-        [x, y],
-        new Uint32Array([this.row, keep.length, 0, 0]),
+    // Every fresh region first: freeing an old one before all gathers are recorded could hand its slots
+    // (a source still to be read) to a later item.
+    const fresh = items.map((it) =>
+      it.kv.#alloc(it.kv.arena.roundCapacity(it.keep.length + it.headroom), it.layer)
+    );
+    const total = items.reduce((n, it) => n + it.keep.length, 0);
+    if (total > 0) {
+      const all = new Uint32Array(total);
+      const moves: { it: Compaction; dst: LayerKv; keepOff: number }[] = [];
+      let off = 0;
+      items.forEach((it, i) => {
+        all.set(it.keep, off);
+        if (it.keep.length > 0) moves.push({ it, dst: fresh[i], keepOff: off });
+        off += it.keep.length;
+      });
+      const keepBuf = ctx.upload(all, "kv-keep");
+      gather(
+        ctx,
+        moves.map((m) => ({
+          src: m.it.kv.layers[m.it.layer],
+          dst: m.dst,
+          count: m.it.keep.length,
+          keepOff: m.keepOff,
+          row: m.it.kv.row,
+        })),
+        keepBuf,
+        false,
       );
-      this.#ctx.destroyLater(keepBuf);
+      ctx.destroyLater(keepBuf);
     }
-    fresh.len = keep.length;
-    this.#release(old);
-    this.layers[layer] = fresh;
-    this.#track();
+    items.forEach((it, i) => {
+      fresh[i].len = it.keep.length;
+      it.kv.#release(it.layer, it.kv.layers[it.layer]);
+      it.kv.layers[it.layer] = fresh[i];
+      it.kv.#track();
+    });
   }
 
   /** Reads every layer's positions and scores back in one transfer (pruning rounds only, never per step). */
   async views(): Promise<LayerView[]> {
-    const bytes = this.viewBytes();
+    const plan = SequenceKv.planViews(this.#ctx, [this]);
     const staging = this.#ctx.pool.acquire(
-      bytes,
+      plan.bytes,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
     );
-    this.copyViews(staging, 0);
-    const data = await this.#ctx.read(staging, 0, bytes);
+    plan.record(staging, 0);
+    const data = await this.#ctx.read(staging, 0, plan.bytes);
     this.#ctx.pool.release(staging);
-    return this.parseViews(data, 0);
-  }
-
-  /** Bytes `copyViews` writes: a position and a score per live token (at least 8, so a copy is never empty). */
-  viewBytes(): number {
-    return Math.max(8, this.layers.reduce((s, L) => s + L.len, 0) * 8);
+    return plan.parse(data, 0)[0];
   }
 
   /**
-   * Records copies of every layer's positions then scores into `dst` at `offset` (after whatever is already
-   * recorded, e.g. the decode step that updated the scores). A server batches many sequences' copies into one
-   * readback this way; `parseViews` unpacks them while the lengths are unchanged.
+   * Plans the readback of the positions and scores of every layer of `caches`: one pair of copies per layer
+   * and arena shard (covering the caches' regions in it), not per layer and cache. A server batches its due
+   * rounds and its sampled ids into one readback this way.
    */
-  copyViews(dst: GPUBuffer, offset: number): void {
-    let off = offset;
-    for (const L of this.layers) {
-      if (L.len === 0) continue;
-      this.#ctx.copy(L.pos, 0, dst, off, L.len * 4);
-      this.#ctx.copy(L.score, 0, dst, off + L.len * 4, L.len * 4);
-      off += L.len * 8;
+  static planViews(ctx: GpuContext, caches: SequenceKv[]): ViewsPlan {
+    const spans: { pos: GPUBuffer; score: GPUBuffer; lo: number; hi: number; at: number }[] = [];
+    const spanLayer: number[] = [];
+    const where = caches.map((kv) =>
+      kv.layers.map((L, l) => {
+        const R = L.region;
+        let i = spans.findIndex((x, j) => x.pos === R.posBuffer && spanLayer[j] === l);
+        if (i < 0) {
+          spans.push({ pos: R.posBuffer, score: R.scoreBuffer, lo: R.base, hi: R.base + L.len, at: 0 });
+          spanLayer.push(l);
+          i = spans.length - 1;
+        }
+        spans[i].lo = Math.min(spans[i].lo, R.base);
+        spans[i].hi = Math.max(spans[i].hi, R.base + L.len);
+        return { span: i, base: R.base, len: L.len };
+      })
+    );
+    let bytes = 0;
+    for (const x of spans) {
+      x.at = bytes;
+      bytes += (x.hi - x.lo) * 8;
     }
-  }
-
-  /** Unpacks what `copyViews` wrote at `offset` of `data`. */
-  parseViews(data: ArrayBuffer, offset: number): LayerView[] {
-    let off = offset;
-    return this.layers.map((L) => {
-      const positions = new Uint32Array(data.slice(off, off + L.len * 4));
-      const scores = new Float32Array(data.slice(off + L.len * 4, off + L.len * 8));
-      off += L.len * 8;
-      return { len: L.len, positions, scores };
-    });
+    return {
+      bytes: Math.max(8, bytes),
+      record(dst: GPUBuffer, offset: number): void {
+        for (const x of spans) {
+          const n = x.hi - x.lo;
+          if (n === 0) continue;
+          ctx.copy(x.pos, x.lo * 4, dst, offset + x.at, n * 4);
+          ctx.copy(x.score, x.lo * 4, dst, offset + x.at + n * 4, n * 4);
+        }
+      },
+      parse(data: ArrayBuffer, offset: number): LayerView[][] {
+        return where.map((layers) =>
+          layers.map(({ span, base, len }) => {
+            const x = spans[span];
+            const p0 = offset + x.at + (base - x.lo) * 4;
+            const s0 = p0 + (x.hi - x.lo) * 4;
+            return {
+              len,
+              positions: new Uint32Array(data.slice(p0, p0 + len * 4)),
+              scores: new Float32Array(data.slice(s0, s0 + len * 4)),
+            };
+          })
+        );
+      },
+    };
   }
 
   /** A deep copy on the GPU (same capacities, lengths and contents); benchmarks fork a prefilled cache with it. */
   clone(): SequenceKv {
-    const copy = new SequenceKv(this.#ctx, this.shape, 16);
+    const copy = new SequenceKv(this.#ctx, this.shape, 16, this.arena);
     this.layers.forEach((L, l) => {
-      copy.#release(copy.layers[l]);
+      copy.#release(l, copy.layers[l]);
       const fresh = copy.#alloc(L.capacity, l);
-      const rowBytes = this.row * 4;
-      if (L.len > 0) {
-        this.#ctx.copy(L.k, 0, fresh.k, 0, L.len * rowBytes);
-        this.#ctx.copy(L.v, 0, fresh.v, 0, L.len * rowBytes);
-        this.#ctx.copy(L.pos, 0, fresh.pos, 0, L.len * 4);
-        this.#ctx.copy(L.score, 0, fresh.score, 0, L.len * 4);
-      }
+      if (L.len > 0) this.#move(L, fresh, L.len);
       fresh.len = L.len;
       copy.layers[l] = fresh;
     });
@@ -233,11 +309,58 @@ export class SequenceKv {
     return copy;
   }
 
-  /** Frees every buffer. */
+  /** Frees every layer's region. */
   destroy(): void {
-    for (const L of this.layers) this.#release(L);
+    this.layers.forEach((L, l) => this.#release(l, L));
     this.layers.length = 0;
     this.#ctx.destroyLater(this.victims);
+  }
+
+  /**
+   * Records, for several sequences at once, the append of one K/V row each (row `srcRow[i]` of f32 [*, row]
+   * buffers) at the end of `layer`, at position `pos[i]`: one dispatch per arena shard instead of one per
+   * sequence. Every cache must have room for the row already or gets it here.
+   */
+  static appendBatch(
+    ctx: GpuContext,
+    layer: number,
+    kSrc: GPUBuffer,
+    vSrc: GPUBuffer,
+    rows: { kv: SequenceKv; srcRow: number; pos: number }[],
+  ): void {
+    for (const r of rows) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
+    // Group by destination buffers (a shard), after every growth above has settled them.
+    const groups = new Map<GPUBuffer, { kv: SequenceKv; srcRow: number; pos: number }[]>();
+    for (const r of rows) {
+      const key = r.kv.layers[layer].region.kBuffer;
+      const g = groups.get(key);
+      if (g) g.push(r);
+      else groups.set(key, [r]);
+    }
+    for (const g of groups.values()) {
+      for (let i0 = 0; i0 < g.length; i0 += WRITE_BATCH_MAX) {
+        const part = g.slice(i0, i0 + WRITE_BATCH_MAX);
+        const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
+        const row = part[0].kv.row;
+        u.set([row, part.length]);
+        part.forEach((r, i) => {
+          const L = r.kv.layers[layer];
+          u.set([r.srcRow, L.region.base + L.len, r.pos, 0], 4 + i * 4);
+        });
+        const R = part[0].kv.layers[layer].region;
+        const [x, y] = ctx.grid(Math.ceil((part.length * row) / 256));
+        ctx.dispatch(
+          WRITE_BATCH,
+          [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer],
+          [x, y],
+          u,
+        );
+        for (const r of part) {
+          r.kv.layers[layer].len += 1;
+          r.kv.#track();
+        }
+      }
+    }
   }
 
   #write(
@@ -261,47 +384,102 @@ export class SequenceKv {
   }
 
   #alloc(capacity: number, layer: number): LayerKv {
-    const rowBytes = this.row * 4;
-    if (capacity * rowBytes > this.#ctx.maxBinding) {
-      throw new Error(
-        `KV cache layer ${layer} would need ${capacity} tokens (${
-          capacity * rowBytes
-        } bytes per K/V buffer), over the ` +
-          `adapter's storage binding limit ${this.#ctx.maxBinding}`,
-      );
-    }
-    return {
-      k: this.#ctx.createBuffer(capacity * rowBytes, `kv-k${layer}`),
-      v: this.#ctx.createBuffer(capacity * rowBytes, `kv-v${layer}`),
-      pos: this.#ctx.createBuffer(capacity * 4, `kv-pos${layer}`),
-      score: this.#ctx.createBuffer(capacity * 4, `kv-score${layer}`),
-      capacity,
-      len: 0,
-    };
+    return new LayerKv(this.arena.alloc(layer, capacity));
+  }
+
+  /** Records the move of `count` slots of `src` to the front of `dst` (another region). */
+  #move(src: LayerKv, dst: LayerKv, count: number): void {
+    gather(this.#ctx, [{ src, dst, count, keepOff: 0, row: this.row }], this.victims, true);
   }
 
   #resize(layer: number, capacity: number): void {
     const old = this.layers[layer];
     const fresh = this.#alloc(capacity, layer);
-    if (old.len > 0) {
-      const rowBytes = this.row * 4;
-      this.#ctx.copy(old.k, 0, fresh.k, 0, old.len * rowBytes);
-      this.#ctx.copy(old.v, 0, fresh.v, 0, old.len * rowBytes);
-      this.#ctx.copy(old.pos, 0, fresh.pos, 0, old.len * 4);
-      this.#ctx.copy(old.score, 0, fresh.score, 0, old.len * 4);
-    }
+    if (old.len > 0) this.#move(old, fresh, old.len);
     fresh.len = old.len;
-    this.#release(old);
+    this.#release(layer, old);
     this.layers[layer] = fresh;
     this.#track();
   }
 
-  #release(L: LayerKv): void {
-    for (const b of [L.k, L.v, L.pos, L.score]) this.#ctx.destroyLater(b);
+  #release(layer: number, L: LayerKv): void {
+    this.arena.free(layer, L.region);
   }
 
   #track(): void {
     this.peakAllocated = Math.max(this.peakAllocated, this.allocatedBytes());
     this.peakLive = Math.max(this.peakLive, this.liveBytes());
+  }
+}
+
+/** One layer's compaction for {@link SequenceKv.compactMany}: keep these slots (ascending), then `headroom`. */
+export interface Compaction {
+  kv: SequenceKv;
+  layer: number;
+  keep: Uint32Array;
+  headroom: number;
+}
+
+/** What {@link SequenceKv.planViews} returns. */
+export interface ViewsPlan {
+  /** Bytes the copies write. */
+  bytes: number;
+  /** Records the copies into `dst` from byte `offset` (after the work that updated the scores). */
+  record(dst: GPUBuffer, offset: number): void;
+  /** Each cache's views from what `record` wrote, while the caches' lengths are unchanged. */
+  parse(data: ArrayBuffer, offset: number): LayerView[][];
+}
+
+const GATHER_MAX = 64;
+
+/**
+ * Records region-to-region moves: one dispatch per pair of source and destination shards (up to 64 moves
+ * each), slot keep[keepOff + j] (or j when `identity`; `keep` is then any small buffer) of `src` → slot j
+ * of `dst`.
+ */
+function gather(
+  ctx: GpuContext,
+  moves: { src: LayerKv; dst: LayerKv; count: number; keepOff: number; row: number }[],
+  keep: GPUBuffer,
+  identity: boolean,
+): void {
+  const groups = new Map<string, typeof moves>();
+  const ids = new Map<GPUBuffer, number>();
+  const id = (b: GPUBuffer) => {
+    if (!ids.has(b)) ids.set(b, ids.size);
+    return ids.get(b)!;
+  };
+  for (const m of moves) {
+    const key = `${id(m.src.region.kBuffer)}/${id(m.dst.region.kBuffer)}`;
+    const g = groups.get(key);
+    if (g) g.push(m);
+    else groups.set(key, [m]);
+  }
+  for (const g of groups.values()) {
+    for (let i0 = 0; i0 < g.length; i0 += GATHER_MAX) {
+      const part = g.slice(i0, i0 + GATHER_MAX);
+      const row = part[0].row;
+      const u = new Uint32Array(4 + GATHER_MAX * 4);
+      u.set([row, identity ? 1 : 0]);
+      part.forEach((m, i) => u.set([m.src.region.base, m.dst.region.base, m.count, m.keepOff], 4 + i * 4));
+      const a = part[0].src.region, b = part[0].dst.region;
+      const [x, y] = ctx.grid(Math.ceil((Math.max(...part.map((m) => m.count)) * row) / 256));
+      ctx.dispatch(
+        GATHER,
+        [
+          keep,
+          a.kBuffer,
+          a.vBuffer,
+          a.posBuffer,
+          a.scoreBuffer,
+          b.kBuffer,
+          b.vBuffer,
+          b.posBuffer,
+          b.scoreBuffer,
+        ],
+        [x, y, part.length],
+        u,
+      );
+    }
   }
 }

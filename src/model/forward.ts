@@ -8,7 +8,7 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { Weight } from "../gpu/weights.ts";
-import type { SequenceKv } from "../kv/cache.ts";
+import { SequenceKv } from "../kv/cache.ts";
 import type { KvPolicy } from "../kv/policy.ts";
 import { attentionDecodeBatch, attentionPrefill } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -155,6 +155,8 @@ export class Forward {
     embedding(this.ctx, this.model.weights.embed, a.ids, a.x, B);
     const shape = { nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
     this.#layers(B, (l) => {
+      // New rows: one batched write for the sequences that append, a GPU-chosen victim for those at a cap.
+      const appends: { kv: SequenceKv; srcRow: number; pos: number }[] = [];
       seqs.forEach((s, b) => {
         const cap = s.policy.decodeCap(l, c.numLayers);
         if (cap !== null && s.kv.layers[l].len >= cap) {
@@ -164,9 +166,10 @@ export class Forward {
             byPosition: s.policy.evictBy === "position",
           });
         } else {
-          s.kv.append(l, a.k, a.v, b, 1, s.pos);
+          appends.push({ kv: s.kv, srcRow: b, pos: s.pos });
         }
       });
+      SequenceKv.appendBatch(this.ctx, l, a.k, a.v, appends);
       // One attention call for the whole batch (each sequence its own K/V, length and scores).
       attentionDecodeBatch(this.ctx, {
         ...shape,

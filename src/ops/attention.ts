@@ -8,8 +8,8 @@
  * head floor(h / (nHeads / nKvHeads)); scale 1/√headDim.
  *
  * Both ops copy their queries into a uniform buffer (CPU adapters broadcast uniform loads but gather per
- * lane from storage memory), so the query buffer needs COPY_SRC usage (STORAGE_USAGE has it). Several
- * sequences = one call each (each has its own K/V and len); all calls batch into one submit.
+ * lane from storage memory), so the query buffer needs COPY_SRC usage (STORAGE_USAGE has it). A batch of
+ * decoding sequences is one call (see {@link attentionDecodeBatch}); all calls batch into one submit.
  */
 import decodeCode from "../../wgsl/attention_decode.wgsl" with { type: "text" };
 import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" };
@@ -206,7 +206,8 @@ function stageKv(
     ? texTokensPerRow(ctx, nKv, hd, n)
     : 0;
   if (tpr === 0) return { bind: [k, v], tpr };
-  return { bind: stageBatch(ctx, [{ k, v, len: n }], nKv, hd, tpr), tpr };
+  const seg = { k: kSrc.buffer, v: vSrc.buffer, kStart: kSrc.offset, vStart: vSrc.offset, tokens: n };
+  return { bind: stageSegments(ctx, [seg], nKv, hd, tpr, []), tpr };
 }
 
 const prefillKernels = new Map<string, KernelSource>();
@@ -274,7 +275,10 @@ export interface DecodeBatchArgs extends AttentionShape {
   out: Binding;
   outOffset?: number;
   seqs: DecodeSequence[];
-  /** See {@link DecodeArgs.texture}. Without the texture path each sequence takes its own dispatches. */
+  /**
+   * See {@link DecodeArgs.texture}. Without the texture path, sequences take one dispatch pair per run of
+   * consecutive sequences whose K/V are regions of the same buffers.
+   */
   texture?: boolean;
 }
 
@@ -285,12 +289,12 @@ export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
 
 /**
  * Records decode attention for a batch of sequences, each with its own K/V and length: `partial` (chunks ×
- * KV heads × sequences workgroups) and `combine` (heads × sequences) once for the whole batch, then, for the
- * sequences that want them, a per-token score pass each. On the texture path (CPU adapters) every sequence's
- * K/V is staged into one texture pair, one after another, so the batch costs two dispatches and not two per
- * sequence — on lavapipe a dispatch costs ~0.25 ms whatever its size, which made per-sequence attention most
- * of a batched decode step. On the buffer path each sequence is its own batch of one. Scratch comes from the
- * context's pool.
+ * KV heads × sequences workgroups) and `combine` (heads × sequences) once per run of sequences, then the
+ * per-token scores, one `scores` dispatch per score buffer. Sequences whose K/V are regions of one buffer (the
+ * KV arena) share one binding; on the texture path (CPU adapters) each such buffer's used extent is staged
+ * into the context's texture pair once, so the batch costs two dispatches and two copies per buffer and not
+ * per sequence — on lavapipe a dispatch costs ~0.13 ms and a copy ~0.07 ms whatever their size, which made
+ * per-sequence work most of a batched decode step. Scratch comes from the context's pool.
  */
 export function attentionDecodeBatch(ctx: GpuContext, a: DecodeBatchArgs): void {
   checkShape(a);
@@ -303,35 +307,74 @@ export function attentionDecodeBatch(ctx: GpuContext, a: DecodeBatchArgs): void 
     if (!(s.len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${s.len}`);
   }
   const bmax = decodeBatchMax(qRow);
-  const maxLen = Math.max(...a.seqs.map((s) => s.len));
+  const rowBytes = nKvHeads * hd * 4;
   const staged = (a.texture ?? ctx.gpu.isFallback) &&
     a.seqs.every((s) => bufferOf(s.k).offset % 16 === 0 && bufferOf(s.v).offset % 16 === 0);
-  // Texture rows hold `tpr` tokens; each sequence starts on a fresh row (0: the buffer path).
-  const tpr = staged ? texTokensPerRow(ctx, nKvHeads, hd, maxLen) : 0;
-  const group = tpr > 0 ? bmax : 1;
-  for (let b0 = 0; b0 < a.seqs.length; b0 += group) {
-    const part = a.seqs.slice(b0, b0 + group);
-    const rows = tpr > 0 ? part.reduce((n, s) => n + Math.ceil(s.len / tpr), 0) : 0;
-    if (tpr > 0 && rows > ctx.device.limits.maxTextureDimension2D) {
-      // More staged rows than a texture holds: split the group.
-      const half = Math.ceil(part.length / 2);
-      const sub = (from: number, to: number) =>
-        attentionDecodeBatch(ctx, {
-          ...a,
-          qOffset: qOff + (b0 + from) * qRow,
-          outOffset: outOff + (b0 + from) * qRow,
-          seqs: part.slice(from, to),
-        });
-      sub(0, half);
-      sub(half, part.length);
-      continue;
-    }
-    decodeGroup(ctx, a, part, qOff + b0 * qRow, outOff + b0 * qRow, tpr);
+  const longest = Math.max(...segmentsOf(a.seqs, rowBytes).segments.map((g) => g.tokens));
+  const tpr = staged ? texTokensPerRow(ctx, nKvHeads, hd, longest) : 0;
+  // Runs of consecutive sequences (their queries and outputs are consecutive rows): up to bmax, and on the
+  // buffer path only sequences whose K/V share one binding.
+  let b0 = 0;
+  while (b0 < a.seqs.length) {
+    let b1 = b0 + 1;
+    while (b1 < a.seqs.length && b1 - b0 < bmax && (tpr > 0 || sameSegment(a.seqs[b0], a.seqs[b1]))) b1++;
+    decodeRun(ctx, a, a.seqs.slice(b0, b1), qOff + b0 * qRow, outOff + b0 * qRow, tpr);
+    b0 = b1;
   }
 }
 
-/** One call's worth of sequences (≤ decodeBatchMax; one sequence on the buffer path). */
-function decodeGroup(
+/** A stretch of one K buffer (and its V buffer) holding some sequences' tokens, bound or staged as one. */
+interface Segment {
+  k: GPUBuffer;
+  v: GPUBuffer;
+  /** Byte offsets of the first token in K and V. */
+  kStart: number;
+  vStart: number;
+  /** Tokens from the first sequence's first token to the end of the last one's valid tokens. */
+  tokens: number;
+}
+
+function sameSegment(x: DecodeSequence, y: DecodeSequence): boolean {
+  const xk = bufferOf(x.k), xv = bufferOf(x.v), yk = bufferOf(y.k), yv = bufferOf(y.v);
+  return xk.buffer === yk.buffer && xv.buffer === yv.buffer &&
+    xk.offset - xv.offset === yk.offset - yv.offset;
+}
+
+/** Groups sequences by shared K/V buffers; `of[i]` is sequence i's segment and first token in it. */
+function segmentsOf(
+  seqs: DecodeSequence[],
+  rowBytes: number,
+): { segments: Segment[]; of: { seg: number; tok: number }[] } {
+  const segments: Segment[] = [];
+  const members: number[][] = [];
+  seqs.forEach((s, i) => {
+    let g = segments.findIndex((_, j) => sameSegment(seqs[members[j][0]], s));
+    if (g < 0) {
+      const k = bufferOf(s.k), v = bufferOf(s.v);
+      segments.push({ k: k.buffer, v: v.buffer, kStart: k.offset, vStart: v.offset, tokens: 0 });
+      members.push([]);
+      g = segments.length - 1;
+    }
+    members[g].push(i);
+    segments[g].kStart = Math.min(segments[g].kStart, bufferOf(s.k).offset);
+    segments[g].vStart = Math.min(segments[g].vStart, bufferOf(s.v).offset);
+  });
+  const of = seqs.map(() => ({ seg: 0, tok: 0 }));
+  segments.forEach((g, j) => {
+    for (const i of members[j]) {
+      const tok = (bufferOf(seqs[i].k).offset - g.kStart) / rowBytes;
+      if (!Number.isInteger(tok)) {
+        throw new Error("decode attention: K offsets of one buffer must be whole rows apart");
+      }
+      of[i] = { seg: j, tok };
+      g.tokens = Math.max(g.tokens, tok + seqs[i].len);
+    }
+  });
+  return { segments, of };
+}
+
+/** One run of sequences (≤ decodeBatchMax; on the buffer path all in one segment). */
+function decodeRun(
   ctx: GpuContext,
   a: DecodeBatchArgs,
   seqs: DecodeSequence[],
@@ -340,6 +383,31 @@ function decodeGroup(
   tpr: number,
 ): void {
   const { nHeads, nKvHeads, headDim: hd } = a;
+  const rowBytes = nKvHeads * hd * 4;
+  const { segments, of } = segmentsOf(seqs, rowBytes);
+  // First token of each segment in what is bound: texture rows staged one segment after another, or the
+  // buffer bound from the segment's start.
+  const segTok0: number[] = [];
+  let kv: (Binding | GPUTextureView)[];
+  if (tpr > 0) {
+    const rows = segments.reduce((n, g) => n + Math.ceil(g.tokens / tpr), 0);
+    if (rows > ctx.device.limits.maxTextureDimension2D && seqs.length > 1) {
+      // More staged rows than a texture holds: split the run.
+      const half = Math.ceil(seqs.length / 2);
+      const qRow = nHeads * hd;
+      decodeRun(ctx, a, seqs.slice(0, half), qOff, outOff, tpr);
+      decodeRun(ctx, a, seqs.slice(half), qOff + half * qRow, outOff + half * qRow, tpr);
+      return;
+    }
+    kv = stageSegments(ctx, segments, nKvHeads, hd, tpr, segTok0);
+  } else {
+    const g = segments[0];
+    kv = [
+      { buffer: g.k, offset: g.kStart, size: g.tokens * rowBytes },
+      { buffer: g.v, offset: g.vStart, size: g.tokens * rowBytes },
+    ];
+    segTok0.push(0);
+  }
   const B = seqs.length;
   const bmax = decodeBatchMax(nHeads * hd);
   // Uniforms: 16 bytes of parameters, then the per-sequence table (len, first token in K/V, first chunk row,
@@ -348,13 +416,12 @@ function decodeGroup(
   const u32 = new Uint32Array(u);
   const f32 = new Float32Array(u);
   const table = new Uint32Array(u, 16);
-  let tok = 0, chunkRows = 0, w = 0;
+  let chunkRows = 0, w = 0;
   const at: { chunk0: number; w0: number; nChunks: number }[] = [];
   seqs.forEach((s, b) => {
     const nChunks = Math.ceil(s.len / DECODE_CHUNK);
-    table.set([s.len, tok, chunkRows, s.scores ? w : 0xffffffff], b * 4);
+    table.set([s.len, segTok0[of[b].seg] + of[b].tok, chunkRows, s.scores ? w : 0xffffffff], b * 4);
     at.push({ chunk0: chunkRows, w0: w, nChunks });
-    tok += tpr > 0 ? Math.ceil(s.len / tpr) * tpr : 0;
     chunkRows += nHeads * nChunks;
     w += s.scores ? Math.ceil((nHeads * s.len) / 64) * 64 : 0;
   });
@@ -378,7 +445,6 @@ function decodeGroup(
   );
   const qSrc = bufferOf(a.q);
   ctx.copy(qSrc.buffer, qSrc.offset + qOff * 4, qUniform, 0, B * qBytes);
-  const kv = tpr > 0 ? stageBatch(ctx, seqs, nKvHeads, hd, tpr) : [seqs[0].k, seqs[0].v];
   ctx.dispatch(
     decodeKernel(nHeads, nKvHeads, hd, tpr, "partial"),
     [qUniform, ...kv, partO, partMl, weights],
@@ -391,59 +457,71 @@ function decodeGroup(
     [nHeads, B],
     uniforms,
   );
+  // Scores: one dispatch per score buffer, a table row pair per sequence.
+  const byBuffer = new Map<GPUBuffer, number[]>();
   seqs.forEach((s, b) => {
     if (!s.scores) return;
-    const [sx, sy] = ctx.grid(Math.ceil(s.len / 256));
-    const su = new ArrayBuffer(36);
+    const buf = bufferOf(s.scores.buffer).buffer;
+    const list = byBuffer.get(buf);
+    if (list) list.push(b);
+    else byBuffer.set(buf, [b]);
+  });
+  for (const [buffer, list] of byBuffer) {
+    const su = new ArrayBuffer(16 + bmax * 32);
     const su32 = new Uint32Array(su);
-    su32.set([
-      s.len,
-      at[b].nChunks,
-      at[b].w0,
-      at[b].chunk0,
-      s.scores.offset ?? 0,
-      s.scores.gamma === undefined ? 0 : 1,
-      0,
-      sx * 256,
-      nHeads,
-    ]);
-    new Float32Array(su)[6] = s.scores.gamma ?? 0;
+    const sf32 = new Float32Array(su);
+    const [sx, sy] = ctx.grid(Math.ceil(Math.max(...list.map((b) => seqs[b].len)) / 256));
+    su32.set([sx * 256, nHeads]);
+    list.forEach((b, i) => {
+      const t = seqs[b].scores!;
+      const off = bufferOf(t.buffer).offset / 4 + (t.offset ?? 0);
+      su32.set(
+        [seqs[b].len, at[b].nChunks, at[b].w0, at[b].chunk0, off, t.gamma === undefined ? 0 : 1],
+        4 + i * 8,
+      );
+      sf32[4 + i * 8 + 6] = t.gamma ?? 0;
+    });
     ctx.dispatch(
       decodeKernel(nHeads, nKvHeads, hd, 0, "scores"),
-      [weights, factor, s.scores.buffer],
-      [sx, sy],
+      [weights, factor, buffer],
+      [sx, sy, list.length],
       new Uint8Array(su),
     );
-  });
+  }
   // Safe to recycle now: later users of these buffers are recorded (and so run) after this work.
   for (const b of [qUniform, partO, partMl, weights, factor]) pool.release(b);
 }
 
-/** Stages every sequence's K/V into the context's texture pair, each from a fresh row; returns the views. */
-function stageBatch(
+/**
+ * Stages each segment's K/V into the context's texture pair, each from a fresh row; `tok0` receives each
+ * segment's first token in the textures. Returns the views.
+ */
+function stageSegments(
   ctx: GpuContext,
-  seqs: DecodeSequence[],
+  segments: Segment[],
   nKv: number,
   hd: number,
   tpr: number,
+  tok0: number[],
 ): GPUTextureView[] {
   const rowTexels = tpr * nKv * hd / 4;
   const bytesPerRow = rowTexels * 16;
-  const rows = seqs.reduce((n, s) => n + Math.ceil(s.len / tpr), 0);
+  const rows = segments.reduce((n, g) => n + Math.ceil(g.tokens / tpr), 0);
   const tex = decodeTextures(ctx, rowTexels, rows);
   let row0 = 0;
-  for (const s of seqs) {
-    const full = Math.floor(s.len / tpr), tail = s.len % tpr;
-    for (const [src, dst] of [[bufferOf(s.k), tex.k], [bufferOf(s.v), tex.v]] as const) {
-      if (full > 0) ctx.copyToTexture(src.buffer, src.offset, bytesPerRow, dst, [0, row0], [rowTexels, full]);
+  for (const g of segments) {
+    tok0.push(row0 * tpr);
+    const full = Math.floor(g.tokens / tpr), tail = g.tokens % tpr;
+    for (const [buf, start, dst] of [[g.k, g.kStart, tex.k], [g.v, g.vStart, tex.v]] as const) {
+      if (full > 0) ctx.copyToTexture(buf, start, bytesPerRow, dst, [0, row0], [rowTexels, full]);
       if (tail > 0) {
-        ctx.copyToTexture(src.buffer, src.offset + full * bytesPerRow, bytesPerRow, dst, [0, row0 + full], [
+        ctx.copyToTexture(buf, start + full * bytesPerRow, bytesPerRow, dst, [0, row0 + full], [
           tail * nKv * hd / 4,
           1,
         ]);
       }
     }
-    row0 += Math.ceil(s.len / tpr);
+    row0 += Math.ceil(g.tokens / tpr);
   }
   return [tex.kView, tex.vView];
 }

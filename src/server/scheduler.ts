@@ -59,6 +59,8 @@ export interface SchedulerMetrics {
   queued: number;
   kvBytesLive: number;
   kvBytesAllocated: number;
+  /** GPU bytes of the shared KV arena: the sequences' regions plus free space held for reuse. */
+  kvArenaBytes: number;
   kvBytesPeak: number;
   kvBytesCap: number;
   promptTokensTotal: number;
@@ -198,6 +200,7 @@ export class Scheduler {
       queued: this.#queue.length,
       kvBytesLive: live,
       kvBytesAllocated: allocated,
+      kvArenaBytes: this.engine.kvArena().allocatedBytes(),
       kvBytesCap: this.options.kvMemory,
       tokensPerSecond: tps,
       ...this.#m,

@@ -59,6 +59,12 @@ export function prometheus(m: SchedulerMetrics, modelId: string): string {
   put("lethe_queued_sequences", "gauge", "Requests waiting for admission (KV pool or batch full).", m.queued);
   put("lethe_kv_bytes_live", "gauge", "KV bytes holding valid tokens, all sequences.", m.kvBytesLive);
   put("lethe_kv_bytes_allocated", "gauge", "KV bytes allocated, all sequences.", m.kvBytesAllocated);
+  put(
+    "lethe_kv_arena_bytes",
+    "gauge",
+    "GPU bytes of the shared KV arena (regions + free space).",
+    m.kvArenaBytes,
+  );
   put("lethe_kv_bytes_peak", "gauge", "Peak KV bytes allocated since start.", m.kvBytesPeak);
   put("lethe_kv_bytes_capacity", "gauge", "The KV pool's byte cap (--kv-memory).", m.kvBytesCap);
   put(
