@@ -190,7 +190,7 @@ Deno.test("KV cache: batched appends, readbacks and compactions equal their one-
   // Six caches of different lengths (one exactly full, so the batch must grow it first), filled one by one.
   const lens = [3, 16, 40, 1, 100, 63];
   const caches = lens.map((n) => new SequenceKv(ctx, shape, n, arena));
-  const model = lens.map((n) =>
+  const model = lens.map(() =>
     Array.from({ length: shape.layers }, () => ({ k: [] as number[], pos: [] as number[] }))
   );
   caches.forEach((kv, i) => {
