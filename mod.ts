@@ -33,7 +33,7 @@ export { SafetensorsError, SafetensorsIndex, writeSafetensors } from "./src/mode
 export { KvArena, KvRegion } from "./src/kv/arena.ts";
 export type { KvBinding, KvShard } from "./src/kv/arena.ts";
 export { bytesPerToken, LayerKv, SequenceKv } from "./src/kv/cache.ts";
-export type { Compaction, KvShape, ViewsPlan } from "./src/kv/cache.ts";
+export type { AppendRow, Compaction, EvictProtect, KvShape, ViewsPlan } from "./src/kv/cache.ts";
 export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
 export type {
   KvPolicy,

@@ -221,6 +221,37 @@ Deno.test("KV cache: batched appends, readbacks and compactions equal their one-
     }
   }
   assert(new Set(caches.map((kv) => kv.layers[0].region.kBuffer)).size > 1, "the caches span several shards");
+  // A mixed batched step: caches 0, 2, 4 overwrite a victim (lowest score among positions in [2, 1000): fresh
+  // random scores), caches 1, 3, 5 append.
+  for (const [i, kv] of caches.entries()) {
+    const L = kv.layers[1];
+    const scores = Float32Array.from({ length: L.len }, () => next());
+    ctx.write(L.score.buffer, scores, L.score.offset);
+    if (i % 2 === 0) {
+      const m = model[i][1];
+      let victim = -1;
+      m.pos.forEach((p, s) => {
+        if (p >= 2 && p < 1000 && (victim < 0 || scores[s] < scores[victim])) victim = s;
+      });
+      m.k.splice(victim * row, row, ...kSrc.subarray(i * row, (i + 1) * row));
+      m.pos[victim] = 2000;
+    } else {
+      model[i][1].k.push(...kSrc.subarray(i * row, (i + 1) * row));
+      model[i][1].pos.push(2000);
+    }
+  }
+  SequenceKv.appendBatch(
+    ctx,
+    1,
+    gk,
+    gv,
+    caches.map((kv, i) => ({
+      kv,
+      srcRow: i,
+      pos: 2000,
+      evict: i % 2 === 0 ? { sink: 2, recentFrom: 1000, byPosition: false } : undefined,
+    })),
+  );
   // One planned readback of every cache equals each cache's own.
   const plan = SequenceKv.planViews(ctx, caches);
   const staging = ctx.createBuffer(plan.bytes, "views");
@@ -252,7 +283,7 @@ Deno.test("KV cache: batched appends, readbacks and compactions equal their one-
       assertEquals(L.len, model[i][l].pos.length);
       assertEquals([...views[l].positions], model[i][l].pos, `positions of cache ${i} layer ${l}`);
       if (l === 1) {
-        assertEquals([...views[l].scores.subarray(lens[i])], [0, 0, 0], "new tokens start with score 0");
+        assertEquals(views[l].scores[views[l].positions.indexOf(2000)], 0, "a new token starts with score 0");
       }
       assertEquals(
         [...(await ctx.readF32(L.k.buffer, L.k.offset, L.len * row))],

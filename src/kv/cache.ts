@@ -10,7 +10,7 @@
 import writeCode from "../../wgsl/kv.wgsl" with { type: "text" };
 import evictCode from "../../wgsl/kv_evict.wgsl" with { type: "text" };
 import gatherCode from "../../wgsl/kv_gather.wgsl" with { type: "text" };
-import type { GpuContext } from "../gpu/context.ts";
+import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import { KvArena, type KvBinding, type KvRegion } from "./arena.ts";
 import type { LayerView } from "./policy.ts";
 
@@ -68,8 +68,6 @@ export class SequenceKv {
   readonly layers: LayerKv[] = [];
   /** Floats per K (or V) row. */
   readonly row: number;
-  /** u32 [layers]: the slot the evictor chose, per layer. */
-  readonly victims: GPUBuffer;
   /** Peaks since creation (bytes). */
   peakAllocated = 0;
   peakLive = 0;
@@ -90,7 +88,6 @@ export class SequenceKv {
     }
     const cap = this.arena.roundCapacity(initialCapacity);
     for (let l = 0; l < shape.layers; l++) this.layers.push(this.#alloc(cap, l));
-    this.victims = ctx.createBuffer(shape.layers * 4, "kv-victims");
     this.#track();
   }
 
@@ -133,7 +130,7 @@ export class SequenceKv {
   append(layer: number, kSrc: GPUBuffer, vSrc: GPUBuffer, srcRow: number, count: number, pos: number): void {
     this.ensure(layer, this.layers[layer].len + count);
     const L = this.layers[layer];
-    this.#write(layer, kSrc, vSrc, srcRow, count, L.len, pos, false);
+    this.#write(layer, kSrc, vSrc, srcRow, count, L.len, pos);
     L.len += count;
     this.#track();
   }
@@ -148,25 +145,9 @@ export class SequenceKv {
     vSrc: GPUBuffer,
     srcRow: number,
     pos: number,
-    protect: { sink: number; recentFrom: number; byPosition: boolean },
+    protect: EvictProtect,
   ): void {
-    const L = this.layers[layer];
-    this.#ctx.dispatch(
-      EVICT,
-      [L.pos, L.score, this.victims],
-      [1],
-      new Uint32Array([
-        L.len,
-        protect.sink,
-        Math.max(0, protect.recentFrom),
-        protect.byPosition ? 1 : 0,
-        layer,
-        0,
-        0,
-        0,
-      ]),
-    );
-    this.#write(layer, kSrc, vSrc, srcRow, 1, 0, pos, true);
+    SequenceKv.appendBatch(this.#ctx, layer, kSrc, vSrc, [{ kv: this, srcRow, pos, evict: protect }]);
   }
 
   /** Keeps only the slots in `keep` (ascending) of `layer`, compacted to the front; capacity shrinks to fit. */
@@ -313,24 +294,24 @@ export class SequenceKv {
   destroy(): void {
     this.layers.forEach((L, l) => this.#release(l, L));
     this.layers.length = 0;
-    this.#ctx.destroyLater(this.victims);
   }
 
   /**
-   * Records, for several sequences at once, the append of one K/V row each (row `srcRow[i]` of f32 [*, row]
-   * buffers) at the end of `layer`, at position `pos[i]`: one dispatch per arena shard instead of one per
-   * sequence. Every cache must have room for the row already or gets it here.
+   * Records, for several sequences at once, one new K/V row each (row `srcRow` of f32 [*, row] buffers) in
+   * `layer` at position `pos`: appended at the layer's end, or — for a row with `evict` — over the slot the GPU
+   * evicts (see {@link appendEvicting}). One evict dispatch (if any row evicts) and one write dispatch per arena
+   * shard, instead of one or two per sequence.
    */
   static appendBatch(
     ctx: GpuContext,
     layer: number,
     kSrc: GPUBuffer,
     vSrc: GPUBuffer,
-    rows: { kv: SequenceKv; srcRow: number; pos: number }[],
+    rows: AppendRow[],
   ): void {
-    for (const r of rows) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
-    // Group by destination buffers (a shard), after every growth above has settled them.
-    const groups = new Map<GPUBuffer, { kv: SequenceKv; srcRow: number; pos: number }[]>();
+    for (const r of rows) if (!r.evict) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
+    // Group by destination shard, after every growth above has settled the regions.
+    const groups = new Map<GPUBuffer, AppendRow[]>();
     for (const r of rows) {
       const key = r.kv.layers[layer].region.kBuffer;
       const g = groups.get(key);
@@ -340,23 +321,37 @@ export class SequenceKv {
     for (const g of groups.values()) {
       for (let i0 = 0; i0 < g.length; i0 += WRITE_BATCH_MAX) {
         const part = g.slice(i0, i0 + WRITE_BATCH_MAX);
-        const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
-        const row = part[0].kv.row;
-        u.set([row, part.length]);
-        part.forEach((r, i) => {
-          const L = r.kv.layers[layer];
-          u.set([r.srcRow, L.region.base + L.len, r.pos, 0], 4 + i * 4);
-        });
         const R = part[0].kv.layers[layer].region;
+        const row = part[0].kv.row;
+        // Victims first: entry b of the evict table writes victims[b], which write entry b reads.
+        const victims = ctx.pool.acquire(WRITE_BATCH_MAX * 4, STORAGE_USAGE, "kv-victims");
+        if (part.some((r) => r.evict)) {
+          const e = new Uint32Array(WRITE_BATCH_MAX * 8);
+          part.forEach((r, b) => {
+            const L = r.kv.layers[layer];
+            const p = r.evict;
+            if (p) {
+              e.set([L.region.base, L.len, p.sink, Math.max(0, p.recentFrom), p.byPosition ? 1 : 0], b * 8);
+            }
+          });
+          ctx.dispatch(EVICT, [R.posBuffer, R.scoreBuffer, victims], [part.length], e);
+        }
+        const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
+        u.set([row, part.length]);
+        part.forEach((r, b) => {
+          const L = r.kv.layers[layer];
+          u.set([r.srcRow, L.region.base + L.len, r.pos, r.evict ? 1 : 0], 4 + b * 4);
+        });
         const [x, y] = ctx.grid(Math.ceil((part.length * row) / 256));
         ctx.dispatch(
           WRITE_BATCH,
-          [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer],
+          [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer, victims],
           [x, y],
           u,
         );
+        ctx.pool.release(victims);
         for (const r of part) {
-          r.kv.layers[layer].len += 1;
+          if (!r.evict) r.kv.layers[layer].len += 1;
           r.kv.#track();
         }
       }
@@ -371,15 +366,14 @@ export class SequenceKv {
     count: number,
     slot: number,
     pos: number,
-    useVictim: boolean,
   ): void {
     const L = this.layers[layer];
     const [x, y] = this.#ctx.grid(Math.ceil((count * this.row) / 256));
     this.#ctx.dispatch(
       WRITE,
-      [kSrc, vSrc, L.k, L.v, L.pos, L.score, this.victims],
+      [kSrc, vSrc, L.k, L.v, L.pos, L.score],
       [x, y],
-      new Uint32Array([this.row, count, srcRow, slot, pos, useVictim ? 1 : 0, layer, 0]),
+      new Uint32Array([this.row, count, srcRow, slot, pos, 0, 0, 0]),
     );
   }
 
@@ -389,7 +383,10 @@ export class SequenceKv {
 
   /** Records the move of `count` slots of `src` to the front of `dst` (another region). */
   #move(src: LayerKv, dst: LayerKv, count: number): void {
-    gather(this.#ctx, [{ src, dst, count, keepOff: 0, row: this.row }], this.victims, true);
+    // The keep binding is unused by a plain move; any small buffer serves.
+    const none = this.#ctx.pool.acquire(4, STORAGE_USAGE, "kv-no-keep");
+    gather(this.#ctx, [{ src, dst, count, keepOff: 0, row: this.row }], none, true);
+    this.#ctx.pool.release(none);
   }
 
   #resize(layer: number, capacity: number): void {
@@ -482,4 +479,21 @@ function gather(
       );
     }
   }
+}
+
+/** What the evictor must not choose: positions below `sink` or from `recentFrom` on. */
+export interface EvictProtect {
+  sink: number;
+  recentFrom: number;
+  /** Evict the oldest position instead of the lowest score (StreamingLLM). */
+  byPosition: boolean;
+}
+
+/** One sequence's new row for {@link SequenceKv.appendBatch}. */
+export interface AppendRow {
+  kv: SequenceKv;
+  srcRow: number;
+  pos: number;
+  /** Overwrite an evicted slot instead of appending (the layer is at its cap). */
+  evict?: EvictProtect;
 }

@@ -8,7 +8,7 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { Weight } from "../gpu/weights.ts";
-import { SequenceKv } from "../kv/cache.ts";
+import { type AppendRow, SequenceKv } from "../kv/cache.ts";
 import type { KvPolicy } from "../kv/policy.ts";
 import { attentionDecodeBatch, attentionPrefill } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -155,19 +155,17 @@ export class Forward {
     embedding(this.ctx, this.model.weights.embed, a.ids, a.x, B);
     const shape = { nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
     this.#layers(B, (l) => {
-      // New rows: one batched write for the sequences that append, a GPU-chosen victim for those at a cap.
-      const appends: { kv: SequenceKv; srcRow: number; pos: number }[] = [];
-      seqs.forEach((s, b) => {
+      // New rows, one batched write: appended, or over a GPU-chosen victim where the policy caps the layer.
+      const appends: AppendRow[] = seqs.map((s, b) => {
         const cap = s.policy.decodeCap(l, c.numLayers);
-        if (cap !== null && s.kv.layers[l].len >= cap) {
-          s.kv.appendEvicting(l, a.k, a.v, b, s.pos, {
+        const evict = cap !== null && s.kv.layers[l].len >= cap
+          ? {
             sink: s.policy.options.sink,
             recentFrom: s.pos - s.policy.recentWindow(l, c.numLayers) + 1,
             byPosition: s.policy.evictBy === "position",
-          });
-        } else {
-          appends.push({ kv: s.kv, srcRow: b, pos: s.pos });
-        }
+          }
+          : undefined;
+        return { kv: s.kv, srcRow: b, pos: s.pos, evict };
       });
       SequenceKv.appendBatch(this.ctx, l, a.k, a.v, appends);
       // One attention call for the whole batch (each sequence its own K/V, length and scores).
