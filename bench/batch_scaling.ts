@@ -1,14 +1,16 @@
 /**
  * Decode throughput against batch size on the shipped reasoner: B held-out prompts prefilled, then decoded
  * together (one `forward.decode` per step, sampling and due pruning rounds read back together), for `full`
- * and `lethe`. Reports the mean step time (pruning rounds included), tokens/s, the gain over the first batch size
+ * `lethe` and `h2o` (a policy that evicts on the GPU every step once at its cap). Reports the mean step time (pruning rounds included), tokens/s, the gain over the first batch size
  * (batch 1 by default) of the same policy, and GPU dispatches per step — what continuous batching in the server is built on.
  *
- *   deno run -A bench/batch_scaling.ts [--model DIR] [--batches 1,4,16,32] [--steps 64] [--budget 64] [--json]
+ *   deno run -A bench/batch_scaling.ts [--model DIR] [--batches 1,4,16,32] [--steps 64] [--budget 64]
+ *     [--policies full,lethe,h2o] [--json]
  */
 import { parseArgs } from "node:util";
 import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
 import type { SequenceState } from "../src/model/forward.ts";
+import { POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 
 /** One measured cell. */
@@ -31,6 +33,7 @@ async function main(): Promise<void> {
       batches: { type: "string", default: "1,4,16,32" },
       steps: { type: "string", default: "64" },
       budget: { type: "string", default: "64" },
+      policies: { type: "string", default: "full,lethe,h2o" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -52,7 +55,11 @@ async function main(): Promise<void> {
   const prompts = heldout.trim().split("\n").map((l) => engine.encode(JSON.parse(l).prompt));
   const greedy = { ...DEFAULT_SAMPLING, temperature: 0 };
   const cells: BatchCell[] = [];
-  for (const policy of ["full", "lethe"] as const) {
+  const policies = values.policies.split(",") as PolicyName[];
+  for (const policy of policies) {
+    if (!POLICY_NAMES.includes(policy)) {
+      throw new Error(`unknown policy ${policy}; one of ${POLICY_NAMES.join(", ")}`);
+    }
     let base = 0;
     for (const B of batches) {
       const kv = policy === "full" ? { policy } : { policy, budget };

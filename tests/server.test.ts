@@ -214,6 +214,7 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
     assert(m.lethe_tokens_per_second > 0);
     assertEquals(m.lethe_active_sequences, 0);
     assertEquals(m.lethe_kv_bytes_allocated, 0);
+    assertEquals(m.lethe_kv_arena_bytes, 0, "the KV arena is released once no sequence holds a region");
   });
 
   await t.step("a disconnected client frees its KV", async () => {
@@ -238,6 +239,10 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
     let m = await metrics(url);
     assertEquals(m.lethe_active_sequences, 1);
     assert(m.lethe_kv_bytes_allocated > 0);
+    assert(
+      m.lethe_kv_arena_bytes >= m.lethe_kv_bytes_allocated,
+      "the arena holds at least the sequences' regions",
+    );
     abort.abort();
     await reader.cancel().catch(() => {});
     const t0 = performance.now();
