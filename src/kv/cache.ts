@@ -310,50 +310,40 @@ export class SequenceKv {
     rows: AppendRow[],
   ): void {
     for (const r of rows) if (!r.evict) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
-    // Group by destination shard, after every growth above has settled the regions.
-    const groups = new Map<GPUBuffer, AppendRow[]>();
-    for (const r of rows) {
-      const key = r.kv.layers[layer].region.kBuffer;
-      const g = groups.get(key);
-      if (g) g.push(r);
-      else groups.set(key, [r]);
-    }
-    for (const g of groups.values()) {
-      for (let i0 = 0; i0 < g.length; i0 += WRITE_BATCH_MAX) {
-        const part = g.slice(i0, i0 + WRITE_BATCH_MAX);
-        const R = part[0].kv.layers[layer].region;
-        const row = part[0].kv.row;
-        // Victims first: entry b of the evict table writes victims[b], which write entry b reads.
-        const victims = ctx.pool.acquire(WRITE_BATCH_MAX * 4, STORAGE_USAGE, "kv-victims");
-        if (part.some((r) => r.evict)) {
-          const e = new Uint32Array(WRITE_BATCH_MAX * 8);
-          part.forEach((r, b) => {
-            const L = r.kv.layers[layer];
-            const p = r.evict;
-            if (p) {
-              e.set([L.region.base, L.len, p.sink, Math.max(0, p.recentFrom), p.byPosition ? 1 : 0], b * 8);
-            }
-          });
-          ctx.dispatch(EVICT, [R.posBuffer, R.scoreBuffer, victims], [part.length], e);
-        }
-        const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
-        u.set([row, part.length]);
+    // Batches per destination shard, after every growth above has settled the regions.
+    for (const part of batchesBy(rows, (r) => r.kv.layers[layer].region.kBuffer, WRITE_BATCH_MAX)) {
+      const R = part[0].kv.layers[layer].region;
+      const row = part[0].kv.row;
+      // Victims first: entry b of the evict table writes victims[b], which write entry b reads.
+      const victims = ctx.pool.acquire(WRITE_BATCH_MAX * 4, STORAGE_USAGE, "kv-victims");
+      if (part.some((r) => r.evict)) {
+        const e = new Uint32Array(WRITE_BATCH_MAX * 8);
         part.forEach((r, b) => {
           const L = r.kv.layers[layer];
-          u.set([r.srcRow, L.region.base + L.len, r.pos, r.evict ? 1 : 0], 4 + b * 4);
+          const p = r.evict;
+          if (p) {
+            e.set([L.region.base, L.len, p.sink, Math.max(0, p.recentFrom), p.byPosition ? 1 : 0], b * 8);
+          }
         });
-        const [x, y] = ctx.grid(Math.ceil((part.length * row) / 256));
-        ctx.dispatch(
-          WRITE_BATCH,
-          [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer, victims],
-          [x, y],
-          u,
-        );
-        ctx.pool.release(victims);
-        for (const r of part) {
-          if (!r.evict) r.kv.layers[layer].len += 1;
-          r.kv.#track();
-        }
+        ctx.dispatch(EVICT, [R.posBuffer, R.scoreBuffer, victims], [part.length], e);
+      }
+      const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
+      u.set([row, part.length]);
+      part.forEach((r, b) => {
+        const L = r.kv.layers[layer];
+        u.set([r.srcRow, L.region.base + L.len, r.pos, r.evict ? 1 : 0], 4 + b * 4);
+      });
+      const [x, y] = ctx.grid(Math.ceil((part.length * row) / 256));
+      ctx.dispatch(
+        WRITE_BATCH,
+        [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer, victims],
+        [x, y],
+        u,
+      );
+      ctx.pool.release(victims);
+      for (const r of part) {
+        if (!r.evict) r.kv.layers[layer].len += 1;
+        r.kv.#track();
       }
     }
   }
@@ -440,44 +430,35 @@ function gather(
   keep: GPUBuffer,
   identity: boolean,
 ): void {
-  const groups = new Map<string, typeof moves>();
   const ids = new Map<GPUBuffer, number>();
   const id = (b: GPUBuffer) => {
     if (!ids.has(b)) ids.set(b, ids.size);
     return ids.get(b)!;
   };
-  for (const m of moves) {
-    const key = `${id(m.src.region.kBuffer)}/${id(m.dst.region.kBuffer)}`;
-    const g = groups.get(key);
-    if (g) g.push(m);
-    else groups.set(key, [m]);
-  }
-  for (const g of groups.values()) {
-    for (let i0 = 0; i0 < g.length; i0 += GATHER_MAX) {
-      const part = g.slice(i0, i0 + GATHER_MAX);
-      const row = part[0].row;
-      const u = new Uint32Array(4 + GATHER_MAX * 4);
-      u.set([row, identity ? 1 : 0]);
-      part.forEach((m, i) => u.set([m.src.region.base, m.dst.region.base, m.count, m.keepOff], 4 + i * 4));
-      const a = part[0].src.region, b = part[0].dst.region;
-      const [x, y] = ctx.grid(Math.ceil((Math.max(...part.map((m) => m.count)) * row) / 256));
-      ctx.dispatch(
-        GATHER,
-        [
-          keep,
-          a.kBuffer,
-          a.vBuffer,
-          a.posBuffer,
-          a.scoreBuffer,
-          b.kBuffer,
-          b.vBuffer,
-          b.posBuffer,
-          b.scoreBuffer,
-        ],
-        [x, y, part.length],
-        u,
-      );
-    }
+  const pairOf = (m: (typeof moves)[number]) => `${id(m.src.region.kBuffer)}/${id(m.dst.region.kBuffer)}`;
+  for (const part of batchesBy(moves, pairOf, GATHER_MAX)) {
+    const row = part[0].row;
+    const u = new Uint32Array(4 + GATHER_MAX * 4);
+    u.set([row, identity ? 1 : 0]);
+    part.forEach((m, i) => u.set([m.src.region.base, m.dst.region.base, m.count, m.keepOff], 4 + i * 4));
+    const a = part[0].src.region, b = part[0].dst.region;
+    const [x, y] = ctx.grid(Math.ceil((Math.max(...part.map((m) => m.count)) * row) / 256));
+    ctx.dispatch(
+      GATHER,
+      [
+        keep,
+        a.kBuffer,
+        a.vBuffer,
+        a.posBuffer,
+        a.scoreBuffer,
+        b.kBuffer,
+        b.vBuffer,
+        b.posBuffer,
+        b.scoreBuffer,
+      ],
+      [x, y, part.length],
+      u,
+    );
   }
 }
 
@@ -496,4 +477,18 @@ export interface AppendRow {
   pos: number;
   /** Overwrite an evicted slot instead of appending (the layer is at its cap). */
   evict?: EvictProtect;
+}
+
+/** `items` grouped by `key` (first-seen order), each group cut into batches of at most `max`. */
+function batchesBy<T, K>(items: T[], key: (t: T) => K, max: number): T[][] {
+  const groups = new Map<K, T[]>();
+  for (const t of items) {
+    const k = key(t);
+    const g = groups.get(k);
+    if (g) g.push(t);
+    else groups.set(k, [t]);
+  }
+  const out: T[][] = [];
+  for (const g of groups.values()) for (let i = 0; i < g.length; i += max) out.push(g.slice(i, i + max));
+  return out;
 }
