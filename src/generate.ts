@@ -417,30 +417,56 @@ export class Engine {
         hoyer = pruned.hoyer ?? hoyer;
         options.onPrune?.(pruned);
       }
-      // Decode.
+      // Decode. Token k (k = 1…) is accepted (pushed, EOS / stop / max checked), then fed to decode step k.
+      // When no pruning round is due after step k, step k's sampled id stays on the GPU and step k + 1 is
+      // recorded on it before the id is read back: the readback's round trip (~10 ms on CPU adapters) overlaps
+      // the next step's work. If token k + 1 ends the generation, that step is discarded (its KV append
+      // included: the cache's peaks are restored) — the output is the same as one synchronous step at a time.
       const t1 = performance.now();
-      for (let step = 1; step <= maxTokens; step++) {
-        ids.push(next);
-        options.onToken?.(next);
-        if (eos.has(next)) {
+      const accept = (token: number, k: number): boolean => {
+        ids.push(token);
+        options.onToken?.(token);
+        if (eos.has(token)) {
           finishReason = "eos";
-          break;
+          return false;
         }
-        if (decoder) emit(stop.push(decoder.push(next)));
+        if (decoder) emit(stop.push(decoder.push(token)));
         if (stop.stopped) {
           finishReason = "stop";
-          break;
+          return false;
         }
-        if (step === maxTokens) break;
+        return k < maxTokens;
+      };
+      if (accept(next, 1)) {
         logits = this.forward.decode([seq], [next]);
-        await options.onStep?.(step, seq.kv);
-        const sampled = await this.sampleAndPrune(logits, [seq], sampling, step);
-        next = sampled.ids[0];
-        const round = sampled.rounds[0];
-        if (round) {
-          rounds++;
-          hoyer = round.hoyer ?? hoyer;
-          options.onPrune?.(round);
+        for (let step = 1;; step++) {
+          await options.onStep?.(step, seq.kv);
+          if (this.wantsPrune(seq, step, false)) {
+            const sampled = await this.sampleAndPrune(logits, [seq], sampling, step);
+            const round = sampled.rounds[0];
+            if (round) {
+              rounds++;
+              hoyer = round.hoyer ?? hoyer;
+              options.onPrune?.(round);
+            }
+            if (!accept(sampled.ids[0], step + 1)) break;
+            logits = this.forward.decode([seq], sampled.ids);
+            continue;
+          }
+          sampleRows(this.ctx, { logits, rows: 1, vocab: c.vocabSize }, { ...sampling, step }, this.#idsFor(1));
+          const read = this.ctx.readU32(this.#ids, 0, 1);
+          // Speculative step k + 1 (unless token k + 1 is the last one allowed anyway).
+          const speculate = step + 1 < maxTokens;
+          const peaks = [seq.kv.peakAllocated, seq.kv.peakLive];
+          if (speculate) {
+            logits = this.forward.decode([seq], this.#ids);
+            this.ctx.flush();
+          }
+          const token = (await read)[0];
+          if (!accept(token, step + 1)) {
+            if (speculate) [seq.kv.peakAllocated, seq.kv.peakLive] = peaks;
+            break;
+          }
         }
       }
       const decodeMs = performance.now() - t1;

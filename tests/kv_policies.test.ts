@@ -165,3 +165,47 @@ Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune s
   assert(one.rounds >= 10, `only ${one.rounds} rounds`);
   assertEquals(many, one);
 });
+
+Deno.test("Engine.generate (next step recorded before the id is read) equals one synchronous step at a time", async () => {
+  const engine = await stories();
+  const prompt = [1, 400, 300, 200, 17, 33];
+  // The synchronous loop Engine.generate replaced: sample, read back, prune, decode.
+  const reference = async (kv: Record<string, unknown>, maxTokens: number, eos: number[]) => {
+    const seq = engine.newSequence(kv as never, prompt.length + Math.min(maxTokens, 256), prompt.length);
+    const greedy = { ...DEFAULT_SAMPLING, temperature: 0 };
+    let [next] = await engine.sampleIds(engine.forward.prefill(seq, prompt), 1, greedy, 0);
+    let rounds = (await engine.maybePrune(seq, 0, true)) ? 1 : 0;
+    const ids: number[] = [];
+    for (let step = 1; step <= maxTokens; step++) {
+      ids.push(next);
+      if (eos.includes(next) || step === maxTokens) break;
+      [next] = await engine.sampleIds(engine.forward.decode([seq], [next]), 1, greedy, step);
+      if (await engine.maybePrune(seq, step, false)) rounds++;
+    }
+    const out = { ids, rounds, peak: seq.kv.peakAllocated, live: seq.kv.peakLive };
+    seq.kv.destroy();
+    return out;
+  };
+  const free = await engine.generate(prompt, { maxTokens: 200, sampling: { temperature: 0 } });
+  // An "EOS" that greedy decoding reaches mid-way (the 60th token), so that a speculative step is discarded.
+  const stopAt = [free.ids[59]];
+  for (const kv of [{ policy: "full" }, { policy: "lethe", budget: 32 }, { policy: "h2o", budget: 24 }]) {
+    for (const [maxTokens, eos] of [[1, []], [2, []], [37, []], [200, stopAt]] as [number, number[]][]) {
+      const what = `${kv.policy} maxTokens=${maxTokens} eos=${eos}`;
+      const want = await reference(kv, maxTokens, eos);
+      const got = await engine.generate(prompt, {
+        maxTokens,
+        eos,
+        kv: kv as never,
+        sampling: { temperature: 0 },
+      });
+      assertEquals(got.ids, want.ids, `${what}: ids`);
+      assertEquals(got.stats.prune_rounds, want.rounds, `${what}: rounds`);
+      assertEquals(
+        [got.stats.kv_bytes_peak, got.stats.kv_bytes_live_peak],
+        [want.peak, want.live],
+        `${what}: peaks`,
+      );
+    }
+  }
+});
