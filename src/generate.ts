@@ -453,7 +453,12 @@ export class Engine {
             logits = this.forward.decode([seq], sampled.ids);
             continue;
           }
-          sampleRows(this.ctx, { logits, rows: 1, vocab: c.vocabSize }, { ...sampling, step }, this.#idsFor(1));
+          sampleRows(
+            this.ctx,
+            { logits, rows: 1, vocab: c.vocabSize },
+            { ...sampling, step },
+            this.#idsFor(1),
+          );
           const read = this.ctx.readU32(this.#ids, 0, 1);
           // Speculative step k + 1 (unless token k + 1 is the last one allowed anyway).
           const speculate = step + 1 < maxTokens;

@@ -102,8 +102,6 @@ export interface JobHandle {
   cancel(): void;
 }
 
-const round16 = (n: number) => Math.max(16, Math.ceil(n / 16) * 16);
-
 /** The continuous-batching loop. */
 export class Scheduler {
   readonly engine: Engine;
@@ -151,7 +149,7 @@ export class Scheduler {
    */
   minimumBytes(promptTokens: number, maxTokens: number, kv: Partial<KvOptions>): number {
     const full = (kv.policy ?? "full") === "full";
-    return round16(full ? promptTokens + maxTokens : promptTokens + 16) * this.tokenBytes;
+    return this.#roundCap(full ? promptTokens + maxTokens : promptTokens + 16) * this.tokenBytes;
   }
 
   /** Queues a request; events arrive through `onEvent`. */
@@ -176,6 +174,11 @@ export class Scheduler {
     this.#m.maxQueuedSeen = Math.max(this.#m.maxQueuedSeen, this.#queue.length);
     this.#kick();
     return { id: job.id, cancel: () => this.#cancel(job) };
+  }
+
+  /** Slots a cache region of `n` tokens takes (the KV arena rounds capacities to its alignment). */
+  #roundCap(n: number): number {
+    return this.engine.kvArena().roundCapacity(n);
   }
 
   /** Current counters. */
@@ -243,7 +246,7 @@ export class Scheduler {
   /** Projected peak KV bytes of a request (see the module comment). */
   #projectedBytes(req: JobRequest): number {
     const total = req.promptIds.length + req.maxTokens;
-    const full = round16(total) * this.tokenBytes;
+    const full = this.#roundCap(total) * this.tokenBytes;
     const policy = req.kv.policy ?? "full";
     if (policy === "full" || policy === "snapkv") return full;
     const budget = req.kv.budget ?? DEFAULT_KV_OPTIONS.budget;
@@ -258,8 +261,8 @@ export class Scheduler {
         ) +
         16
       : Math.ceil(budget * 1.5) + 16;
-    const steady = round16(perLayer) * this.tokenBytes;
-    const prefill = round16(req.promptIds.length + 16) * this.tokenBytes;
+    const steady = this.#roundCap(perLayer) * this.tokenBytes;
+    const prefill = this.#roundCap(req.promptIds.length + 16) * this.tokenBytes;
     return Math.min(full, Math.max(steady, prefill));
   }
 
@@ -346,7 +349,7 @@ export class Scheduler {
       const job = this.#queue[0];
       const resumed = job.ids.length > 0;
       const tokens = resumed ? job.req.promptIds.concat(job.ids.slice(0, -1)) : job.req.promptIds;
-      const prefillBytes = round16(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
+      const prefillBytes = this.#roundCap(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
       const need = Math.max(job.reserve, prefillBytes);
       // The head waits while others run and it does not fit (FIFO: no overtaking, so big requests are not starved).
       if (this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) return;
@@ -390,7 +393,7 @@ export class Scheduler {
       const cap = seq.policy.decodeCap(l, c.numLayers);
       if (cap !== null && L.len >= cap) return;
       if (L.len + 1 > L.capacity) {
-        g += (round16(Math.max(L.len + 1, Math.ceil(L.capacity * 1.5))) - L.capacity) * bpt;
+        g += (this.#roundCap(Math.max(L.len + 1, Math.ceil(L.capacity * 1.5))) - L.capacity) * bpt;
       }
     });
     return g;
