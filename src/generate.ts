@@ -281,6 +281,22 @@ export class Engine {
     return { ids: [...new Uint32Array(head!, 0, rows)], rounds };
   }
 
+  /**
+   * Samples one id per logits row into the engine's GPU id buffer and starts reading the ids back without
+   * waiting for them. Record the next decode step on `ids` (the embedding reads it directly), then await
+   * `read`: the readback's round trip overlaps that step's GPU work.
+   */
+  sampleAhead(
+    logits: GPUBuffer,
+    rows: number,
+    s: SamplingOptions,
+    step: number,
+  ): { ids: GPUBuffer; read: Promise<number[]> } {
+    const ids = this.#idsFor(rows);
+    sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, ids);
+    return { ids, read: this.ctx.readU32(ids, 0, rows).then((a) => [...a]) };
+  }
+
   /** The sampled-ids buffer, grown to hold `rows` ids. */
   #idsFor(rows: number): GPUBuffer {
     if (rows * 4 > this.#ids.size) {
@@ -453,21 +469,15 @@ export class Engine {
             logits = this.forward.decode([seq], sampled.ids);
             continue;
           }
-          sampleRows(
-            this.ctx,
-            { logits, rows: 1, vocab: c.vocabSize },
-            { ...sampling, step },
-            this.#idsFor(1),
-          );
-          const read = this.ctx.readU32(this.#ids, 0, 1);
+          const ahead = this.sampleAhead(logits, 1, sampling, step);
           // Speculative step k + 1 (unless token k + 1 is the last one allowed anyway).
           const speculate = step + 1 < maxTokens;
           const peaks = [seq.kv.peakAllocated, seq.kv.peakLive];
           if (speculate) {
-            logits = this.forward.decode([seq], this.#ids);
+            logits = this.forward.decode([seq], ahead.ids);
             this.ctx.flush();
           }
-          const token = (await read)[0];
+          const token = (await ahead.read)[0];
           if (!accept(token, step + 1)) {
             if (speculate) [seq.kv.peakAllocated, seq.kv.peakLive] = peaks;
             break;

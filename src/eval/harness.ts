@@ -8,6 +8,7 @@
  * Every cell also records peak KV bytes (allocated and live) against `full`'s and the decode speed.
  */
 import { DEFAULT_SAMPLING, type Engine, type KvOptions, type PruneRound } from "../generate.ts";
+import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { SequenceKv } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../kv/policy.ts";
 import { afterThink, answersMatch, extractModelAnswer, gsm8kReference } from "./extract.ts";
@@ -634,28 +635,52 @@ export async function generateBatch(
     }
     const t1 = performance.now();
     let active = seqs.map((_, j) => j);
+    // As in Engine.generate: while no round is due, step k + 1 is recorded on the GPU-resident ids of step k
+    // before they are read back. `ahead` holds that step's logits and the cache peaks from before it, so that
+    // a sequence that turns out to have finished gets its peaks back (its extra row is simply not used).
+    let ahead: { logits: GPUBuffer; rows: number[]; peaks: Map<number, [number, number]> } | null = null;
     for (let step = 1; active.length > 0; step++) {
       active = active.filter((j) => {
         ids[j].push(next[j]);
-        return !eos.includes(next[j]) && ids[j].length < caps[j];
+        const more = !eos.includes(next[j]) && ids[j].length < caps[j];
+        const saved = ahead?.peaks.get(j);
+        if (!more && saved) [seqs[j].kv.peakAllocated, seqs[j].kv.peakLive] = saved;
+        return more;
       });
       if (!active.length) break;
-      const logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
+      let logits: GPUBuffer;
+      let picked: GPUBuffer | null = null;
+      if (ahead && ahead.rows.length === active.length) logits = ahead.logits;
+      else if (ahead) logits = picked = pickRows(engine, ahead.logits, ahead.rows, active);
+      else logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
+      ahead = null;
+      // The sampling below is recorded synchronously; the picked rows' buffer can go back to the pool after.
+      const done = () => picked && engine.ctx.pool.release(picked);
       for (const j of active) hooks[j].onStep?.(step, seqs[j].kv);
-      const { ids: out, rounds: pruned } = await engine.sampleAndPrune(
-        logits,
-        active.map((j) => seqs[j]),
-        greedy,
-        step,
+      const batch = active.map((j) => seqs[j]);
+      if (batch.some((s) => engine.wantsPrune(s, step, false))) {
+        const pending = engine.sampleAndPrune(logits, batch, greedy, step);
+        done();
+        const { ids: out, rounds: pruned } = await pending;
+        for (let a = 0; a < active.length; a++) next[active[a]] = out[a];
+        pruned.forEach((r, a) => {
+          const j = active[a];
+          if (r) {
+            rounds[j]++;
+            hooks[j].onPrune?.(r);
+          }
+        });
+        continue;
+      }
+      const sampled = engine.sampleAhead(logits, active.length, greedy, step);
+      done();
+      const peaks = new Map(
+        active.map((j) => [j, [seqs[j].kv.peakAllocated, seqs[j].kv.peakLive] as [number, number]]),
       );
+      ahead = { logits: engine.forward.decode(batch, sampled.ids), rows: active, peaks };
+      engine.ctx.flush();
+      const out = await sampled.read;
       for (let a = 0; a < active.length; a++) next[active[a]] = out[a];
-      pruned.forEach((r, a) => {
-        const j = active[a];
-        if (r) {
-          rounds[j]++;
-          hooks[j].onPrune?.(r);
-        }
-      });
     }
     const secs = (performance.now() - t1) / 1000;
     const totalSteps = ids.reduce((a, x) => a + Math.max(0, x.length - 1), 0);
@@ -678,4 +703,16 @@ export function defaultBudgets(typicalLength: number): number[] {
   const out: number[] = [];
   for (let b = 16; b < typicalLength && out.length < 5; b *= 2) out.push(b);
   return out.length ? out : [16];
+}
+
+/**
+ * Logits rows of `rows` (a step's sequences in order) for the sequences `keep` (a subsequence), made contiguous
+ * in a pooled buffer (the caller releases it once its reader is recorded) — after some sequences of a step
+ * recorded ahead turned out to have finished.
+ */
+function pickRows(engine: Engine, logits: GPUBuffer, rows: number[], keep: number[]): GPUBuffer {
+  const bytes = engine.model.config.vocabSize * 4;
+  const out = engine.ctx.pool.acquire(keep.length * bytes, STORAGE_USAGE, "logits-kept");
+  keep.forEach((j, i) => engine.ctx.copy(logits, rows.indexOf(j) * bytes, out, i * bytes, bytes));
+  return out;
 }
