@@ -2,7 +2,7 @@
  * Generation: prefill, the decode loop, sampling on the GPU, stop conditions, streaming text, KV policy
  * rounds and statistics. `Engine` is the library's entry point (also used by the CLI).
  */
-import { GpuContext } from "./gpu/context.ts";
+import { GpuContext, STORAGE_USAGE } from "./gpu/context.ts";
 import { KvArena } from "./kv/arena.ts";
 import { bytesPerToken, type Compaction, SequenceKv } from "./kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
@@ -295,6 +295,18 @@ export class Engine {
     const ids = this.#idsFor(rows);
     sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, ids);
     return { ids, read: this.ctx.readU32(ids, 0, rows).then((a) => [...a]) };
+  }
+
+  /**
+   * Rows `rows` of a logits buffer ([*, vocab] f32) copied together, in that order, into a pooled buffer — the
+   * rows of a step recorded ahead whose sequences are still running. Release it to `ctx.pool` once its reader
+   * is recorded.
+   */
+  pickLogitsRows(logits: GPUBuffer, rows: number[]): GPUBuffer {
+    const bytes = this.model.config.vocabSize * 4;
+    const out = this.ctx.pool.acquire(rows.length * bytes, STORAGE_USAGE, "logits-rows");
+    rows.forEach((r, i) => this.ctx.copy(logits, r * bytes, out, i * bytes, bytes));
+    return out;
   }
 
   /** The sampled-ids buffer, grown to hold `rows` ids. */

@@ -211,6 +211,10 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
     assert(m.lethe_requests_finished_total >= before.lethe_requests_finished_total + 10);
     assert(m.lethe_prune_rounds_total > before.lethe_prune_rounds_total);
     assert(m.lethe_decode_steps_total > before.lethe_decode_steps_total);
+    assert(
+      m.lethe_decode_steps_ahead_total > before.lethe_decode_steps_ahead_total,
+      "no step was recorded ahead",
+    );
     assert(m.lethe_tokens_per_second > 0);
     assertEquals(m.lethe_active_sequences, 0);
     assertEquals(m.lethe_kv_bytes_allocated, 0);

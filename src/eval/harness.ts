@@ -8,7 +8,6 @@
  * Every cell also records peak KV bytes (allocated and live) against `full`'s and the decode speed.
  */
 import { DEFAULT_SAMPLING, type Engine, type KvOptions, type PruneRound } from "../generate.ts";
-import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { SequenceKv } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../kv/policy.ts";
 import { afterThink, answersMatch, extractModelAnswer, gsm8kReference } from "./extract.ts";
@@ -651,8 +650,10 @@ export async function generateBatch(
       let logits: GPUBuffer;
       let picked: GPUBuffer | null = null;
       if (ahead && ahead.rows.length === active.length) logits = ahead.logits;
-      else if (ahead) logits = picked = pickRows(engine, ahead.logits, ahead.rows, active);
-      else logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
+      else if (ahead) {
+        const rows = ahead.rows;
+        logits = picked = engine.pickLogitsRows(ahead.logits, active.map((j) => rows.indexOf(j)));
+      } else logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
       ahead = null;
       // The sampling below is recorded synchronously; the picked rows' buffer can go back to the pool after.
       const done = () => picked && engine.ctx.pool.release(picked);
@@ -703,16 +704,4 @@ export function defaultBudgets(typicalLength: number): number[] {
   const out: number[] = [];
   for (let b = 16; b < typicalLength && out.length < 5; b *= 2) out.push(b);
   return out.length ? out : [16];
-}
-
-/**
- * Logits rows of `rows` (a step's sequences in order) for the sequences `keep` (a subsequence), made contiguous
- * in a pooled buffer (the caller releases it once its reader is recorded) — after some sequences of a step
- * recorded ahead turned out to have finished.
- */
-function pickRows(engine: Engine, logits: GPUBuffer, rows: number[], keep: number[]): GPUBuffer {
-  const bytes = engine.model.config.vocabSize * 4;
-  const out = engine.ctx.pool.acquire(keep.length * bytes, STORAGE_USAGE, "logits-kept");
-  keep.forEach((j, i) => engine.ctx.copy(logits, rows.indexOf(j) * bytes, out, i * bytes, bytes));
-  return out;
 }

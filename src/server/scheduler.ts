@@ -66,6 +66,8 @@ export interface SchedulerMetrics {
   promptTokensTotal: number;
   generatedTokensTotal: number;
   decodeStepsTotal: number;
+  /** Decode steps recorded before the previous step's ids were read back. */
+  decodeStepsAheadTotal: number;
   pruneRoundsTotal: number;
   preemptionsTotal: number;
   requestsFinishedTotal: number;
@@ -114,6 +116,8 @@ export class Scheduler {
   #loop: Promise<void>;
   /** u32 ids, one per 256 bytes (storage binding offsets must be 256-aligned). */
   #ids: GPUBuffer;
+  /** A decode step already recorded for these jobs on their GPU-resident sampled ids (see #decodeStep). */
+  #ahead: { jobs: Job[]; logits: GPUBuffer } | null = null;
   #idsRows = 0;
   readonly #rate: { t: number; n: number }[] = [];
   readonly #m = {
@@ -121,6 +125,7 @@ export class Scheduler {
     promptTokensTotal: 0,
     generatedTokensTotal: 0,
     decodeStepsTotal: 0,
+    decodeStepsAheadTotal: 0,
     pruneRoundsTotal: 0,
     preemptionsTotal: 0,
     requestsFinishedTotal: 0,
@@ -294,8 +299,10 @@ export class Scheduler {
     while (!this.#closed) {
       try {
         this.#reap();
-        await this.#admit();
+        // Admission waits while a step is recorded ahead (it holds only the jobs it was recorded for).
+        if (!this.#ahead) await this.#admit();
         this.#reap();
+        if (this.#active.length === 0) this.#ahead = null;
         if (this.#active.length === 0) {
           if (this.#queue.length > 0 && this.#closed === false) {
             // Nothing active and the head still does not fit: it never will (checked at submit), so fail it.
@@ -306,11 +313,13 @@ export class Scheduler {
           await new Promise<void>((r) => (this.#wake = r));
           continue;
         }
-        this.#fitStep();
+        // A step recorded ahead had its growth checked against the pool when it was recorded.
+        if (!this.#ahead) this.#fitStep();
         if (this.#active.length === 0) continue;
         await this.#decodeStep();
       } catch (e) {
         // A failure inside a step: fail the sequences involved, keep serving.
+        this.#ahead = null;
         const msg = e instanceof Error ? e.message : String(e);
         console.error(`scheduler: step failed: ${msg}`);
         for (const j of this.#active.splice(0)) this.#fail(j, `generation failed: ${msg}`);
@@ -419,6 +428,13 @@ export class Scheduler {
     }
   }
 
+  /**
+   * One decode step for every active job. Its logits come from a step recorded ahead when there is one (the
+   * rows of the jobs still running), else from a fresh `forward.decode`. When the batch is all greedy, nothing
+   * is queued, no job's pruning round is due and the next step's growth fits the pool, the next step is
+   * recorded on the GPU-resident sampled ids before they are read back — the readback's round trip overlaps
+   * it — and kept for the next call; a job that turns out to have finished leaves its row unused.
+   */
   async #decodeStep(): Promise<void> {
     const jobs = this.#active.slice();
     const B = jobs.length;
@@ -427,10 +443,22 @@ export class Scheduler {
       this.#ids = this.#idsBuffer(B);
     }
     const vocab = this.engine.model.config.vocabSize;
-    const logits = this.engine.forward.decode(
-      jobs.map((j) => j.seq!),
-      jobs.map((j) => j.ids[j.ids.length - 1]),
-    );
+    let logits: GPUBuffer;
+    let picked: GPUBuffer | null = null;
+    const ahead = this.#ahead;
+    this.#ahead = null;
+    if (ahead && ahead.jobs.length === B && ahead.jobs.every((j, b) => j === jobs[b])) logits = ahead.logits;
+    else if (ahead) {
+      logits = picked = this.engine.pickLogitsRows(
+        ahead.logits,
+        jobs.map((j) => ahead.jobs.indexOf(j)),
+      );
+    } else {
+      logits = this.engine.forward.decode(
+        jobs.map((j) => j.seq!),
+        jobs.map((j) => j.ids[j.ids.length - 1]),
+      );
+    }
     // All greedy (the common case for reasoning): one argmax over every row, ids packed at the buffer's start.
     // Otherwise one sampling dispatch per row (each request has its own temperature, top-p and seed), each id
     // at its own 256-byte slot (storage binding offsets must be aligned).
@@ -452,16 +480,33 @@ export class Scheduler {
         );
       });
     }
+    if (picked) this.engine.ctx.pool.release(picked);
+    const live = jobs.filter((j) => !j.cancelled);
+    const recordAhead = greedy && live.length === B && this.#queue.length === 0 && !this.#closed &&
+      !jobs.some((j) => this.engine.wantsPrune(j.seq!, j.step + 1, false)) &&
+      this.#allocated() + jobs.reduce((n, j) => n + this.#growth(j), 0) <= this.options.kvMemory;
+    if (recordAhead) {
+      const read = this.engine.ctx.read(this.#ids, 0, B * 4);
+      this.#ahead = { jobs, logits: this.engine.forward.decode(jobs.map((j) => j.seq!), this.#ids) };
+      this.#m.decodeStepsAheadTotal++;
+      this.engine.ctx.flush();
+      this.#acceptStep(jobs, new Uint32Array(await read), 1);
+      return;
+    }
     // One readback per step: the sampled ids, then the positions and scores of every live sequence whose
     // pruning round is due after this step (each round read on its own stalled the whole batch once per sequence).
-    const live = jobs.filter((j) => !j.cancelled);
     const { head, rounds } = await this.engine.readAndPrune(
       live.map((j) => j.seq!),
       live.map((j) => j.step + 1),
       { buffer: this.#ids, bytes: B * 256 },
     );
     this.#m.pruneRoundsTotal += rounds.filter((r) => r !== null).length;
-    const raw = new Uint32Array(head!, 0, B * 64);
+    this.#acceptStep(jobs, new Uint32Array(head!, 0, B * 64), stride);
+  }
+
+  /** Counts a finished step and hands job b the id at `raw[b * stride]`. */
+  #acceptStep(jobs: Job[], raw: Uint32Array, stride: number): void {
+    const B = jobs.length;
     this.#m.decodeStepsTotal++;
     const now = performance.now();
     this.#rate.push({ t: now, n: B });

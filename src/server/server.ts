@@ -76,6 +76,12 @@ export function prometheus(m: SchedulerMetrics, modelId: string): string {
   put("lethe_prompt_tokens_total", "counter", "Prompt tokens prefilled.", m.promptTokensTotal);
   put("lethe_generated_tokens_total", "counter", "Tokens generated.", m.generatedTokensTotal);
   put("lethe_decode_steps_total", "counter", "Batched decode steps.", m.decodeStepsTotal);
+  put(
+    "lethe_decode_steps_ahead_total",
+    "counter",
+    "Decode steps recorded before the previous step's ids were read back.",
+    m.decodeStepsAheadTotal,
+  );
   put("lethe_prune_rounds_total", "counter", "KV pruning rounds run.", m.pruneRoundsTotal);
   put(
     "lethe_preemptions_total",
