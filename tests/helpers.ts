@@ -54,14 +54,21 @@ export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>)
   return maxDiff / Math.max(maxRef, 1e-30);
 }
 
-/** Throws with a readable message when the relative error exceeds `bound`. */
+/**
+ * Throws with a readable message when the relative error exceeds `bound`. `scale`, when given, is the size the
+ * error is measured against if larger than max |expected| — for sums whose terms cancel (a dot product of
+ * O(1) terms can be ~1e-4), the terms' magnitude, which is what f32 rounding errors scale with.
+ */
 export function assertClose(
   actual: ArrayLike<number>,
   expected: ArrayLike<number>,
   bound: number,
   what: string,
+  scale = 0,
 ): void {
-  const err = relError(actual, expected);
+  let maxRef = 0;
+  for (let i = 0; i < expected.length; i++) maxRef = Math.max(maxRef, Math.abs(expected[i]));
+  const err = relError(actual, expected) * (maxRef >= scale ? 1 : maxRef / scale);
   if (!(err <= bound)) {
     let worst = 0;
     for (let i = 0; i < expected.length; i++) {
