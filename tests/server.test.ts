@@ -6,7 +6,8 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 // deno-lint-ignore no-import-prefix
 import OpenAI from "npm:openai@4.104.0";
-import { Engine, type GenerateOptions } from "../src/generate.ts";
+import { DEFAULT_SAMPLING, Engine, type GenerateOptions } from "../src/generate.ts";
+import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { startServer } from "../src/server/server.ts";
 import { splitThought, StopStrings, ThinkSplitter } from "../src/server/text.ts";
 import { makeCheckpoint } from "../tools/make_checkpoint.ts";
@@ -361,6 +362,37 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
   });
   engine.destroy();
 });
+
+Deno.test(
+  "scheduler: requests submitted while its loop is between admission and decode are served",
+  opts,
+  async () => {
+    // Two moments at which a request once got "needs more KV memory than the server's pool" although it
+    // fitted: submitted right after the scheduler starts (its loop is awaiting an empty admission pass), and
+    // submitted from the only running job's final event (that job's last step is recorded ahead of its ids'
+    // readback).
+    const engine = await Engine.load(STORIES_DIR, { progress: false });
+    const scheduler = new Scheduler(engine, { kvMemory: 1 << 24, maxBatch: 4 });
+    const req = (maxTokens: number, onEvent: (e: JobEvent) => void) => ({
+      promptIds: [1, 400, 300, 200],
+      maxTokens,
+      sampling: { ...DEFAULT_SAMPLING, temperature: 0 },
+      kv: {},
+      stop: [],
+      onEvent,
+    });
+    const second = new Promise<JobEvent>((resolve) => {
+      scheduler.submit(req(5, (e) => {
+        if (e.type === "done") scheduler.submit(req(3, (e2) => e2.type !== "token" && resolve(e2)));
+      }));
+    });
+    const end = await second;
+    assertEquals(end.type, "done", JSON.stringify(end));
+    assert(scheduler.metrics().decodeStepsAheadTotal > 0, "the first job's steps were recorded ahead");
+    await scheduler.close();
+    engine.destroy();
+  },
+);
 
 Deno.test(
   "server with a tokenizer: text, stop strings, chat reasoning_content, the openai client",

@@ -299,12 +299,16 @@ export class Scheduler {
     while (!this.#closed) {
       try {
         this.#reap();
+        // A step recorded ahead whose jobs have all left is void.
+        if (this.#active.length === 0) this.#ahead = null;
         // Admission waits while a step is recorded ahead (it holds only the jobs it was recorded for).
         if (!this.#ahead) await this.#admit();
         this.#reap();
         if (this.#active.length === 0) this.#ahead = null;
         if (this.#active.length === 0) {
           if (this.#queue.length > 0 && this.#closed === false) {
+            // Submitted while this pass was past its admission (e.g. during the await above): admit it next pass.
+            if (this.#head()?.fits) continue;
             // Nothing active and the head still does not fit: it never will (checked at submit), so fail it.
             const head = this.#queue.shift()!;
             this.#fail(head, "the request needs more KV memory than the server's pool");
@@ -352,17 +356,24 @@ export class Scheduler {
     job.req.onEvent({ type: "error", message });
   }
 
+  /** The queue's head, its prompt (plus the tokens it had generated, if preempted) and whether it fits now. */
+  #head(): { job: Job; tokens: number[]; resumed: boolean; fits: boolean } | null {
+    if (this.#queue.length === 0 || this.#active.length >= this.options.maxBatch || this.#closed) return null;
+    const job = this.#queue[0];
+    const resumed = job.ids.length > 0;
+    const tokens = resumed ? job.req.promptIds.concat(job.ids.slice(0, -1)) : job.req.promptIds;
+    const prefillBytes = this.#roundCap(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
+    const need = Math.max(job.reserve, prefillBytes);
+    // The head waits while others run and it does not fit (FIFO: no overtaking, so big requests are not starved).
+    const fits = !(this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) &&
+      this.#allocated() + prefillBytes <= this.options.kvMemory;
+    return { job, tokens, resumed, fits };
+  }
+
   /** Prefills queued jobs while the batch and the pool have room. */
   async #admit(): Promise<void> {
-    while (this.#queue.length > 0 && this.#active.length < this.options.maxBatch && !this.#closed) {
-      const job = this.#queue[0];
-      const resumed = job.ids.length > 0;
-      const tokens = resumed ? job.req.promptIds.concat(job.ids.slice(0, -1)) : job.req.promptIds;
-      const prefillBytes = this.#roundCap(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
-      const need = Math.max(job.reserve, prefillBytes);
-      // The head waits while others run and it does not fit (FIFO: no overtaking, so big requests are not starved).
-      if (this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) return;
-      if (this.#allocated() + prefillBytes > this.options.kvMemory) return;
+    for (let head = this.#head(); head?.fits; head = this.#head()) {
+      const { job, tokens, resumed } = head;
       this.#queue.shift();
       const seq = this.engine.newSequence(job.req.kv, this.#initialCapacity(job, tokens.length));
       job.seq = seq;
@@ -430,8 +441,8 @@ export class Scheduler {
 
   /**
    * One decode step for every active job. Its logits come from a step recorded ahead when there is one (the
-   * rows of the jobs still running), else from a fresh `forward.decode`. When the batch is all greedy, nothing
-   * is queued, no job's pruning round is due and the next step's growth fits the pool, the next step is
+   * rows of the jobs still running), else from a fresh `forward.decode`. When the batch is all greedy, no queued
+   * request could be admitted now, no job's pruning round is due and the next step's growth fits the pool, the next step is
    * recorded on the GPU-resident sampled ids before they are read back — the readback's round trip overlaps
    * it — and kept for the next call; a job that turns out to have finished leaves its row unused.
    */
@@ -482,7 +493,8 @@ export class Scheduler {
     }
     if (picked) this.engine.ctx.pool.release(picked);
     const live = jobs.filter((j) => !j.cancelled);
-    const recordAhead = greedy && live.length === B && this.#queue.length === 0 && !this.#closed &&
+    // Not when a queued request could be admitted now: admission waits while a step is recorded ahead.
+    const recordAhead = greedy && live.length === B && !this.#head()?.fits && !this.#closed &&
       !jobs.some((j) => this.engine.wantsPrune(j.seq!, j.step + 1, false)) &&
       this.#allocated() + jobs.reduce((n, j) => n + this.#growth(j), 0) <= this.options.kvMemory;
     if (recordAhead) {
