@@ -437,7 +437,7 @@ export class Engine {
       // Prefill.
       const t0 = performance.now();
       let logits = this.forward.prefill(seq, promptIds);
-      let [next] = await this.sampleIds(logits, 1, sampling, 0);
+      const [next] = await this.sampleIds(logits, 1, sampling, 0);
       const prefillMs = performance.now() - t0;
       const pruned = await this.maybePrune(seq, 0, true);
       if (pruned) {
