@@ -17,6 +17,7 @@
  * pruning rounds), as long as the sequence is not preempted.
  */
 import { DEFAULT_SAMPLING, type Engine, type KvOptions, type SamplingOptions } from "../generate.ts";
+import { STORAGE_USAGE } from "../gpu/context.ts";
 import { bytesPerToken } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS } from "../kv/policy.ts";
 import type { SequenceState } from "../model/forward.ts";
@@ -441,8 +442,8 @@ export class Scheduler {
 
   /**
    * One decode step for every active job. Its logits come from a step recorded ahead when there is one (the
-   * rows of the jobs still running), else from a fresh `forward.decode`. When the batch is all greedy, no queued
-   * request could be admitted now, no job's pruning round is due and the next step's growth fits the pool, the next step is
+   * rows of the jobs still running), else from a fresh `forward.decode`. When no queued request could be
+   * admitted now, no job's pruning round is due and the next step's growth fits the pool, the next step is
    * recorded on the GPU-resident sampled ids before they are read back — the readback's round trip overlaps
    * it — and kept for the next call; a job that turns out to have finished leaves its row unused.
    */
@@ -494,12 +495,19 @@ export class Scheduler {
     if (picked) this.engine.ctx.pool.release(picked);
     const live = jobs.filter((j) => !j.cancelled);
     // Not when a queued request could be admitted now: admission waits while a step is recorded ahead.
-    const recordAhead = greedy && live.length === B && !this.#head()?.fits && !this.#closed &&
+    const recordAhead = live.length === B && !this.#head()?.fits && !this.#closed &&
       !jobs.some((j) => this.engine.wantsPrune(j.seq!, j.step + 1, false)) &&
       this.#allocated() + jobs.reduce((n, j) => n + this.#growth(j), 0) <= this.options.kvMemory;
     if (recordAhead) {
-      const read = this.engine.ctx.read(this.#ids, 0, B * 4);
-      this.#ahead = { jobs, logits: this.engine.forward.decode(jobs.map((j) => j.seq!), this.#ids) };
+      // The next step's input: the ids packed (per-row sampling left each at its own 256-byte slot).
+      let packed = this.#ids;
+      if (!greedy) {
+        packed = this.engine.ctx.pool.acquire(B * 4, STORAGE_USAGE, "server-ids-packed");
+        for (let b = 0; b < B; b++) this.engine.ctx.copy(this.#ids, b * 256, packed, b * 4, 4);
+      }
+      const read = this.engine.ctx.read(packed, 0, B * 4);
+      this.#ahead = { jobs, logits: this.engine.forward.decode(jobs.map((j) => j.seq!), packed) };
+      if (packed !== this.#ids) this.engine.ctx.pool.release(packed);
       this.#m.decodeStepsAheadTotal++;
       this.engine.ctx.flush();
       this.#acceptStep(jobs, new Uint32Array(await read), 1);
