@@ -247,13 +247,7 @@ export class Engine {
 
   /** Samples one id per logits row on the GPU and reads back only the ids. */
   async sampleIds(logits: GPUBuffer, rows: number, s: SamplingOptions, step: number): Promise<number[]> {
-    sampleRows(
-      this.ctx,
-      { logits, rows, vocab: this.model.config.vocabSize },
-      { ...s, step },
-      this.#idsFor(rows),
-    );
-    return [...await this.ctx.readU32(this.#ids, 0, rows)];
+    return [...await this.ctx.readU32(this.#sample(logits, rows, s, step), 0, rows)];
   }
 
   /**
@@ -268,14 +262,9 @@ export class Engine {
     step: number,
   ): Promise<{ ids: number[]; rounds: (PruneRound | null)[] }> {
     const rows = seqs.length;
-    sampleRows(
-      this.ctx,
-      { logits, rows, vocab: this.model.config.vocabSize },
-      { ...s, step },
-      this.#idsFor(rows),
-    );
+    const ids = this.#sample(logits, rows, s, step);
     const { head, rounds } = await this.readAndPrune(seqs, seqs.map(() => step), {
-      buffer: this.#ids,
+      buffer: ids,
       bytes: rows * 4,
     });
     return { ids: [...new Uint32Array(head!, 0, rows)], rounds };
@@ -292,8 +281,7 @@ export class Engine {
     s: SamplingOptions,
     step: number,
   ): { ids: GPUBuffer; read: Promise<number[]> } {
-    const ids = this.#idsFor(rows);
-    sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, ids);
+    const ids = this.#sample(logits, rows, s, step);
     return { ids, read: this.ctx.readU32(ids, 0, rows).then((a) => [...a]) };
   }
 
@@ -309,12 +297,13 @@ export class Engine {
     return out;
   }
 
-  /** The sampled-ids buffer, grown to hold `rows` ids. */
-  #idsFor(rows: number): GPUBuffer {
+  /** Records sampling of one id per logits row into the sampled-ids buffer (grown to `rows`); returns it. */
+  #sample(logits: GPUBuffer, rows: number, s: SamplingOptions, step: number): GPUBuffer {
     if (rows * 4 > this.#ids.size) {
       this.ctx.destroyLater(this.#ids);
       this.#ids = this.ctx.createBuffer(4 * Math.max(rows, 2 * this.#ids.size / 4), "sampled-ids");
     }
+    sampleRows(this.ctx, { logits, rows, vocab: this.model.config.vocabSize }, { ...s, step }, this.#ids);
     return this.#ids;
   }
 

@@ -11,6 +11,7 @@ import writeCode from "../../wgsl/kv.wgsl" with { type: "text" };
 import evictCode from "../../wgsl/kv_evict.wgsl" with { type: "text" };
 import gatherCode from "../../wgsl/kv_gather.wgsl" with { type: "text" };
 import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
+import { batchesBy } from "../util/group.ts";
 import { KvArena, type KvBinding, type KvRegion } from "./arena.ts";
 import type { LayerView } from "./policy.ts";
 
@@ -227,15 +228,14 @@ export class SequenceKv {
    * rounds and its sampled ids into one readback this way.
    */
   static planViews(ctx: GpuContext, caches: SequenceKv[]): ViewsPlan {
+    // One span per shard (a shard's position buffer belongs to one layer).
     const spans: { pos: GPUBuffer; score: GPUBuffer; lo: number; hi: number; at: number }[] = [];
-    const spanLayer: number[] = [];
     const where = caches.map((kv) =>
-      kv.layers.map((L, l) => {
+      kv.layers.map((L) => {
         const R = L.region;
-        let i = spans.findIndex((x, j) => x.pos === R.posBuffer && spanLayer[j] === l);
+        let i = spans.findIndex((x) => x.pos === R.posBuffer);
         if (i < 0) {
           spans.push({ pos: R.posBuffer, score: R.scoreBuffer, lo: R.base, hi: R.base + L.len, at: 0 });
-          spanLayer.push(l);
           i = spans.length - 1;
         }
         spans[i].lo = Math.min(spans[i].lo, R.base);
@@ -477,18 +477,4 @@ export interface AppendRow {
   pos: number;
   /** Overwrite an evicted slot instead of appending (the layer is at its cap). */
   evict?: EvictProtect;
-}
-
-/** `items` grouped by `key` (first-seen order), each group cut into batches of at most `max`. */
-function batchesBy<T, K>(items: T[], key: (t: T) => K, max: number): T[][] {
-  const groups = new Map<K, T[]>();
-  for (const t of items) {
-    const k = key(t);
-    const g = groups.get(k);
-    if (g) g.push(t);
-    else groups.set(k, [t]);
-  }
-  const out: T[][] = [];
-  for (const g of groups.values()) for (let i = 0; i < g.length; i += max) out.push(g.slice(i, i + max));
-  return out;
 }

@@ -16,6 +16,7 @@ import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" 
 import { type Binding, type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
 import type { AttentionShape } from "../ref/attention.ts";
+import { batchesBy } from "../util/group.ts";
 
 export type { AttentionShape } from "../ref/attention.ts";
 
@@ -458,15 +459,9 @@ function decodeRun(
     uniforms,
   );
   // Scores: one dispatch per score buffer, a table row pair per sequence.
-  const byBuffer = new Map<GPUBuffer, number[]>();
-  seqs.forEach((s, b) => {
-    if (!s.scores) return;
-    const buf = bufferOf(s.scores.buffer).buffer;
-    const list = byBuffer.get(buf);
-    if (list) list.push(b);
-    else byBuffer.set(buf, [b]);
-  });
-  for (const [buffer, list] of byBuffer) {
+  const scored = seqs.map((_, b) => b).filter((b) => seqs[b].scores);
+  for (const list of batchesBy(scored, (b) => bufferOf(seqs[b].scores!.buffer).buffer)) {
+    const buffer = bufferOf(seqs[list[0]].scores!.buffer).buffer;
     const su = new ArrayBuffer(16 + bmax * 32);
     const su32 = new Uint32Array(su);
     const sf32 = new Float32Array(su);

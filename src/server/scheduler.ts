@@ -305,7 +305,6 @@ export class Scheduler {
         // Admission waits while a step is recorded ahead (it holds only the jobs it was recorded for).
         if (!this.#ahead) await this.#admit();
         this.#reap();
-        if (this.#active.length === 0) this.#ahead = null;
         if (this.#active.length === 0) {
           if (this.#queue.length > 0 && this.#closed === false) {
             // Submitted while this pass was past its admission (e.g. during the await above): admit it next pass.
