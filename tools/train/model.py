@@ -147,9 +147,10 @@ class Qwen2(nn.Module):
         w = self.model.embed_tokens.weight if self.c.tie_word_embeddings else self.lm_head.weight
         return h @ w.t()
 
-    def forward(self, ids, positions=None, key_pad=None, caches=None, past_len=0):
+    def forward(self, ids, positions=None, key_pad=None, caches=None, past_len=0, visible=None):
         """ids [B, T]; positions [B, T] (default past_len + arange); key_pad [B, past_len + T] bool, True
-        where a key is padding. Returns logits [B, T, V]."""
+        where a key is padding; visible [B, T, past_len + T] bool, False where a query may not see a key
+        (besides causality). Returns logits [B, T, V]."""
         B, T = ids.shape
         if positions is None:
             positions = (torch.arange(T) + past_len)[None].expand(B, T)
@@ -157,6 +158,8 @@ class Qwen2(nn.Module):
         S = past_len + T
         causal = torch.ones(T, S, dtype=torch.bool).tril(diagonal=past_len)
         allowed = causal[None, None]
+        if visible is not None:
+            allowed = allowed & visible[:, None]
         if key_pad is not None:
             allowed = allowed & ~key_pad[:, None, None, :]
             # Each query may always see itself, so left-padding rows stay finite (their outputs are unused).

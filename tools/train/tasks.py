@@ -4,9 +4,10 @@ Families (every step of a thought looks a fact up far back in the prompt, keyed 
 just written, then does a small local computation):
   walk   - pointer chasing: the prompt gives a map of arrows between two-digit numbers (one cycle, pairs in
            shuffled order), a start and a number of steps; each thought line counts down the steps left
-           (a `#k` token), names where the walk stands and looks up where its arrow points. Every lap of the
-           walk reads the whole map again, so the map is the fact far back that must survive pruning while
-           the walk's own past lines are never needed again.
+           (`#k`: one token below 100, a `#k // 10` token and a digit from 100 on), names where the walk
+           stands and looks up where its arrow points. Every lap of the walk reads the whole map again, so the
+           map is the fact far back that must survive pruning while the walk's own past lines are never needed
+           again.
   sum    - add a list of distinct two-digit numbers; each thought line names the number it added last, looks
            up the number that follows it in the prompt, and adds it to the running total with a written
            digit-by-digit scratchpad (units first, with carries).
@@ -29,11 +30,17 @@ END_THINK = "</think>"
 
 FAMILIES = ["walk", "sum"]
 
-# Full difficulty: held-out sets and most of training. Thoughts of ~80-400 (walk) and ~100-330 (sum) tokens.
+# Full difficulty: held-out sets and most of training. Thoughts of ~250-1200 (walk) and ~100-330 (sum) tokens.
+# A walk takes 10-100 laps of a map of 3-6 arrows, so its thought is long against the facts it needs (the map
+# and its last line), the shape of the long reasoning traces that KV pruning is for.
 SETTINGS = {
-    "walk": {"min_n": 4, "max_n": 12, "min_steps": 20, "max_steps": 99},
+    "walk": {"min_n": 3, "max_n": 6, "min_steps": 60, "max_steps": 299},
     "sum": {"min_count": 3, "max_count": 10},
 }
+
+# The first version's walks (4-12 arrows, 20-99 steps): stage 1 of the shipped model's training
+# (`train.py --short-walks`, see README.md), which stage 2 then lengthens to SETTINGS.
+SHORT_WALK = {"min_n": 4, "max_n": 12, "min_steps": 20, "max_steps": 99}
 
 # Easiest settings of the training curriculum (train.py ramps from these to SETTINGS): attention finds its
 # lookups in short contexts first.

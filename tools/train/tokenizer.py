@@ -61,7 +61,8 @@ def build_merges() -> list[tuple[str, str]]:
     for n in range(10, 100):
         add(BYTE_CHARS[32] + str(n)[0], str(n)[1])
     # "#1" .. "#99", the walk's countdown of steps left: one token each, and distinct from the numbers it
-    # walks over, so looking a number up never lands on a counter.
+    # walks over, so looking a number up never lands on a counter. "#100" and up encode as "#10" .. "#29" then
+    # a digit, which mirrors how the prompt writes them (" 12" then a digit) and counts down digit by digit.
     for n in range(1, 100):
         add("#" + str(n)[:-1], str(n)[-1])
     # ">10" .. ">99", an arrow's target in the walk's map: a number then appears once in the prompt (as a key),

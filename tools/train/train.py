@@ -27,19 +27,34 @@ from model import Config, Qwen2, greedy_batch  # noqa: E402
 from tokenizer import Tok  # noqa: E402
 
 
-def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int]:
+# The fewest recent thought tokens a family's step needs besides the prompt: the walk's last line (its
+# counter and where it stands), the sum's last scratchpad line (its running total).
+LOCAL_MIN_WINDOW = {"walk": 8, "sum": 40, "copy": 8}
+
+
+def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int, str]:
     p = tok.encode(ex["prompt"])
     full = tok.encode(ex["prompt"] + ex["completion"])
     assert full[: len(p)] == p, "prompt tokens must be a prefix of the full text's tokens"
-    return full, len(p)
+    return full, len(p), ex["family"]
+
+
+def local_visibility(length: int, prompt_len: int, window: int) -> torch.Tensor:
+    """[length, length] bool: a thought token sees the prompt and the last `window` tokens only."""
+    q = torch.arange(length)[:, None]
+    k = torch.arange(length)[None, :]
+    return (k < prompt_len) | (q - k < window)
 
 
 def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256,
-            copy_fraction=lambda: 0.0):
-    """Endless stream of (ids, loss_mask) batches; a pool of examples is sorted by length and cut into
-    batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded)."""
+            copy_fraction=lambda: 0.0, local_fraction: float = 0.0, local_max_window: int = 128):
+    """Endless stream of (ids, loss_mask, visible) batches; a pool of examples is sorted by length and cut
+    into batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded). A
+    `local_fraction` of the examples is trained with its thought seeing only the prompt and a random window
+    of recent tokens (`local_visibility`); the rest see everything before them."""
     stream = tasks.train_stream(seed, level, copy_fraction=copy_fraction)
     rng = random.Random(f"batches-{seed}")
+    local_rng = random.Random(f"local-{seed}")
     while True:
         pool = [encode_example(tok, next(stream)) for _ in range(pool_size)]
         pool.sort(key=lambda e: len(e[0]))
@@ -57,10 +72,14 @@ def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_
             L = max(len(e[0]) for e in g)
             ids = torch.zeros(len(g), L, dtype=torch.long)
             mask = torch.zeros(len(g), L, dtype=torch.bool)
-            for i, (full, np_) in enumerate(g):
+            visible = torch.ones(len(g), L, L, dtype=torch.bool)
+            for i, (full, np_, fam) in enumerate(g):
                 ids[i, : len(full)] = torch.tensor(full)
                 mask[i, np_: len(full)] = True  # positions whose token is a target
-            yield ids, mask
+                if local_rng.random() < local_fraction:
+                    w = local_rng.randint(LOCAL_MIN_WINDOW[fam], max(LOCAL_MIN_WINDOW[fam], local_max_window))
+                    visible[i] = local_visibility(L, np_, w)
+            yield ids, mask, visible
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -70,7 +89,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def evaluate(model: Qwen2, tok: Tok, sets: dict, batch: int = 100, max_new: int = 512) -> dict:
+def evaluate(model: Qwen2, tok: Tok, sets: dict, batch: int = 100, max_new: int = 1400) -> dict:
     """Greedy, full-KV exact match of the final answer per family; also mean generated thought length."""
     model.eval()
     eos = tok.added[tasks.EOS]
@@ -124,11 +143,26 @@ def main():
     ap.add_argument("--ckpt", default="/tmp/lethe-reasoner-tiny.pt")
     ap.add_argument("--init-from", default="",
                     help="continue from this saved checkpoint (fresh optimizer and schedule; log appended)")
+    ap.add_argument("--init-from-model", default="",
+                    help="start from an exported model directory (its config, safetensors and tokenizer.json); "
+                         "embedding rows move to this tokenizer's ids by token text, new tokens start from a "
+                         "related token's row plus noise")
+    ap.add_argument("--local-fraction", type=float, default=0.5,
+                    help="fraction of examples whose thought sees only the prompt and a random window of recent "
+                         "tokens (train.LOCAL_MIN_WINDOW .. --local-max-window): the task's steps need nothing "
+                         "else, and without it the model leaned on its whole past thought, so that no KV policy "
+                         "could prune it")
+    ap.add_argument("--local-max-window", type=int, default=128)
+    ap.add_argument("--short-walks", action="store_true",
+                    help="train on tasks.SHORT_WALK (the first version's walks) instead of SETTINGS' long ones: "
+                         "stage 1 of the shipped model (README.md)")
     ap.add_argument("--export-from", default="", help="skip training: export this saved checkpoint")
     args = ap.parse_args()
     if args.export_from:
         return export_saved(args)
 
+    if args.short_walks:
+        tasks.SETTINGS["walk"] = tasks.SHORT_WALK
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -139,10 +173,12 @@ def main():
     model = Qwen2(cfg)
     if args.init_from:
         model.load_state_dict(torch.load(args.init_from)["state"])
+    if args.init_from_model:
+        init_from_model(model, tok, args.init_from_model)
     nparams = sum(p.numel() for p in model.parameters())
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.txt")
-    logf = open(log_path, "a" if args.init_from else "w")
+    logf = open(log_path, "a" if args.init_from or args.init_from_model else "w")
 
     def log(msg):
         print(msg, flush=True)
@@ -167,14 +203,15 @@ def main():
     def copy_fraction() -> float:
         return 1.0 if progress["step"] < args.copy_warmup else args.copy_fraction
 
-    it = batches(tok, args.seed, args.tokens_per_batch, level, copy_fraction=copy_fraction)
+    it = batches(tok, args.seed, args.tokens_per_batch, level, copy_fraction=copy_fraction,
+                 local_fraction=args.local_fraction, local_max_window=args.local_max_window)
     for step in range(args.steps):
         progress["step"] = step
-        ids, mask = next(it)
+        ids, mask, visible = next(it)
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        logits = model(ids[:, :-1])
+        logits = model(ids[:, :-1], visible=visible[:, :-1, :-1])
         tgt = ids[:, 1:]
         m = mask[:, 1:]
         loss = F.cross_entropy(logits[m], tgt[m])
@@ -202,6 +239,32 @@ def main():
     import export  # noqa: E402
     export.export(model, tok, args.out, args.heldout_n, log)
     log(f"total wall time {time.time() - t0:.0f}s")
+
+
+def init_from_model(model: Qwen2, tok: Tok, model_dir: str) -> None:
+    """Loads an exported model directory into `model`, whose tokenizer may have more tokens: each embedding
+    row moves to this tokenizer's id of the same token text; a `#k` counter new here (k >= 100) starts from
+    the row of `#(k mod 100)` (or `#99`) plus noise, since the tied embeddings would otherwise give it the same
+    logit as its source."""
+    import export  # noqa: E402
+    sd = export.read_safetensors_bf16(os.path.join(model_dir, "model.safetensors"))
+    with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
+        tj = json.load(f)
+    old_ids = dict(tj["model"]["vocab"])
+    old_ids.update({t["content"]: t["id"] for t in tj["added_tokens"]})
+    old_emb = sd["model.embed_tokens.weight"]
+    emb = model.model.embed_tokens.weight.detach().clone()
+    gen = torch.Generator().manual_seed(7)
+    for text, new_id in list(tok.vocab.items()) + list(tok.added.items()):
+        src = text
+        if src not in old_ids and src.startswith("#") and src[1:].isdigit():
+            src = "#" + str(int(src[1:]) % 100 or 99)
+            emb[new_id] = old_emb[old_ids[src]] + 0.02 * torch.randn(emb.shape[1], generator=gen)
+        elif src in old_ids:
+            emb[new_id] = old_emb[old_ids[src]]
+    sd["model.embed_tokens.weight"] = emb
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
 
 
 def export_saved(args):
