@@ -48,7 +48,7 @@ def local_visibility(length: int, prompt_len: int, window: int) -> torch.Tensor:
 
 def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256,
             copy_fraction=lambda: 0.0, local_fraction: float = 0.0, local_max_window: int = 128):
-    """Endless stream of (ids, loss_mask, visible) batches; a pool of examples is sorted by length and cut
+    """Endless stream of (ids, loss_mask, visible or None) batches; a pool of examples is sorted by length and cut
     into batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded). A
     `local_fraction` of the examples is trained with its thought seeing only the prompt and a random window
     of recent tokens (`local_visibility`); the rest see everything before them."""
@@ -72,12 +72,14 @@ def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_
             L = max(len(e[0]) for e in g)
             ids = torch.zeros(len(g), L, dtype=torch.long)
             mask = torch.zeros(len(g), L, dtype=torch.bool)
-            visible = torch.ones(len(g), L, L, dtype=torch.bool)
+            visible = None  # None: every example sees everything before it
             for i, (full, np_, fam) in enumerate(g):
                 ids[i, : len(full)] = torch.tensor(full)
                 mask[i, np_: len(full)] = True  # positions whose token is a target
                 if local_rng.random() < local_fraction:
                     w = local_rng.randint(LOCAL_MIN_WINDOW[fam], max(LOCAL_MIN_WINDOW[fam], local_max_window))
+                    if visible is None:
+                        visible = torch.ones(len(g), L, L, dtype=torch.bool)
                     visible[i] = local_visibility(L, np_, w)
             yield ids, mask, visible
 
@@ -144,9 +146,8 @@ def main():
     ap.add_argument("--init-from", default="",
                     help="continue from this saved checkpoint (fresh optimizer and schedule; log appended)")
     ap.add_argument("--init-from-model", default="",
-                    help="start from an exported model directory (its config, safetensors and tokenizer.json); "
-                         "embedding rows move to this tokenizer's ids by token text, new tokens start from a "
-                         "related token's row plus noise")
+                    help="start from an exported model directory (its safetensors and tokenizer.json; fresh "
+                         "optimizer and schedule, log appended); embedding rows are matched by token text")
     ap.add_argument("--local-fraction", type=float, default=0.5,
                     help="fraction of examples whose thought sees only the prompt and a random window of recent "
                          "tokens (train.LOCAL_MIN_WINDOW .. --local-max-window): the task's steps need nothing "
@@ -211,7 +212,7 @@ def main():
         lr = lr_at(step, args.steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
-        logits = model(ids[:, :-1], visible=visible[:, :-1, :-1])
+        logits = model(ids[:, :-1], visible=None if visible is None else visible[:, :-1, :-1])
         tgt = ids[:, 1:]
         m = mask[:, 1:]
         loss = F.cross_entropy(logits[m], tgt[m])
@@ -242,10 +243,8 @@ def main():
 
 
 def init_from_model(model: Qwen2, tok: Tok, model_dir: str) -> None:
-    """Loads an exported model directory into `model`, whose tokenizer may have more tokens: each embedding
-    row moves to this tokenizer's id of the same token text; a `#k` counter new here (k >= 100) starts from
-    the row of `#(k mod 100)` (or `#99`) plus noise, since the tied embeddings would otherwise give it the same
-    logit as its source."""
+    """Loads an exported model directory into `model`. Embedding rows are matched by token text, so a
+    tokenizer that gained tokens keeps every old row (the new ones keep their fresh initialisation)."""
     import export  # noqa: E402
     sd = export.read_safetensors_bf16(os.path.join(model_dir, "model.safetensors"))
     with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as f:
@@ -254,14 +253,9 @@ def init_from_model(model: Qwen2, tok: Tok, model_dir: str) -> None:
     old_ids.update({t["content"]: t["id"] for t in tj["added_tokens"]})
     old_emb = sd["model.embed_tokens.weight"]
     emb = model.model.embed_tokens.weight.detach().clone()
-    gen = torch.Generator().manual_seed(7)
     for text, new_id in list(tok.vocab.items()) + list(tok.added.items()):
-        src = text
-        if src not in old_ids and src.startswith("#") and src[1:].isdigit():
-            src = "#" + str(int(src[1:]) % 100 or 99)
-            emb[new_id] = old_emb[old_ids[src]] + 0.02 * torch.randn(emb.shape[1], generator=gen)
-        elif src in old_ids:
-            emb[new_id] = old_emb[old_ids[src]]
+        if text in old_ids:
+            emb[new_id] = old_emb[old_ids[text]]
     sd["model.embed_tokens.weight"] = emb
     missing, unexpected = model.load_state_dict(sd, strict=False)
     assert not unexpected and all(k == "lm_head.weight" for k in missing), (missing, unexpected)
