@@ -6,13 +6,15 @@
  * request generates exactly max_tokens), and reports requests completed, generated tokens/s, peak KV bytes,
  * the largest decode batch, preemptions, and the throughput ratio. Default pool: room for `--fit` full-KV
  * requests, so full runs that many at a time while the pruned requests, whose caches stay near the budget,
- * decode more at once.
+ * decode more at once. `--fit 1,2,4` sweeps pool sizes: full and the pruned policy under each, in one run.
+ * `--no-align-rounds` serves the pruned policy with each sequence's rounds on its own schedule (see
+ * `SchedulerOptions.alignRounds`).
  *
  * Model: models/lethe-reasoner-tiny unless --model says otherwise.
  *
- *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4]
+ *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4|1,2,4]
  *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json] [--token-ids]
- *     [--families sum] [--lethe-gamma 0.95]
+ *     [--families sum] [--lethe-gamma 0.95] [--no-align-rounds]
  *
  * With a tokenizer and held-out task files (models/lethe-reasoner-tiny/heldout/*.jsonl) the requests are
  * the held-out questions through /v1/chat/completions (greedy, stopping at EOS), and each policy's accuracy is
@@ -41,6 +43,7 @@ const { values: v } = parseArgs({
     "token-ids": { type: "boolean", default: false },
     families: { type: "string" },
     "lethe-gamma": { type: "string" },
+    "no-align-rounds": { type: "boolean", default: false },
   },
 });
 
@@ -103,9 +106,11 @@ if (!taskMode && promptTokens + maxTokens > c.maxPositionEmbeddings) {
 const tokenBytes = c.numLayers * (2 * c.numKvHeads * c.headDim * 4 + 8);
 const fullRequestBytes = Math.ceil(Math.min(longestPrompt + maxTokens, c.maxPositionEmbeddings) / 16) * 16 *
   tokenBytes;
-const kvMemory = v["kv-memory"] !== undefined
-  ? parseByteSize(v["kv-memory"])
-  : Number(v.fit) * fullRequestBytes;
+const fits = v.fit.split(",").map((f) => Number(f.trim()));
+if (fits.some((f) => !(f > 0))) throw new Error(`--fit must be positive numbers, got ${v.fit}`);
+const pools = v["kv-memory"] !== undefined
+  ? [parseByteSize(v["kv-memory"])]
+  : fits.map((f) => Math.floor(f * fullRequestBytes));
 
 // Deterministic prompts: ids drawn from the vocabulary (BOS first when the model has one).
 let state = 12345;
@@ -127,6 +132,8 @@ interface RunResult {
   max_batch: number;
   preemptions: number;
   prune_rounds: number;
+  /** Fraction of decode steps recorded before the previous step's ids were read back. */
+  steps_ahead: number;
   outputs: number[][];
   /** Task mode: exact-match accuracy of the final answers. */
   accuracy: number | null;
@@ -141,10 +148,11 @@ async function metrics(url: string): Promise<Record<string, number>> {
   return out;
 }
 
-async function run(kvPolicy: PolicyName): Promise<RunResult> {
+async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
   const server = startServer(engine, {
     kvMemory,
     maxBatch: Number(v["max-batch"]),
+    alignRounds: !v["no-align-rounds"],
     kv: {
       policy: kvPolicy,
       budget,
@@ -211,6 +219,7 @@ async function run(kvPolicy: PolicyName): Promise<RunResult> {
     max_batch: m.lethe_batch_size_max,
     preemptions: m.lethe_preemptions_total,
     prune_rounds: m.lethe_prune_rounds_total,
+    steps_ahead: m.lethe_decode_steps_ahead_total / Math.max(1, m.lethe_decode_steps_total),
     outputs: results.map((r) => r ?? []),
     accuracy: taskMode ? correct / tasks.length : null,
   };
@@ -219,24 +228,44 @@ async function run(kvPolicy: PolicyName): Promise<RunResult> {
 const n = taskMode ? tasks.length : N;
 console.error(
   taskMode
-    ? `model ${modelDir}: ${n} held-out tasks (chat, greedy, up to ${maxTokens} tokens), KV pool ${kvMemory} bytes`
-    : `model ${modelDir}: ${N} requests × (${promptTokens} prompt + ${maxTokens} generated) tokens, KV pool ${kvMemory} bytes ` +
-      `(${(kvMemory / fullRequestBytes).toFixed(2)} full-KV requests)`,
+    ? `model ${modelDir}: ${n} held-out tasks (chat, greedy, up to ${maxTokens} tokens)`
+    : `model ${modelDir}: ${N} requests × (${promptTokens} prompt + ${maxTokens} generated) tokens`,
 );
-const full = await run("full");
-console.error(`full done in ${full.wall_s.toFixed(1)} s`);
-const pruned = await run(policy);
-console.error(`${policy} done in ${pruned.wall_s.toFixed(1)} s`);
 
-// Fidelity proxy (no task accuracy here): how long each pruned output agrees with full's, same seed.
-const agree = full.outputs.map((f, i) => {
-  const p = pruned.outputs[i];
-  let k = 0;
-  while (k < f.length && k < p.length && f[k] === p[k]) k++;
-  return k / Math.max(1, f.length);
-});
-const meanAgree = agree.reduce((a, b) => a + b, 0) / agree.length;
-const ratio = pruned.tokens_per_s / full.tokens_per_s;
+interface PoolResult {
+  kv_memory: number;
+  /** The pool in full-KV requests of the longest prompt + max_tokens. */
+  fit: number;
+  full: RunResult;
+  pruned: RunResult;
+  throughput_ratio: number;
+  /** Fidelity proxy: mean fraction of each pruned output that agrees with full's from the start. */
+  mean_prefix_agreement: number;
+}
+
+const results: PoolResult[] = [];
+for (const kvMemory of pools) {
+  const fit = kvMemory / fullRequestBytes;
+  console.error(`KV pool ${kvMemory} bytes (${fit.toFixed(2)} full-KV requests)`);
+  const full = await run("full", kvMemory);
+  console.error(`  full done in ${full.wall_s.toFixed(1)} s`);
+  const pruned = await run(policy, kvMemory);
+  console.error(`  ${policy} done in ${pruned.wall_s.toFixed(1)} s`);
+  const agree = full.outputs.map((f, i) => {
+    const p = pruned.outputs[i];
+    let k = 0;
+    while (k < f.length && k < p.length && f[k] === p[k]) k++;
+    return k / Math.max(1, f.length);
+  });
+  results.push({
+    kv_memory: kvMemory,
+    fit,
+    full,
+    pruned,
+    throughput_ratio: pruned.tokens_per_s / full.tokens_per_s,
+    mean_prefix_agreement: agree.reduce((a, b) => a + b, 0) / agree.length,
+  });
+}
 
 if (v.json) {
   const strip = ({ outputs: _o, ...r }: RunResult) => r;
@@ -247,28 +276,16 @@ if (v.json) {
       task_mode: taskMode,
       prompt_tokens: promptTokens,
       max_tokens: maxTokens,
-      kv_memory: kvMemory,
-      full: strip(full),
-      pruned: strip(pruned),
-      throughput_ratio: ratio,
-      mean_prefix_agreement: meanAgree,
+      align_rounds: !v["no-align-rounds"],
+      pools: results.map((r) => ({ ...r, full: strip(r.full), pruned: strip(r.pruned) })),
     },
     null,
     2,
   ));
 } else {
-  const rows = [full, pruned].map((r) => [
-    r.policy,
-    `${r.completed}/${n}`,
-    r.accuracy === null ? "-" : `${(r.accuracy * 100).toFixed(1)}%`,
-    r.tokens_per_s.toFixed(1),
-    r.wall_s.toFixed(1),
-    (r.kv_bytes_peak / 1024).toFixed(0),
-    String(r.max_batch),
-    String(r.preemptions),
-    String(r.prune_rounds),
-  ]);
   const head = [
+    "pool KiB",
+    "fit",
     "policy",
     "completed",
     "accuracy",
@@ -276,25 +293,42 @@ if (v.json) {
     "wall s",
     "peak KV KiB",
     "max batch",
+    "ahead",
     "preempt",
     "prunes",
   ];
+  const rows = results.flatMap((p) =>
+    [p.full, p.pruned].map((r) => [
+      (p.kv_memory / 1024).toFixed(0),
+      p.fit.toFixed(2),
+      r.policy,
+      `${r.completed}/${n}`,
+      r.accuracy === null ? "-" : `${(r.accuracy * 100).toFixed(1)}%`,
+      r.tokens_per_s.toFixed(1),
+      r.wall_s.toFixed(1),
+      (r.kv_bytes_peak / 1024).toFixed(0),
+      String(r.max_batch),
+      `${(r.steps_ahead * 100).toFixed(0)}%`,
+      String(r.preemptions),
+      String(r.prune_rounds),
+    ])
+  );
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const fmt = (r: string[]) => r.map((x, i) => x.padStart(w[i])).join("  ");
   console.log(fmt(head));
   for (const r of rows) console.log(fmt(r));
-  console.log(`throughput ratio ${policy}/full: ${ratio.toFixed(2)}×`);
-  if (taskMode) {
-    const d = (pruned.accuracy! - full.accuracy!) * 100;
-    console.log(
-      `accuracy: full ${(full.accuracy! * 100).toFixed(1)}%, ${policy} ${
-        (pruned.accuracy! * 100).toFixed(1)
-      }% ` +
-        `(${d >= 0 ? "+" : ""}${d.toFixed(1)} points)`,
-    );
+  for (const p of results) {
+    let line = `pool ${p.fit.toFixed(2)} full requests: throughput ratio ${policy}/full ${
+      p.throughput_ratio.toFixed(2)
+    }×`;
+    if (taskMode) {
+      const d = (p.pruned.accuracy! - p.full.accuracy!) * 100;
+      line += `, accuracy full ${(p.full.accuracy! * 100).toFixed(1)}% / ${policy} ${
+        (p.pruned.accuracy! * 100).toFixed(1)
+      }% (${d >= 0 ? "+" : ""}${d.toFixed(1)} points)`;
+    }
+    line += `, agreement with full ${(p.mean_prefix_agreement * 100).toFixed(1)}% (common-prefix fraction)`;
+    console.log(line);
   }
-  console.log(
-    `mean agreement with full (common-prefix fraction, same seed): ${(meanAgree * 100).toFixed(1)}%`,
-  );
 }
 engine.destroy();

@@ -324,14 +324,19 @@ export class Engine {
   /**
    * Runs every due round of `seqs` (sequence i at decode step `steps[i]`) from one readback. `head`, when given,
    * is read in the same transfer ahead of the rounds' data and returned (the server's sampled ids); without it
-   * nothing is read unless a round is due.
+   * nothing is read unless a round is due. With `align`, when any round is due, every sequence whose policy
+   * accepts an early round prunes too (`KvPolicy.mayRoundEarly`): the batch's rounds then fall on the same steps.
    */
   async readAndPrune(
     seqs: SequenceState[],
     steps: number[],
     head?: { buffer: GPUBuffer; bytes: number },
+    align = false,
   ): Promise<{ head: ArrayBuffer | null; rounds: (PruneRound | null)[] }> {
     const due = seqs.map((s, i) => this.wantsPrune(s, steps[i], false));
+    if (align && due.some((d) => d)) {
+      seqs.forEach((s, i) => due[i] ||= s.policy.mayRoundEarly(steps[i], s.kv.lens()));
+    }
     if (!head && !due.some((d) => d)) return { head: null, rounds: seqs.map(() => null) };
     const dueIdx = seqs.map((_, i) => i).filter((i) => due[i]);
     const plan = SequenceKv.planViews(this.ctx, dueIdx.map((i) => seqs[i].kv));

@@ -114,6 +114,7 @@ Deno.test("samples: held-out, MATH-500 and GSM8K rows; exact scoring of the text
     ["walk", "P3", "exact"],
   ]);
   assertEquals(limitPerFamily(held, 1).map((s) => s.prompt), ["P1", "P2"]);
+  assertEquals(limitPerFamily(held, 1, 1).map((s) => s.prompt), ["P3"]);
   const math = parseSamples(`{"problem":"2+2?","answer":"4","unique_id":"m/1"}`, "math500", wrap);
   assertEquals(math[0].id, "m/1");
   assert(String(math[0].prompt).startsWith("<Q>2+2?\n"));

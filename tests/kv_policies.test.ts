@@ -166,6 +166,53 @@ Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune s
   assertEquals(many, one);
 });
 
+Deno.test("aligned rounds: a batch's Lethe rounds fall on the same steps once all have filled, within budget", async () => {
+  const engine = await stories();
+  // Prompts of different lengths fill a budget-16 cache at different steps, so unaligned rounds are out of phase.
+  const prompts = [[1, 400, 300], [1, 17, 33, 250, 9, 61], [1, 88, 12, 5]];
+  const budget = 16;
+  const steps = 60;
+  const run = async (align: boolean) => {
+    const seqs = prompts.map(() => engine.newSequence({ policy: "lethe", budget }));
+    const next: number[] = [];
+    for (let i = 0; i < seqs.length; i++) {
+      next.push(
+        (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
+      );
+      await engine.maybePrune(seqs[i], 0, true);
+    }
+    const roundSteps: number[][] = prompts.map(() => []);
+    for (let step = 1; step <= steps; step++) {
+      const out = await engine.sampleIds(
+        engine.forward.decode(seqs, next),
+        seqs.length,
+        DEFAULT_SAMPLING,
+        step,
+      );
+      out.forEach((id, i) => (next[i] = id));
+      const { rounds } = await engine.readAndPrune(seqs, seqs.map(() => step), undefined, align);
+      rounds.forEach((r, i) => r && roundSteps[i].push(step));
+      for (const s of seqs) {
+        const total = s.kv.lens().reduce((a, b) => a + b, 0);
+        assert(total <= budget * s.kv.lens().length, `step ${step}: ${total} tokens over the budget`);
+      }
+    }
+    for (const s of seqs) s.kv.destroy();
+    return roundSteps;
+  };
+  // The last 20 steps: every sequence has long since filled.
+  const late = (r: number[][]) => r.map((s) => s.filter((x) => x > steps - 20));
+  const aligned = late(await run(true));
+  const own = late(await run(false));
+  assert(aligned[0].length >= 3, `only ${aligned[0].length} late rounds`);
+  assertEquals(aligned[1], aligned[0]);
+  assertEquals(aligned[2], aligned[0]);
+  assert(
+    own.some((s) => JSON.stringify(s) !== JSON.stringify(own[0])),
+    "without alignment the rounds were already in phase: the test shows nothing",
+  );
+});
+
 Deno.test("Engine.generate (next step recorded before the id is read) equals one synchronous step at a time", async () => {
   const engine = await stories();
   const prompt = [1, 400, 300, 200, 17, 33];

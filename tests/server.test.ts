@@ -133,7 +133,9 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
 
   // A pool that holds three of the largest requests: the rest queue.
   const kvMemory = 3 * Math.ceil((4 + 59) / 16) * 16 * tokenBytes;
-  let server = startServer(engine, { kvMemory, maxBatch: 8 });
+  // Rounds on each sequence's own schedule: the concurrent steps below compare with solo runs token for token
+  // (aligned rounds, the default, move a batched sequence's rounds; tested on their own below).
+  let server = startServer(engine, { kvMemory, maxBatch: 8, alignRounds: false });
   const url = server.url;
 
   await t.step("health and models", async () => {
@@ -221,6 +223,48 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
     assertEquals(m.lethe_kv_bytes_allocated, 0);
     assertEquals(m.lethe_kv_arena_bytes, 0, "the KV arena is released once no sequence holds a region");
   });
+
+  await t.step(
+    "aligned rounds: a batch of Lethe streams records most steps ahead of the readback",
+    async () => {
+      // Prompts of different lengths fill their caches at different steps, so rounds on each sequence's own
+      // schedule fall on different steps and (nearly) every step waits for one.
+      const run = async (alignRounds: boolean) => {
+        const s = startServer(engine, { kvMemory: 1 << 24, maxBatch: 8, alignRounds });
+        const outs = await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+          const res = await post(`${s.url}/v1/completions`, {
+            prompt: [1, 400, 300, 200, 17, 33, 250].slice(0, 2 + i),
+            max_tokens: 120,
+            temperature: 0,
+            ignore_eos: true,
+            kv_policy: "lethe",
+            kv_budget: 16,
+          });
+          assertEquals(res.status, 200);
+          return ((await res.json()).choices[0] as Choice).token_ids!;
+        }));
+        const m = await metrics(s.url);
+        await s.shutdown();
+        outs.forEach((ids) => assertEquals(ids.length, 120));
+        return { ahead: m.lethe_decode_steps_ahead_total / m.lethe_decode_steps_total, m };
+      };
+      const own = await run(false);
+      const aligned = await run(true);
+      console.log(
+        `steps ahead: ${(own.ahead * 100).toFixed(0)}% on own schedules, ${
+          (aligned.ahead * 100).toFixed(0)
+        }% aligned`,
+      );
+      assert(aligned.m.lethe_batch_size_max >= 4, `batch ≤ ${aligned.m.lethe_batch_size_max}`);
+      assert(aligned.ahead > 0.5, `aligned: ${(aligned.ahead * 100).toFixed(0)}% of steps ahead`);
+      assert(
+        aligned.ahead > own.ahead + 0.2,
+        `aligned ${(aligned.ahead * 100).toFixed(0)}% vs own schedules ${
+          (own.ahead * 100).toFixed(0)
+        }% ahead`,
+      );
+    },
+  );
 
   await t.step("a disconnected client frees its KV", async () => {
     // A long generation that fits the pool (its cache is capped), EOS ignored so it runs until cancelled.

@@ -43,6 +43,7 @@ Options:
   --model DIR            model directory (default models/lethe-reasoner-tiny)
   --data FILE[,FILE]     JSONL task file(s); "math500", "gsm8k", "aime24" name ../shared/data/<name>.jsonl
   --limit N              first N samples per family (tasks)
+  --offset N             skip each family's first N samples (a split to choose settings on; default 0)
   --families a,b         only these families (tasks)
   --policies a,b         default: ${POLICY_NAMES.join(",")}
   --budgets a,b          tokens per layer (default: powers of 2 from 16 below the typical sequence length)
@@ -135,6 +136,7 @@ async function main(): Promise<void> {
       mode: { type: "string" },
       data: { type: "string" },
       limit: { type: "string" },
+      offset: { type: "string" },
       families: { type: "string" },
       policies: { type: "string" },
       budgets: { type: "string" },
@@ -301,7 +303,11 @@ async function main(): Promise<void> {
     }
     const fams = list(v.families);
     if (fams) samples = samples.filter((s) => fams.includes(s.family));
-    if (v.limit) samples = limitPerFamily(samples, Number(v.limit));
+    const offset = Number(v.offset ?? 0);
+    if (!Number.isInteger(offset) || offset < 0) {
+      throw new Error(`--offset must be an integer ≥ 0, got ${v.offset}`);
+    }
+    if (v.limit || offset > 0) samples = limitPerFamily(samples, Number(v.limit ?? Infinity), offset);
     if (!samples.length) throw new Error("no samples to evaluate");
     settings.samples = samples.length;
     settings.max_tokens = Number(v["max-tokens"]);

@@ -301,13 +301,16 @@ export function parseSamples(
   return out;
 }
 
-/** The first `limit` samples of each family (keeps every family represented). */
-export function limitPerFamily(samples: TaskSample[], limit: number): TaskSample[] {
+/**
+ * `limit` samples of each family after skipping its first `offset` (keeps every family represented; an offset
+ * gives a split to choose settings on that the reported first samples never saw).
+ */
+export function limitPerFamily(samples: TaskSample[], limit: number, offset = 0): TaskSample[] {
   const seen = new Map<string, number>();
   return samples.filter((s) => {
     const k = seen.get(s.family) ?? 0;
     seen.set(s.family, k + 1);
-    return k < limit;
+    return k >= offset && k < offset + limit;
   });
 }
 

@@ -88,6 +88,12 @@ export interface KvPolicy {
   afterPrefill(layers: LayerView[]): PruneDecision;
   /** After decode step `step` (1-based): does a pruning round run now? */
   wantsRound(step: number, lens: number[]): boolean;
+  /**
+   * Would a round now, ahead of its schedule, be worth running? A server batching many sequences runs these
+   * early rounds on the step where another sequence's round is due, so that all rounds fall on the same steps
+   * and the steps between them need no readback of positions and scores.
+   */
+  mayRoundEarly(step: number, lens: number[]): boolean;
   /** A pruning round during decode. */
   round(step: number, layers: LayerView[]): PruneDecision;
 }
@@ -141,6 +147,7 @@ export function keepEverything(name: PolicyName, options: KvPolicyOptions): KvPo
     recentWindow: () => 0,
     afterPrefill: (layers: LayerView[]): PruneDecision => keepAll(layers.length),
     wantsRound: () => false,
+    mayRoundEarly: () => false,
     round: (_step: number, layers: LayerView[]): PruneDecision => keepAll(layers.length),
   };
 }

@@ -19,6 +19,9 @@ const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
   --kv-memory BYTES  byte cap on KV over all sequences, K/M/G suffixes (default 1G)
   --max-batch N      most sequences decoding together (default 16)
   --max-tokens N     max_tokens when a request gives none (default 256)
+  --no-align-rounds  prune each sequence on its own schedule: outputs equal the CLI's even in a shared batch,
+                     but every step with a round due waits for a readback (by default the batch's rounds
+                     are lined up, moving some a few steps earlier, and the steps between them run ahead)
   --chat-template T  deepseek-r1, chatml or llama3 (default: from tokenizer_config.json, else deepseek-r1)
   --help             this text
 `;
@@ -45,6 +48,7 @@ async function main(): Promise<void> {
       "max-batch": { type: "string" },
       "max-tokens": { type: "string" },
       "chat-template": { type: "string" },
+      "no-align-rounds": { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -74,6 +78,7 @@ async function main(): Promise<void> {
     kvMemory: v["kv-memory"] !== undefined ? parseByteSize(v["kv-memory"]) : undefined,
     maxBatch: int("max-batch", v["max-batch"], 16, 1),
     maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
+    alignRounds: !v["no-align-rounds"],
     kv: {
       policy: (v.kv as PolicyName | undefined) ?? "full",
       ...(v["kv-budget"] !== undefined ? { budget: int("kv-budget", v["kv-budget"], 256, 1) } : {}),

@@ -14,7 +14,10 @@
  * ever writes past the cap or into another sequence's cache.
  *
  * Per-request results equal `Engine.generate` with the same options (same sampling step numbering, same
- * pruning rounds), as long as the sequence is not preempted.
+ * pruning rounds), as long as the sequence is not preempted and it decodes alone or with `alignRounds` off.
+ * Aligned rounds (the default) move a sequence's rounds earlier by up to the round interval to share a step
+ * with the batch's other rounds; between two such steps nothing is read back but the sampled ids, and each step
+ * is recorded while the previous one's ids are in flight.
  */
 import { DEFAULT_SAMPLING, type Engine, type KvOptions, type SamplingOptions } from "../generate.ts";
 import { STORAGE_USAGE } from "../gpu/context.ts";
@@ -52,6 +55,12 @@ export interface SchedulerOptions {
   kvMemory: number;
   /** Most sequences decoding together. */
   maxBatch: number;
+  /**
+   * Line up the batch's pruning rounds (default true): when one sequence's round is due, every sequence that may
+   * prune early does so too, so the steps between rounds are recorded ahead without a readback. Off, each
+   * request's output equals `Engine.generate`'s even while it shares the batch.
+   */
+  alignRounds?: boolean;
 }
 
 /** Counters and gauges for /metrics. */
@@ -518,6 +527,7 @@ export class Scheduler {
       live.map((j) => j.seq!),
       live.map((j) => j.step + 1),
       { buffer: this.#ids, bytes: B * 256 },
+      this.options.alignRounds ?? true,
     );
     this.#m.pruneRoundsTotal += rounds.filter((r) => r !== null).length;
     this.#acceptStep(jobs, new Uint32Array(head!, 0, B * 64), stride);

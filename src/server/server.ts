@@ -28,6 +28,8 @@ export interface ServerOptions {
   kvMemory?: number;
   /** Most sequences decoding together (default 16). */
   maxBatch?: number;
+  /** Line up the batch's pruning rounds (default true; see `SchedulerOptions.alignRounds`). */
+  alignRounds?: boolean;
   /** max_tokens when a request gives none (default 256). */
   maxTokens?: number;
   /** Default KV policy options (`--kv`, `--kv-budget`). */
@@ -114,6 +116,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
   const scheduler = new Scheduler(engine, {
     kvMemory: options.kvMemory ?? 1024 ** 3,
     maxBatch: options.maxBatch ?? 16,
+    alignRounds: options.alignRounds ?? true,
   });
   const defaults: RequestDefaults = {
     modelId,

@@ -128,6 +128,11 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
       if (total + n > options.budget * n) return (filled = true); // the next appends would pass the budget
       return filled && step - lastRound >= interval && total > target(n);
     },
+    // Once the cache has filled, any step with more than the round target may prune: the next forced round
+    // then comes `interval` steps later for every sequence pruned together.
+    mayRoundEarly(_step: number, lens: number[]): boolean {
+      return filled && lens.reduce((s, x) => s + x, 0) > target(lens.length);
+    },
     round(step: number, layers: LayerView[]): PruneDecision {
       ensureTriggers(layers.length);
       lastRound = step;
