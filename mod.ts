@@ -14,12 +14,13 @@ export type { KernelSource } from "./src/gpu/pipelines.ts";
 export { destroyWeight, uploadWeight } from "./src/gpu/weights.ts";
 export type { Weight, WeightChunk } from "./src/gpu/weights.ts";
 export type { DType } from "./src/dtype.ts";
-export { buildPolicy, DEFAULT_SAMPLING, Engine } from "./src/generate.ts";
+export { buildPolicy, DEFAULT_SAMPLING, Engine, resolveKvOptions } from "./src/generate.ts";
 export type {
   GenerateOptions,
   GenerationResult,
   GenerationStats,
   KvOptions,
+  KvSettings,
   PruneRound,
   SamplingOptions,
 } from "./src/generate.ts";
@@ -35,6 +36,7 @@ export type { KvBinding, KvShard } from "./src/kv/arena.ts";
 export { bytesPerToken, LayerKv, SequenceKv } from "./src/kv/cache.ts";
 export type { AppendRow, Compaction, EvictProtect, KvShape, ViewsPlan } from "./src/kv/cache.ts";
 export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
+export { KV_DEFAULTS_FILE, loadKvDefaults, parseKvDefaults } from "./src/kv/defaults.ts";
 export type {
   KvPolicy,
   KvPolicyOptions,

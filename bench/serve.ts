@@ -14,7 +14,7 @@
  *
  *   deno task bench:serve [--model DIR] [--n 16] [--max-tokens 448] [--prompt-tokens 32] [--fit 4|1,2,4]
  *     [--kv-memory BYTES] [--policy lethe] [--kv-budget 64] [--max-batch 16] [--json] [--token-ids]
- *     [--families sum] [--lethe-gamma 0.95] [--no-align-rounds]
+ *     [--families sum] [--lethe-gamma 0.95] [--kv-recent-ratio 0.3] [--no-align-rounds]
  *
  * With a tokenizer and held-out task files (models/lethe-reasoner-tiny/heldout/*.jsonl) the requests are
  * the held-out questions through /v1/chat/completions (greedy, stopping at EOS), and each policy's accuracy is
@@ -22,7 +22,7 @@
  */
 import { parseArgs } from "node:util";
 import { Engine } from "../src/generate.ts";
-import { DEFAULT_KV_OPTIONS, type PolicyName } from "../src/kv/policy.ts";
+import type { PolicyName } from "../src/kv/policy.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
@@ -43,6 +43,7 @@ const { values: v } = parseArgs({
     "token-ids": { type: "boolean", default: false },
     families: { type: "string" },
     "lethe-gamma": { type: "string" },
+    "kv-recent-ratio": { type: "string" },
     "no-align-rounds": { type: "boolean", default: false },
   },
 });
@@ -156,10 +157,9 @@ async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
     kv: {
       policy: kvPolicy,
       budget,
-      lethe: {
-        ...DEFAULT_KV_OPTIONS.lethe,
-        gamma: Number(v["lethe-gamma"] ?? DEFAULT_KV_OPTIONS.lethe.gamma),
-      },
+      // Unset: the model's kv_defaults.json, else the documented defaults.
+      ...(v["kv-recent-ratio"] !== undefined ? { recentRatio: Number(v["kv-recent-ratio"]) } : {}),
+      ...(v["lethe-gamma"] !== undefined ? { lethe: { gamma: Number(v["lethe-gamma"]) } } : {}),
     },
   });
   const t0 = performance.now();

@@ -4,7 +4,7 @@
  * Run with --help for the flags. Without --model it runs the model that ships with the project.
  */
 import { parseArgs } from "node:util";
-import { Engine, type GenerateOptions, type KvOptions, type PruneRound } from "./generate.ts";
+import { Engine, type GenerateOptions, type PruneRound } from "./generate.ts";
 import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "./kv/policy.ts";
 import { NoGpuError } from "./gpu/device.ts";
 import { applyChatTemplate } from "../tokenizer/mod.ts";
@@ -45,6 +45,8 @@ KV cache policy:
   --lethe-gamma G        RASR score decay per step (default ${DEFAULT_KV_OPTIONS.lethe.gamma})
   --lethe-interval P     decode steps between pruning rounds (default ${DEFAULT_KV_OPTIONS.lethe.interval})
   --kv-trace FILE        write one JSON line per pruning round
+  KV settings not given come from the model directory's kv_defaults.json when it has one (the bundled
+  reasoner's: recent ratio 0.7, γ 0.9, chosen by its evaluation), else from the defaults above.
 
 Output:
   --json                 print one JSON object (prompt_ids, ids, text, stats) instead of streaming
@@ -124,37 +126,28 @@ export function parseCli(args: string[]): {
   if (!POLICY_NAMES.includes(policy)) {
     throw new UsageError(`--kv must be one of ${POLICY_NAMES.join(", ")}, got "${v.kv}"`);
   }
-  const d = DEFAULT_KV_OPTIONS;
-  const kv: KvOptions = {
+  // Only the settings given: the rest come from the model's kv_defaults.json, else the documented defaults.
+  const opt = (name: string, check: (x: number) => boolean, what: string): number | undefined => {
+    const s = (v as Record<string, unknown>)[name] as string | undefined;
+    return s === undefined ? undefined : num(name, s, 0, check, what);
+  };
+  const given = <T extends object>(o: T): Partial<T> =>
+    Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as Partial<T>;
+  const lethe = given({
+    tau: opt("lethe-tau", (x) => x > 1, "a number > 1"),
+    segments: opt("lethe-segments", (x) => isInt(x) && x > 0, "a positive integer"),
+    gamma: opt("lethe-gamma", (x) => x > 0 && x <= 1, "in (0, 1]"),
+    interval: opt("lethe-interval", (x) => isInt(x) && x > 0, "a positive integer"),
+  });
+  const kv = {
     policy,
-    budget: num("kv-budget", v["kv-budget"], d.budget, (x) => isInt(x) && x > 0, "a positive integer"),
-    sink: num("kv-sink", v["kv-sink"], d.sink, (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
-    recentRatio: num(
-      "kv-recent-ratio",
-      v["kv-recent-ratio"],
-      d.recentRatio,
-      (x) => x >= 0 && x < 1,
-      "in [0, 1)",
-    ),
-    window: num("kv-window", v["kv-window"], d.window, (x) => isInt(x) && x > 0, "a positive integer"),
-    lethe: {
-      tau: num("lethe-tau", v["lethe-tau"], d.lethe.tau, (x) => x > 1, "a number > 1"),
-      segments: num(
-        "lethe-segments",
-        v["lethe-segments"],
-        d.lethe.segments,
-        (x) => isInt(x) && x > 0,
-        "a positive integer",
-      ),
-      gamma: num("lethe-gamma", v["lethe-gamma"], d.lethe.gamma, (x) => x > 0 && x <= 1, "in (0, 1]"),
-      interval: num(
-        "lethe-interval",
-        v["lethe-interval"],
-        d.lethe.interval,
-        (x) => isInt(x) && x > 0,
-        "a positive integer",
-      ),
-    },
+    ...given({
+      budget: opt("kv-budget", (x) => isInt(x) && x > 0, "a positive integer"),
+      sink: opt("kv-sink", (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
+      recentRatio: opt("kv-recent-ratio", (x) => x >= 0 && x < 1, "in [0, 1)"),
+      window: opt("kv-window", (x) => isInt(x) && x > 0, "a positive integer"),
+    }),
+    lethe,
   };
   let promptIds: number[] | null = null;
   if (v["prompt-ids"] !== undefined) {

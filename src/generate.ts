@@ -6,6 +6,7 @@ import { GpuContext, STORAGE_USAGE } from "./gpu/context.ts";
 import { KvArena } from "./kv/arena.ts";
 import { bytesPerToken, type Compaction, SequenceKv } from "./kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
+import { loadKvDefaults } from "./kv/defaults.ts";
 import type { LayerView, PolicyName } from "./kv/policy.ts";
 import { createPolicy } from "./kv/policies/mod.ts";
 import { Forward, type SequenceState } from "./model/forward.ts";
@@ -34,6 +35,9 @@ export interface KvOptions {
   lethe: LetheOptions;
 }
 
+/** KV settings as callers give them: any subset, Lethe's too; the rest come from the defaults. */
+export type KvSettings = Partial<Omit<KvOptions, "lethe">> & { lethe?: Partial<LetheOptions> };
+
 /** One pruning round, as written to the trace. */
 export interface PruneRound {
   /** Decode step after which the round ran (0 = after prefill). */
@@ -50,7 +54,7 @@ export interface PruneRound {
 export interface GenerateOptions {
   maxTokens?: number;
   sampling?: Partial<SamplingOptions>;
-  kv?: Partial<KvOptions>;
+  kv?: KvSettings;
   /** Stop when the decoded text contains any of these (the stop string is not returned). */
   stop?: string[];
   /** Stop at these token ids (default: the model's EOS ids). */
@@ -96,16 +100,23 @@ export interface GenerationResult {
 /** The default sampling: greedy. */
 export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
 
-/** Builds the policy for a generation from partial options over the documented defaults. */
-export function buildPolicy(kv: Partial<KvOptions> = {}): KvPolicy {
-  const options: KvPolicyOptions = {
-    budget: kv.budget ?? DEFAULT_KV_OPTIONS.budget,
-    sink: kv.sink ?? DEFAULT_KV_OPTIONS.sink,
-    recentRatio: kv.recentRatio ?? DEFAULT_KV_OPTIONS.recentRatio,
-    window: kv.window ?? DEFAULT_KV_OPTIONS.window,
-    lethe: { ...DEFAULT_KV_OPTIONS.lethe, ...kv.lethe },
+/** Partial KV options over `defaults` (the documented ones, or a model's `kv_defaults.json`). */
+export function resolveKvOptions(
+  kv: KvSettings = {},
+  defaults: KvPolicyOptions = DEFAULT_KV_OPTIONS,
+): KvPolicyOptions {
+  return {
+    budget: kv.budget ?? defaults.budget,
+    sink: kv.sink ?? defaults.sink,
+    recentRatio: kv.recentRatio ?? defaults.recentRatio,
+    window: kv.window ?? defaults.window,
+    lethe: { ...defaults.lethe, ...kv.lethe },
   };
-  return createPolicy(kv.policy ?? "full", options);
+}
+
+/** Builds the policy for a generation from partial options over `defaults`. */
+export function buildPolicy(kv: KvSettings = {}, defaults: KvPolicyOptions = DEFAULT_KV_OPTIONS): KvPolicy {
+  return createPolicy(kv.policy ?? "full", resolveKvOptions(kv, defaults));
 }
 
 /** Holds back text that could still become the start of a stop string. */
@@ -166,12 +177,20 @@ export class Engine {
   readonly forward: Forward;
   /** Null for models that ship without a tokenizer.json (then prompts are token ids). */
   readonly tokenizer: Tokenizer | null;
+  /** KV settings wherever a generation gives none: the model's kv_defaults.json over the project's. */
+  readonly kvDefaults: KvPolicyOptions;
   #ids: GPUBuffer;
 
-  constructor(ctx: GpuContext, model: GpuModel, tokenizer: Tokenizer | null) {
+  constructor(
+    ctx: GpuContext,
+    model: GpuModel,
+    tokenizer: Tokenizer | null,
+    kvDefaults: KvPolicyOptions = DEFAULT_KV_OPTIONS,
+  ) {
     this.ctx = ctx;
     this.model = model;
     this.tokenizer = tokenizer;
+    this.kvDefaults = kvDefaults;
     this.forward = new Forward(ctx, model);
     this.#ids = ctx.createBuffer(4 * 64, "sampled-ids");
   }
@@ -193,7 +212,7 @@ export class Engine {
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
-    const engine = new Engine(ctx, model, tokenizer);
+    const engine = new Engine(ctx, model, tokenizer, await loadKvDefaults(dir));
     if (options.warmup ?? true) await engine.warmup();
     return engine;
   }
@@ -223,9 +242,9 @@ export class Engine {
    * more than a budgeted policy will hold after the prompt (`promptTokens`) — pruned caches never allocate
    * what they will not keep.
    */
-  newSequence(kv: Partial<KvOptions> = {}, expectedTokens = 64, promptTokens = 0): SequenceState {
+  newSequence(kv: KvSettings = {}, expectedTokens = 64, promptTokens = 0): SequenceState {
     const c = this.model.config;
-    const policy = buildPolicy(kv);
+    const policy = buildPolicy(kv, this.kvDefaults);
     if (policy.name !== "full" && policy.name !== "snapkv") {
       const caps = Array.from({ length: c.numLayers }, (_, l) => policy.decodeCap(l, c.numLayers) ?? 0);
       const keep = Math.max(policy.options.budget + policy.roundHeadroom, ...caps);

@@ -6,7 +6,7 @@
 import { parseArgs } from "node:util";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Engine, type KvOptions } from "../src/generate.ts";
+import { Engine, type KvSettings } from "../src/generate.ts";
 import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
 import {
   type CellResult,
@@ -55,8 +55,9 @@ Options:
   --length-slack X       tasks: non-full cells stop at X × full's length + 32 (default 2; 0 = off)
   --batch N              tasks: decode N samples of a cell together (faster on CPU adapters; tok/s is then
                          the batch's aggregate throughput); default 1 = one Engine.generate per sample
-  --sink N --recent-ratio X --window N --segments N --interval N   KV settings (README defaults)
-  --tau X --gamma X      Lethe's main-grid τ/γ (default ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
+  --sink N --recent-ratio X --window N --segments N --interval N   KV settings (default: the model's
+                         kv_defaults.json, else the README's)
+  --tau X --gamma X      Lethe's main-grid τ/γ (default: the model's, else ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
   --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
   --out DIR              output directory (default bench/eval/<model-name>[-<data>]/)
   --quiet                no progress bar
@@ -205,16 +206,19 @@ async function main(): Promise<void> {
   const policies = (list(v.policies) ?? [...POLICY_NAMES]) as PolicyName[];
   for (const p of policies) if (!POLICY_NAMES.includes(p)) throw new Error(`unknown policy ${p}`);
   if (!policies.includes("full")) policies.unshift("full");
+  const engine = await Engine.load(modelDir, { progress: !v.quiet });
+  // Settings not given here come from the model's kv_defaults.json, else the documented defaults.
+  const d = engine.kvDefaults;
   const int = (s: string | undefined) => (s === undefined ? undefined : Number(s));
   const lethe = {
-    ...DEFAULT_KV_OPTIONS.lethe,
+    ...d.lethe,
     ...(v.segments ? { segments: Number(v.segments) } : {}),
     ...(v.interval ? { interval: Number(v.interval) } : {}),
   };
-  const kvBase: Partial<KvOptions> = {
-    sink: int(v.sink) ?? DEFAULT_KV_OPTIONS.sink,
-    recentRatio: int(v["recent-ratio"]) ?? DEFAULT_KV_OPTIONS.recentRatio,
-    window: int(v.window) ?? (mode === "fidelity" ? 8 : DEFAULT_KV_OPTIONS.window),
+  const kvBase: KvSettings = {
+    sink: int(v.sink) ?? d.sink,
+    recentRatio: int(v["recent-ratio"]) ?? d.recentRatio,
+    window: int(v.window) ?? (mode === "fidelity" ? 8 : d.window),
     lethe,
   };
   const tau = int(v.tau) ?? lethe.tau;
@@ -234,7 +238,6 @@ async function main(): Promise<void> {
   const traceBudgetOf = (budgets: number[]) =>
     v["trace-budget"] ? Number(v["trace-budget"]) : budgets[Math.floor((budgets.length - 1) / 2)] ?? null;
 
-  const engine = await Engine.load(modelDir, { progress: !v.quiet });
   const model = basename(modelDir);
   const dataTag = mode === "tasks" && dataFiles
     ? `-${dataFiles.map((f) => basename(f, ".jsonl")).join("+")}`

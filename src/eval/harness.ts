@@ -7,7 +7,7 @@
  *    generation and answer matching.
  * Every cell also records peak KV bytes (allocated and live) against `full`'s and the decode speed.
  */
-import { DEFAULT_SAMPLING, type Engine, type KvOptions, type PruneRound } from "../generate.ts";
+import { DEFAULT_SAMPLING, type Engine, type KvSettings, type PruneRound } from "../generate.ts";
 import type { SequenceKv } from "../kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../kv/policy.ts";
 import { afterThink, answersMatch, extractModelAnswer, gsm8kReference } from "./extract.ts";
@@ -70,7 +70,7 @@ export function planCells(o: PlanOptions): CellSpec[] {
 }
 
 /** KV options of a cell over shared settings. */
-export function cellKv(c: CellSpec, base: Partial<KvOptions>): Partial<KvOptions> {
+export function cellKv(c: CellSpec, base: KvSettings): KvSettings {
   const lethe = { ...DEFAULT_KV_OPTIONS.lethe, ...base.lethe };
   if (c.tau !== null) lethe.tau = c.tau;
   if (c.gamma !== null) lethe.gamma = c.gamma;
@@ -174,7 +174,7 @@ export async function forcedRun(
   engine: Engine,
   prompt: number[],
   tokens: number,
-  kv: Partial<KvOptions>,
+  kv: KvSettings,
   ref: { ids: number[]; logits: Float32Array[] } | null = null,
   hooks: RunHooks = {},
   onToken?: () => void,
@@ -338,7 +338,7 @@ export function scoreOutput(
 /** Options of the evaluation runs. */
 export interface RunOptions {
   /** Shared KV settings (sink, recent ratio, window, Lethe segments/interval). */
-  kv: Partial<KvOptions>;
+  kv: KvSettings;
   cells: CellSpec[];
   /** Which budget's cells record the KV trace and Lethe's rounds (null = none). */
   traceBudget: number | null;
@@ -592,7 +592,7 @@ async function generateOne(
   engine: Engine,
   prompt: number[],
   maxTokens: number,
-  kv: Partial<KvOptions>,
+  kv: KvSettings,
   hooks: RunHooks,
 ): Promise<SampleRun> {
   const r = await engine.generate(prompt, { maxTokens, kv, onStep: hooks.onStep, onPrune: hooks.onPrune });
@@ -616,7 +616,7 @@ export async function generateBatch(
   engine: Engine,
   prompts: number[][],
   caps: number[],
-  kv: Partial<KvOptions>,
+  kv: KvSettings,
   eos: readonly number[],
   hooksOf: (j: number) => RunHooks = () => ({}),
 ): Promise<SampleRun[]> {

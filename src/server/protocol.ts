@@ -3,8 +3,8 @@
  * {@link ApiError} (HTTP 400 with an OpenAI-style body naming the offending parameter). Unknown fields are
  * ignored, as OpenAI's API does; known fields of the wrong type are errors.
  */
-import type { KvOptions, SamplingOptions } from "../generate.ts";
-import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, POLICY_NAMES, validateKvOptions } from "../kv/policy.ts";
+import { type KvSettings, resolveKvOptions, type SamplingOptions } from "../generate.ts";
+import { POLICY_NAMES, validateKvOptions } from "../kv/policy.ts";
 import type { PolicyName } from "../kv/policy.ts";
 
 /** An error answered as `{ error: { message, type, param, code } }`. */
@@ -46,7 +46,7 @@ export interface RequestDefaults {
   vocabSize: number;
   /** max_tokens when the request gives none (capped by the room left in the context). */
   maxTokens: number;
-  kv: Partial<KvOptions>;
+  kv: KvSettings;
 }
 
 /** A validated generation request. */
@@ -57,7 +57,7 @@ export interface ParsedRequest {
   maxTokens: number | null;
   sampling: SamplingOptions;
   stop: string[];
-  kv: Partial<KvOptions>;
+  kv: KvSettings;
   /** Extension: add the generated token ids to each choice (always on for models without a tokenizer). */
   returnTokenIds: boolean;
   /** Extension: generate max_tokens tokens whatever the model says (benchmarks). */
@@ -201,7 +201,7 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
 }
 
 /** KV extensions: kv_policy, kv_budget, kv_sink, kv_window, kv_recent_ratio, lethe_{tau,segments,gamma,interval}. */
-function parseKv(b: Json, defaults: Partial<KvOptions>): Partial<KvOptions> {
+function parseKv(b: Json, defaults: KvSettings): KvSettings {
   const policy = optString(b, "kv_policy");
   if (policy !== undefined && !POLICY_NAMES.includes(policy as PolicyName)) {
     throw new ApiError(
@@ -211,27 +211,22 @@ function parseKv(b: Json, defaults: Partial<KvOptions>): Partial<KvOptions> {
     );
   }
   const big = 1e9;
-  const kv: Partial<KvOptions> = { ...defaults, lethe: { ...DEFAULT_KV_OPTIONS.lethe, ...defaults.lethe } };
+  // The server's defaults (its flags over the model's kv_defaults.json) fill what the request leaves out.
+  const base = resolveKvOptions(defaults);
+  const kv: KvSettings = { ...defaults, ...base, lethe: { ...base.lethe } };
   if (policy !== undefined) kv.policy = policy as PolicyName;
   kv.budget = optNumber(b, "kv_budget", 1, big, true) ?? kv.budget;
   kv.sink = optNumber(b, "kv_sink", 0, big, true) ?? kv.sink;
   kv.window = optNumber(b, "kv_window", 1, big, true) ?? kv.window;
   kv.recentRatio = optNumber(b, "kv_recent_ratio", 0, 1) ?? kv.recentRatio;
   kv.lethe = {
-    tau: optNumber(b, "lethe_tau", 0, big) ?? kv.lethe!.tau,
-    segments: optNumber(b, "lethe_segments", 1, big, true) ?? kv.lethe!.segments,
-    gamma: optNumber(b, "lethe_gamma", 0, 1) ?? kv.lethe!.gamma,
-    interval: optNumber(b, "lethe_interval", 1, big, true) ?? kv.lethe!.interval,
-  };
-  const full: KvPolicyOptions = {
-    budget: kv.budget ?? DEFAULT_KV_OPTIONS.budget,
-    sink: kv.sink ?? DEFAULT_KV_OPTIONS.sink,
-    recentRatio: kv.recentRatio ?? DEFAULT_KV_OPTIONS.recentRatio,
-    window: kv.window ?? DEFAULT_KV_OPTIONS.window,
-    lethe: kv.lethe,
+    tau: optNumber(b, "lethe_tau", 0, big) ?? base.lethe.tau,
+    segments: optNumber(b, "lethe_segments", 1, big, true) ?? base.lethe.segments,
+    gamma: optNumber(b, "lethe_gamma", 0, 1) ?? base.lethe.gamma,
+    interval: optNumber(b, "lethe_interval", 1, big, true) ?? base.lethe.interval,
   };
   try {
-    validateKvOptions(full);
+    validateKvOptions(resolveKvOptions(kv));
   } catch (e) {
     throw new ApiError(e instanceof Error ? e.message : String(e), "kv_budget", "invalid_value");
   }

@@ -19,10 +19,15 @@
  * with the batch's other rounds; between two such steps nothing is read back but the sampled ids, and each step
  * is recorded while the previous one's ids are in flight.
  */
-import { DEFAULT_SAMPLING, type Engine, type KvOptions, type SamplingOptions } from "../generate.ts";
+import {
+  DEFAULT_SAMPLING,
+  type Engine,
+  type KvSettings,
+  resolveKvOptions,
+  type SamplingOptions,
+} from "../generate.ts";
 import { STORAGE_USAGE } from "../gpu/context.ts";
 import { bytesPerToken } from "../kv/cache.ts";
-import { DEFAULT_KV_OPTIONS } from "../kv/policy.ts";
 import type { SequenceState } from "../model/forward.ts";
 import { sampleRows } from "../ops/sample.ts";
 import { IncrementalDecoder } from "../../tokenizer/mod.ts";
@@ -42,7 +47,7 @@ export interface JobRequest {
   promptIds: number[];
   maxTokens: number;
   sampling: SamplingOptions;
-  kv: Partial<KvOptions>;
+  kv: KvSettings;
   stop: string[];
   /** Stop token ids (default: the model's EOS ids). */
   eos?: number[];
@@ -162,7 +167,7 @@ export class Scheduler {
    * The KV a request needs to start (its first allocation, all layers): more than the pool → it can never run.
    * For `full` this is the whole generation (its cache is allocated once); for the others the prompt.
    */
-  minimumBytes(promptTokens: number, maxTokens: number, kv: Partial<KvOptions>): number {
+  minimumBytes(promptTokens: number, maxTokens: number, kv: KvSettings): number {
     const full = (kv.policy ?? "full") === "full";
     return this.#roundCap(full ? promptTokens + maxTokens : promptTokens + 16) * this.tokenBytes;
   }
@@ -264,7 +269,7 @@ export class Scheduler {
     const full = this.#roundCap(total) * this.tokenBytes;
     const policy = req.kv.policy ?? "full";
     if (policy === "full" || policy === "snapkv") return full;
-    const budget = req.kv.budget ?? DEFAULT_KV_OPTIONS.budget;
+    const { budget, lethe } = resolveKvOptions(req.kv, this.engine.kvDefaults);
     // Lethe compacts to below budget − interval per layer on average and leaves `interval` slots of headroom,
     // so a layer rarely grows past budget + interval; capped policies may overshoot their cap by the 1.5×
     // growth step.
@@ -272,7 +277,7 @@ export class Scheduler {
       ? budget +
         Math.max(
           1,
-          Math.min(req.kv.lethe?.interval ?? DEFAULT_KV_OPTIONS.lethe.interval, Math.floor(budget / 4)),
+          Math.min(lethe.interval, Math.floor(budget / 4)),
         ) +
         16
       : Math.ceil(budget * 1.5) + 16;

@@ -2,7 +2,7 @@
  * The OpenAI-compatible HTTP server: routes, response formats (JSON and server-sent events), /metrics.
  * Generation runs in the {@link Scheduler}; this module only translates requests and events.
  */
-import type { Engine, KvOptions } from "../generate.ts";
+import { type Engine, type KvSettings, resolveKvOptions } from "../generate.ts";
 import { bytesPerToken } from "../kv/cache.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 import {
@@ -33,7 +33,7 @@ export interface ServerOptions {
   /** max_tokens when a request gives none (default 256). */
   maxTokens?: number;
   /** Default KV policy options (`--kv`, `--kv-budget`). */
-  kv?: Partial<KvOptions>;
+  kv?: KvSettings;
   /** Chat template (default: the one the tokenizer names, else deepseek-r1). */
   chatTemplate?: ChatTemplateName;
 }
@@ -123,7 +123,8 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     contextLength: c.maxPositionEmbeddings,
     vocabSize: c.vocabSize,
     maxTokens: options.maxTokens ?? 256,
-    kv: options.kv ?? {},
+    // Server flags over the model's kv_defaults.json over the documented defaults.
+    kv: { ...options.kv, ...resolveKvOptions(options.kv, engine.kvDefaults) },
   };
   const created = Math.floor(Date.now() / 1000);
   let counter = 0;
