@@ -9,6 +9,7 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
 import { POLICY_NAMES } from "../src/kv/policy.ts";
 import type { SequenceKv } from "../src/kv/cache.ts";
+import type { SequenceState } from "../src/model/forward.ts";
 import { gpuContext } from "./helpers.ts";
 import { STORIES_DIR } from "./support/models.ts";
 
@@ -126,6 +127,24 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
   }
 });
 
+/** Prefills each sequence alone, runs its after-prefill round; returns each one's first greedy id. */
+async function prefillEach(engine: Engine, seqs: SequenceState[], prompts: number[][]): Promise<number[]> {
+  const next: number[] = [];
+  for (let i = 0; i < seqs.length; i++) {
+    next.push(
+      (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
+    );
+    await engine.maybePrune(seqs[i], 0, true);
+  }
+  return next;
+}
+
+/** One batched greedy decode step; `next` becomes the sampled ids. */
+async function decodeAll(engine: Engine, seqs: SequenceState[], next: number[], step: number): Promise<void> {
+  const out = await engine.sampleIds(engine.forward.decode(seqs, next), seqs.length, DEFAULT_SAMPLING, step);
+  out.forEach((id, i) => (next[i] = id));
+}
+
 Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune sequence by sequence", async () => {
   const engine = await stories();
   const prompts = [[1, 400, 300], [1, 17, 33, 250, 9], [1, 88]];
@@ -133,24 +152,12 @@ Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune s
   const run = async (batched: boolean) => {
     // Different budgets, so rounds fall due at different steps for different sequences.
     const seqs = prompts.map((_, i) => engine.newSequence({ policy: "lethe", budget: 8 + 4 * i }));
-    const next: number[] = [];
-    for (let i = 0; i < seqs.length; i++) {
-      next.push(
-        (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
-      );
-      await engine.maybePrune(seqs[i], 0, true);
-    }
+    const next = await prefillEach(engine, seqs, prompts);
     const ids: number[][] = prompts.map(() => []);
     let rounds = 0;
     for (let step = 1; step <= steps; step++) {
       next.forEach((id, i) => ids[i].push(id));
-      const out = await engine.sampleIds(
-        engine.forward.decode(seqs, next),
-        seqs.length,
-        DEFAULT_SAMPLING,
-        step,
-      );
-      out.forEach((id, i) => (next[i] = id));
+      await decodeAll(engine, seqs, next, step);
       if (batched) rounds += (await engine.pruneMany(seqs, step)).filter((r) => r !== null).length;
       else {
         for (const s of seqs) if (await engine.maybePrune(s, step, false)) rounds++;
@@ -174,22 +181,10 @@ Deno.test("aligned rounds: a batch's Lethe rounds fall on the same steps once al
   const steps = 60;
   const run = async (align: boolean) => {
     const seqs = prompts.map(() => engine.newSequence({ policy: "lethe", budget }));
-    const next: number[] = [];
-    for (let i = 0; i < seqs.length; i++) {
-      next.push(
-        (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
-      );
-      await engine.maybePrune(seqs[i], 0, true);
-    }
+    const next = await prefillEach(engine, seqs, prompts);
     const roundSteps: number[][] = prompts.map(() => []);
     for (let step = 1; step <= steps; step++) {
-      const out = await engine.sampleIds(
-        engine.forward.decode(seqs, next),
-        seqs.length,
-        DEFAULT_SAMPLING,
-        step,
-      );
-      out.forEach((id, i) => (next[i] = id));
+      await decodeAll(engine, seqs, next, step);
       const { rounds } = await engine.readAndPrune(seqs, seqs.map(() => step), undefined, align);
       rounds.forEach((r, i) => r && roundSteps[i].push(step));
       for (const s of seqs) {
