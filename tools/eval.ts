@@ -313,6 +313,7 @@ async function main(): Promise<void> {
     if (v.limit || offset > 0) samples = limitPerFamily(samples, Number(v.limit ?? Infinity), offset);
     if (!samples.length) throw new Error("no samples to evaluate");
     settings.samples = samples.length;
+    settings.offset = offset;
     settings.max_tokens = Number(v["max-tokens"]);
     settings.length_slack = Number(v["length-slack"]);
     settings.batch = Number(v.batch);

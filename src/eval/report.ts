@@ -378,8 +378,11 @@ export function markdownReport(r: EvalResults, link = "", chartNames?: string[],
   lines.push(`${h} ${r.model}: ${what}${r.partial ? " (partial run)" : ""}`);
   lines.push("");
   const n = r.cells.find((c) => c.policy === "full")?.n ?? 0;
+  // A run over a later split (--offset) says which samples it took.
+  const offset = Number(r.settings.offset ?? 0);
+  const which = offset > 0 ? ` (each family's samples from #${offset} on)` : "";
   lines.push(
-    `${r.kind === "tasks" ? `${n} samples, ` : ""}budgets ${r.budgets.join(", ")} tokens/layer; ` +
+    `${r.kind === "tasks" ? `${n} samples${which}, ` : ""}budgets ${r.budgets.join(", ")} tokens/layer; ` +
       `run ${r.created.slice(0, 16).replace("T", " ")} UTC, ${(r.wall_s / 60).toFixed(1)} min. ` +
       `KV ratios are peak bytes against full on the same ${r.kind === "tasks" ? "samples" : "run"}.`,
   );
