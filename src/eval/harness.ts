@@ -69,12 +69,12 @@ export function planCells(o: PlanOptions): CellSpec[] {
   return cells;
 }
 
-/** KV options of a cell over shared settings. */
+/** KV options of a cell over shared settings; what neither sets, the engine fills from its model's defaults. */
 export function cellKv(c: CellSpec, base: KvSettings): KvSettings {
-  const lethe = { ...DEFAULT_KV_OPTIONS.lethe, ...base.lethe };
+  const lethe = { ...base.lethe };
   if (c.tau !== null) lethe.tau = c.tau;
   if (c.gamma !== null) lethe.gamma = c.gamma;
-  return { ...base, policy: c.policy, budget: c.budget ?? base.budget ?? DEFAULT_KV_OPTIONS.budget, lethe };
+  return { ...base, policy: c.policy, budget: c.budget ?? base.budget, lethe };
 }
 
 /** Per-family accuracy. */

@@ -66,9 +66,7 @@ export async function loadKvDefaults(dir: string): Promise<KvPolicyOptions> {
   try {
     text = await Deno.readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      return { ...DEFAULT_KV_OPTIONS, lethe: { ...DEFAULT_KV_OPTIONS.lethe } };
-    }
+    if (e instanceof Deno.errors.NotFound) return parseKvDefaults("{}", path);
     throw e;
   }
   return parseKvDefaults(text, path);

@@ -213,7 +213,7 @@ function parseKv(b: Json, defaults: KvSettings): KvSettings {
   const big = 1e9;
   // The server's defaults (its flags over the model's kv_defaults.json) fill what the request leaves out.
   const base = resolveKvOptions(defaults);
-  const kv: KvSettings = { ...defaults, ...base, lethe: { ...base.lethe } };
+  const kv: KvSettings = { ...defaults, ...base };
   if (policy !== undefined) kv.policy = policy as PolicyName;
   kv.budget = optNumber(b, "kv_budget", 1, big, true) ?? kv.budget;
   kv.sink = optNumber(b, "kv_sink", 0, big, true) ?? kv.sink;
