@@ -7,6 +7,9 @@ import { KvArena } from "./kv/arena.ts";
 import { bytesPerToken, type Compaction, SequenceKv } from "./kv/cache.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions, type LetheOptions } from "./kv/policy.ts";
 import { loadKvDefaults } from "./kv/defaults.ts";
+import { type KvOptions, type KvSettings, resolveKvOptions } from "./kv/options.ts";
+export { resolveKvOptions };
+export type { KvOptions, KvSettings };
 import type { LayerView, PolicyName } from "./kv/policy.ts";
 import { createPolicy } from "./kv/policies/mod.ts";
 import { Forward, type SequenceState } from "./model/forward.ts";
@@ -24,19 +27,6 @@ export interface SamplingOptions {
   /** RNG seed: the same seed gives the same output. */
   seed: number;
 }
-
-/** KV policy selection for a generation. */
-export interface KvOptions {
-  policy: PolicyName;
-  budget: number;
-  sink: number;
-  recentRatio: number;
-  window: number;
-  lethe: LetheOptions;
-}
-
-/** KV settings as callers give them: any subset, Lethe's too; the rest come from the defaults. */
-export type KvSettings = Partial<Omit<KvOptions, "lethe">> & { lethe?: Partial<LetheOptions> };
 
 /** One pruning round, as written to the trace. */
 export interface PruneRound {
@@ -99,20 +89,6 @@ export interface GenerationResult {
 
 /** The default sampling: greedy. */
 export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
-
-/** Partial KV options over `defaults` (the documented ones, or a model's `kv_defaults.json`). */
-export function resolveKvOptions(
-  kv: KvSettings = {},
-  defaults: KvPolicyOptions = DEFAULT_KV_OPTIONS,
-): KvPolicyOptions {
-  return {
-    budget: kv.budget ?? defaults.budget,
-    sink: kv.sink ?? defaults.sink,
-    recentRatio: kv.recentRatio ?? defaults.recentRatio,
-    window: kv.window ?? defaults.window,
-    lethe: { ...defaults.lethe, ...kv.lethe },
-  };
-}
 
 /** Builds the policy for a generation from partial options over `defaults`. */
 export function buildPolicy(kv: KvSettings = {}, defaults: KvPolicyOptions = DEFAULT_KV_OPTIONS): KvPolicy {
