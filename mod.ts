@@ -1,53 +1,61 @@
 /**
  * Lethe: a WebGPU LLM inference engine for reasoning models with layer- and time-adaptive KV pruning.
  *
+ * ```ts
+ * import { Engine } from "@lethe/lethe";
+ * const engine = await Engine.load("/path/to/model");
+ * const result = await engine.generate("The capital of France is", { maxTokens: 32, kv: { policy: "lethe", budget: 128 } });
+ * console.log(result.text, result.stats);
+ * ```
+ *
+ * Permissions: `--allow-read` (the model directory), `--allow-env` (the GPU driver and terminal checks);
+ * `--allow-net` only for {@link startServer}.
+ *
  * @module
  */
-export { GpuContext, STORAGE_USAGE } from "./src/gpu/context.ts";
-export type { Binding, ContextStats } from "./src/gpu/context.ts";
-export { NoGpuError, requestGpuDevice } from "./src/gpu/device.ts";
-export type { GpuDevice, GpuLimits, RequestGpuOptions } from "./src/gpu/device.ts";
-export { BufferPool } from "./src/gpu/pool.ts";
-export type { PoolStats } from "./src/gpu/pool.ts";
-export { PipelineCache } from "./src/gpu/pipelines.ts";
-export type { KernelSource } from "./src/gpu/pipelines.ts";
-export { destroyWeight, uploadWeight } from "./src/gpu/weights.ts";
-export type { Weight, WeightChunk } from "./src/gpu/weights.ts";
-export type { DType } from "./src/dtype.ts";
-export { buildPolicy, DEFAULT_SAMPLING, Engine, resolveKvOptions } from "./src/generate.ts";
-export type {
-  GenerateOptions,
-  GenerationResult,
-  GenerationStats,
-  KvOptions,
-  KvSettings,
-  PruneRound,
-  SamplingOptions,
-} from "./src/generate.ts";
-export { Forward } from "./src/model/forward.ts";
-export type { SequenceState } from "./src/model/forward.ts";
-export { GpuModel } from "./src/model/model.ts";
-export type { LayerWeights, LoadOptions, ModelWeights } from "./src/model/model.ts";
-export { loadConfig, parseConfig, SUPPORTED_MODEL_TYPES } from "./src/model/config.ts";
-export type { ModelConfig } from "./src/model/config.ts";
-export { SafetensorsError, SafetensorsIndex, writeSafetensors } from "./src/model/safetensors.ts";
-export { KvArena, KvRegion } from "./src/kv/arena.ts";
-export type { KvBinding, KvShard } from "./src/kv/arena.ts";
-export { bytesPerToken, LayerKv, SequenceKv } from "./src/kv/cache.ts";
-export type { AppendRow, Compaction, EvictProtect, KvShape, ViewsPlan } from "./src/kv/cache.ts";
+// Loading and generating.
+export { Engine } from "./src/engine/engine.ts";
+export type { EngineLoadOptions } from "./src/engine/engine.ts";
+export type { GenerateOptions, GenerationResult, GenerationStats } from "./src/engine/generate.ts";
+export type { PruneRound } from "./src/engine/rounds.ts";
+export { DEFAULT_SAMPLING } from "./src/engine/sampler.ts";
+export type { SamplingOptions } from "./src/engine/sampler.ts";
+export { NoGpuError } from "./src/gpu/device.ts";
+export type { Llama3RopeScaling, ModelConfig, ModelType } from "./src/model/config.ts";
+// KV policies and their settings (one schema behind the CLI, the server, kv_defaults.json and the library).
 export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
-export { KV_DEFAULTS_FILE, loadKvDefaults, parseKvDefaults } from "./src/kv/defaults.ts";
+export type { KvPolicyOptions, LetheOptions, PolicyName } from "./src/kv/policy.ts";
+export { KV_SETTINGS, KvOptionError, resolveKvOptions } from "./src/kv/options.ts";
 export type {
-  KvPolicy,
-  KvPolicyOptions,
-  LayerView,
-  LetheOptions,
-  PolicyName,
-  PruneDecision,
-} from "./src/kv/policy.ts";
-export { createPolicy } from "./src/kv/policies/mod.ts";
+  KvBound,
+  KvFlagName,
+  KvNamer,
+  KvOptions,
+  KvProblem,
+  KvSetting,
+  KvSettingName,
+  KvSettings,
+  KvSettingType,
+} from "./src/kv/options.ts";
+// Text.
 export { applyChatTemplate, IncrementalDecoder, Tokenizer } from "./tokenizer/mod.ts";
-export type { ChatMessage, ChatTemplateName } from "./tokenizer/mod.ts";
+export type {
+  AddedToken,
+  ChatMessage,
+  ChatTemplateName,
+  ChatTemplateOptions,
+  DecodeOptions,
+  EncodeOptions,
+} from "./tokenizer/mod.ts";
+// The OpenAI-compatible server.
 export { startServer } from "./src/server/server.ts";
 export type { RunningServer, ServerOptions } from "./src/server/server.ts";
 export { Scheduler } from "./src/server/scheduler.ts";
+export type {
+  FinishReason,
+  JobEvent,
+  JobHandle,
+  JobRequest,
+  SchedulerMetrics,
+  SchedulerOptions,
+} from "./src/server/scheduler.ts";

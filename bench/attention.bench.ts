@@ -11,7 +11,12 @@
  * paired figures alone, in ~30 s).
  */
 import { GpuContext } from "../src/gpu/context.ts";
-import { attentionDecode, attentionDecodeBatch, attentionPrefill } from "../src/ops/attention.ts";
+import {
+  attentionDecodeBatch,
+  attentionPrefill,
+  type DecodeBatchArgs,
+  type DecodeSequence,
+} from "../src/ops/attention.ts";
 
 const SHAPE = { nHeads: 12, nKvHeads: 2, headDim: 128 };
 const LENS = [1024, 4096, 8192];
@@ -26,6 +31,12 @@ function lcg(seed: number): () => number {
   return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296 * 2 - 1;
 }
 const next = lcg(7);
+
+/** Decode attention of one sequence: a batch of one. */
+function attentionDecode(ctx: GpuContext, a: Omit<DecodeBatchArgs, "seqs"> & DecodeSequence): void {
+  const { k, v, len, scores, ...rest } = a;
+  attentionDecodeBatch(ctx, { ...rest, seqs: [{ k, v, len, scores }] });
+}
 const rand = (n: number) => Float32Array.from({ length: n }, next);
 
 const maxLen = Math.max(...LENS);

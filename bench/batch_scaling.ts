@@ -8,8 +8,9 @@
  *     [--policies full,lethe,h2o] [--json]
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
-import type { SequenceState } from "../src/model/forward.ts";
+import { Engine } from "../src/engine/engine.ts";
+import type { RunnerRow } from "../src/engine/runner.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
 import { POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 
@@ -63,15 +64,21 @@ async function main(): Promise<void> {
     let base = 0;
     for (const B of batches) {
       const kv = policy === "full" ? { policy } : { policy, budget };
-      const seqs: SequenceState[] = [];
-      let next: number[] = [];
+      // Synchronous steps through the runner (nothing recorded ahead): one readback of ids + due rounds per step.
+      const runner = engine.createRunner();
+      const rows: RunnerRow[] = [];
       for (let b = 0; b < B; b++) {
         const p = prompts[b % prompts.length];
-        const seq = engine.newSequence(kv, p.length + steps + 8, p.length);
-        next.push((await engine.sampleIds(engine.forward.prefill(seq, p), 1, greedy, 0))[0]);
-        await engine.maybePrune(seq, 0, true);
-        seqs.push(seq);
+        const row = {
+          seq: engine.newSequence(kv, p.length + steps + 8, p.length),
+          sampling: greedy,
+          step: 0,
+          next: 0,
+        };
+        row.next = (await runner.prefill(row, p)).id!;
+        rows.push(row);
       }
+      const seqs = rows.map((r) => r.seq);
       // Warm-up steps (pipelines, growth), then the timed ones; the greedy walk never stops early here
       // because the ids are fed back whatever they are.
       const warm = 4;
@@ -82,8 +89,8 @@ async function main(): Promise<void> {
           t0 = performance.now();
           d0 = engine.ctx.stats.dispatches;
         }
-        const r = await engine.sampleAndPrune(engine.forward.decode(seqs, next), seqs, greedy, step);
-        next = r.ids;
+        const r = await runner.step(rows);
+        rows.forEach((row, b) => (row.next = r.ids[b]));
         if (step > warm) kvTokens += seqs.reduce((n, s) => n + s.kv.lens()[0], 0) / B;
       }
       const ms = (performance.now() - t0) / steps;
@@ -99,6 +106,7 @@ async function main(): Promise<void> {
         kv_tokens_per_layer_mean: kvTokens / steps,
       });
       for (const s of seqs) s.kv.destroy();
+      runner.destroy();
       if (!values.json) {
         const c = cells[cells.length - 1];
         console.error(

@@ -7,7 +7,9 @@
  *                                                                            once, under $LETHE_CACHE or /tmp)
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
+import { sampleIds } from "../tests/support/steps.ts";
 import { makeCheckpoint } from "../tools/make_checkpoint.ts";
 import { copyCeilingGbps, median } from "./roofline.ts";
 
@@ -75,7 +77,7 @@ async function main(): Promise<void> {
     () => engine.newSequence({ policy: "full" }, promptLen + steps + 1),
   );
   const t0 = performance.now();
-  let ids = await engine.sampleIds(engine.forward.prefill(seqs[0], prompt), 1, DEFAULT_SAMPLING, 0);
+  let ids = await sampleIds(engine, engine.forward.prefill(seqs[0], prompt), 1, DEFAULT_SAMPLING, 0);
   const prefillS = (performance.now() - t0) / 1000;
   for (let b = 1; b < batch; b++) engine.forward.prefill(seqs[b], prompt);
   await ctx.sync();
@@ -85,7 +87,7 @@ async function main(): Promise<void> {
   const stepMs: number[] = [];
   for (let s = 1; s <= steps; s++) {
     const t = performance.now();
-    ids = await engine.sampleIds(engine.forward.decode(seqs, ids), batch, DEFAULT_SAMPLING, s);
+    ids = await sampleIds(engine, engine.forward.decode(seqs, ids), batch, DEFAULT_SAMPLING, s);
     stepMs.push(performance.now() - t);
   }
   const ms = median(stepMs);

@@ -10,13 +10,14 @@
  */
 import { GpuContext } from "../src/gpu/context.ts";
 import { uploadWeight } from "../src/gpu/weights.ts";
-import { add } from "../src/ops/add.ts";
+import { ropeInvFreq } from "../src/model/rope_freq.ts";
 import { embedding } from "../src/ops/embedding.ts";
-import { addRmsnorm, rmsnorm } from "../src/ops/rmsnorm.ts";
+import { rmsnorm } from "../src/ops/rmsnorm.ts";
 import { ropeQK, uploadInvFreq } from "../src/ops/rope.ts";
 import { siluMul } from "../src/ops/silu_mul.ts";
-import { softmax } from "../src/ops/softmax.ts";
-import { ropeInvFreq } from "../src/ref/rope.ts";
+import { add } from "./dev/add.ts";
+import { addRmsnorm } from "./dev/add_rmsnorm.ts";
+import { softmax } from "./dev/softmax.ts";
 
 const DIM = 1536;
 const Q_HEADS = 12;

@@ -15,7 +15,9 @@
  * and scores, which costs the decode step the same and takes seconds instead of many minutes on a CPU adapter.
  */
 import { parseArgs } from "node:util";
-import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
+import { maybePrune, sampleIds } from "../tests/support/steps.ts";
 import type { SequenceState } from "../src/model/forward.ts";
 import { checkpointFor } from "./decode.ts";
 import { median } from "./roofline.ts";
@@ -65,7 +67,7 @@ async function main(): Promise<void> {
     if (values.fill === "prefill") {
       console.error(`context ${context}: prefilling …`);
       const logits = engine.forward.prefill(lethe, prompt);
-      [first] = await engine.sampleIds(logits, 1, DEFAULT_SAMPLING, 0);
+      [first] = await sampleIds(engine, logits, 1, DEFAULT_SAMPLING, 0);
     } else {
       // Random K/V rows and positive scores: the decode step costs the same as after a real prefill, at a
       // fraction of the set-up time on a CPU adapter (pruning decisions then follow random scores).
@@ -89,7 +91,7 @@ async function main(): Promise<void> {
       policy: engine.newSequence({ policy: "full" }, 16).policy,
       pos: lethe.pos,
     };
-    await engine.maybePrune(lethe, 0, true);
+    await maybePrune(engine, lethe, 0, true);
     lethe.kv.peakLive = lethe.kv.liveBytes(); // measure the decode-time peak, after the prompt is compressed
     const frozenPolicy = { ...lethe.policy, decodeGamma: null, wantsRound: () => false };
     const frozen: SequenceState = { kv: lethe.kv.clone(), policy: frozenPolicy, pos: lethe.pos };
@@ -104,11 +106,11 @@ async function main(): Promise<void> {
     for (let s = 1; s <= steps; s++) {
       for (const r of runs) {
         const t = performance.now();
-        [r.id] = await engine.sampleIds(engine.forward.decode([r.seq], [r.id]), 1, DEFAULT_SAMPLING, s);
+        [r.id] = await sampleIds(engine, engine.forward.decode([r.seq], [r.id]), 1, DEFAULT_SAMPLING, s);
         r.stepMs.push(performance.now() - t);
         if (r.prune) {
           const r0 = performance.now();
-          if (await engine.maybePrune(r.seq, s, false)) r.rounds++;
+          if (await maybePrune(engine, r.seq, s, false)) r.rounds++;
           r.roundMs += performance.now() - r0;
         }
       }

@@ -6,7 +6,8 @@
  *   deno run -A bench/policies.ts [--tokens 500] [--budgets 32,64,128] [--json] [--markdown]
  */
 import { parseArgs } from "node:util";
-import { Engine, type GenerationResult } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import type { GenerationResult } from "../src/engine/generate.ts";
 import { POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
 import { STORIES_DIR } from "../tests/support/models.ts";
 

@@ -21,7 +21,7 @@
  * the exact match of the answer after </think> (the trainer's metric); --token-ids forces random id prompts.
  */
 import { parseArgs } from "node:util";
-import { Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
 import type { PolicyName } from "../src/kv/policy.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";

@@ -4,8 +4,20 @@
  * Run with --help for the flags. Without --model it runs the model that ships with the project.
  */
 import { parseArgs } from "node:util";
-import { Engine, type GenerateOptions, type PruneRound } from "./generate.ts";
-import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "./kv/policy.ts";
+import { Engine } from "./engine/engine.ts";
+import type { GenerateOptions } from "./engine/generate.ts";
+import type { PruneRound } from "./engine/rounds.ts";
+import { loadKvDefaults } from "./kv/defaults.ts";
+import {
+  checkKvOptions,
+  DEFAULT_POLICY,
+  KV_FLAG_OPTIONS,
+  kvHelpLines,
+  KvOptionError,
+  type KvSettings,
+  kvSettingsFromFlags,
+  resolveKvOptions,
+} from "./kv/options.ts";
 import { NoGpuError } from "./gpu/device.ts";
 import { applyChatTemplate } from "../tokenizer/mod.ts";
 import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
@@ -26,7 +38,7 @@ Model and prompt:
   --prompt-ids 1,2,3     prompt as comma-separated token ids (default for models without a tokenizer: 1)
   --chat                 wrap --prompt in the model's chat template (DeepSeek-R1 or ChatML)
   --max-tokens N         tokens to generate at most (default 256)
-  --stop TEXT            stop when this text appears (repeatable)
+  --stop TEXT            stop when this text appears (repeatable; the earliest match in the text wins)
 
 Sampling (default greedy):
   --temperature T        0 = greedy (default 0)
@@ -35,15 +47,7 @@ Sampling (default greedy):
   --seed S               RNG seed; the same seed gives the same output (default 0)
 
 KV cache policy:
-  --kv POLICY            ${POLICY_NAMES.join(" | ")} (default full)
-  --kv-budget N          tokens per layer on average; total budget N × layers (default ${DEFAULT_KV_OPTIONS.budget})
-  --kv-sink N            attention-sink tokens always kept (default ${DEFAULT_KV_OPTIONS.sink})
-  --kv-recent-ratio R    recent window as a fraction of the budget, Lethe (default ${DEFAULT_KV_OPTIONS.recentRatio})
-  --kv-window W          observation window of prompt queries, SnapKV/PyramidKV/Lethe (default ${DEFAULT_KV_OPTIONS.window})
-  --lethe-tau T          attention drop factor of the breakpoint (default ${DEFAULT_KV_OPTIONS.lethe.tau})
-  --lethe-segments D     segments the sorted scores are cut into (default ${DEFAULT_KV_OPTIONS.lethe.segments})
-  --lethe-gamma G        RASR score decay per step (default ${DEFAULT_KV_OPTIONS.lethe.gamma})
-  --lethe-interval P     decode steps between pruning rounds (default ${DEFAULT_KV_OPTIONS.lethe.interval})
+${kvHelpLines(23).join("\n")}
   --kv-trace FILE        write one JSON line per pruning round
   KV settings not given come from the model directory's kv_defaults.json when it has one (the bundled
   reasoner's: recent ratio 0.7, γ 0.9, chosen by its evaluation), else from the defaults above.
@@ -56,6 +60,11 @@ Output:
 
 /** Exit with a message (no stack trace) for user errors. */
 class UsageError extends Error {}
+
+/** A KV setting's problem in the CLI's words: the flag names the setting. */
+function kvUsage(e: unknown): unknown {
+  return e instanceof KvOptionError ? new UsageError(e.format((s) => s.flag)) : e;
+}
 
 function num(
   name: string,
@@ -84,7 +93,7 @@ export function parseCli(args: string[]): {
   json: boolean;
   quiet: boolean;
   trace: string | null;
-  options: GenerateOptions & { maxTokens: number };
+  options: GenerateOptions & { maxTokens: number; kv: KvSettings };
 } {
   let parsed;
   try {
@@ -103,15 +112,7 @@ export function parseCli(args: string[]): {
         "top-k": { type: "string" },
         "top-p": { type: "string" },
         seed: { type: "string" },
-        kv: { type: "string" },
-        "kv-budget": { type: "string" },
-        "kv-sink": { type: "string" },
-        "kv-recent-ratio": { type: "string" },
-        "kv-window": { type: "string" },
-        "lethe-tau": { type: "string" },
-        "lethe-segments": { type: "string" },
-        "lethe-gamma": { type: "string" },
-        "lethe-interval": { type: "string" },
+        ...KV_FLAG_OPTIONS,
         "kv-trace": { type: "string" },
         json: { type: "boolean" },
         quiet: { type: "boolean" },
@@ -122,33 +123,14 @@ export function parseCli(args: string[]): {
     throw new UsageError(`${(e as Error).message}\nRun with --help for the options.`);
   }
   const v = parsed.values;
-  const policy = (v.kv ?? "full") as PolicyName;
-  if (!POLICY_NAMES.includes(policy)) {
-    throw new UsageError(`--kv must be one of ${POLICY_NAMES.join(", ")}, got "${v.kv}"`);
-  }
   // Only the settings given: the rest come from the model's kv_defaults.json, else the documented defaults.
-  const opt = (name: string, check: (x: number) => boolean, what: string): number | undefined => {
-    const s = (v as Record<string, unknown>)[name] as string | undefined;
-    return s === undefined ? undefined : num(name, s, 0, check, what);
-  };
-  const given = <T extends object>(o: T): Partial<T> =>
-    Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as Partial<T>;
-  const lethe = given({
-    tau: opt("lethe-tau", (x) => x > 1, "a number > 1"),
-    segments: opt("lethe-segments", (x) => isInt(x) && x > 0, "a positive integer"),
-    gamma: opt("lethe-gamma", (x) => x > 0 && x <= 1, "in (0, 1]"),
-    interval: opt("lethe-interval", (x) => isInt(x) && x > 0, "a positive integer"),
-  });
-  const kv = {
-    policy,
-    ...given({
-      budget: opt("kv-budget", (x) => isInt(x) && x > 0, "a positive integer"),
-      sink: opt("kv-sink", (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
-      recentRatio: opt("kv-recent-ratio", (x) => x >= 0 && x < 1, "in [0, 1)"),
-      window: opt("kv-window", (x) => isInt(x) && x > 0, "a positive integer"),
-    }),
-    lethe,
-  };
+  let kv;
+  try {
+    kv = kvSettingsFromFlags(v);
+  } catch (e) {
+    throw kvUsage(e);
+  }
+  kv.policy ??= DEFAULT_POLICY;
   let promptIds: number[] | null = null;
   if (v["prompt-ids"] !== undefined) {
     promptIds = v["prompt-ids"].split(",").map((s) => {
@@ -215,6 +197,15 @@ export async function main(args: string[]): Promise<number> {
   const out = (s: string) => Deno.stdout.writeSync(enc.encode(s));
   let traceFile: Deno.FsFile | null = null;
   try {
+    // Each KV flag was checked alone; whether the budget exceeds the sinks depends on the model's defaults too.
+    try {
+      checkKvOptions(
+        resolveKvOptions(cli.options.kv, await loadKvDefaults(cli.model)),
+        cli.options.kv.policy,
+      );
+    } catch (e) {
+      throw kvUsage(e);
+    }
     const engine = await Engine.load(cli.model, { progress: cli.quiet ? false : undefined });
     let prompt: string | number[];
     if (cli.promptIds) prompt = cli.promptIds;

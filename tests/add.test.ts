@@ -1,4 +1,4 @@
-import { add } from "../src/ops/add.ts";
+import { add } from "../bench/dev/add.ts";
 import { addRef } from "../src/ref/elementwise.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 

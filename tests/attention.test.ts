@@ -1,9 +1,4 @@
-import {
-  attentionDecode,
-  attentionDecodeBatch,
-  attentionPrefill,
-  decodeBatchMax,
-} from "../src/ops/attention.ts";
+import { attentionDecodeBatch, attentionPrefill, decodeBatchMax } from "../src/ops/attention.ts";
 import { attentionDecodeRef, attentionPrefillRef, type AttentionShape } from "../src/ref/attention.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 
@@ -60,28 +55,22 @@ Deno.test("decode attention matches the reference (outputs, fresh and decayed sc
     const decayed = ctx.upload(prior, "decayed");
     poison(ctx, out);
     poison(ctx, fresh);
-    attentionDecode(ctx, {
+    attentionDecodeBatch(ctx, {
       ...shape,
       q: gq,
       qOffset: qOff,
-      k: gk,
-      v: gv,
       out,
       outOffset: outOff,
-      len,
-      scores: { buffer: fresh, offset: sOff },
+      seqs: [{ k: gk, v: gv, len, scores: { buffer: fresh, offset: sOff } }],
     });
     const gamma = 0.9;
-    attentionDecode(ctx, {
+    attentionDecodeBatch(ctx, {
       ...shape,
       q: gq,
       qOffset: qOff,
-      k: gk,
-      v: gv,
       out,
       outOffset: outOff,
-      len,
-      scores: { buffer: decayed, offset: sOff, gamma },
+      seqs: [{ k: gk, v: gv, len, scores: { buffer: decayed, offset: sOff, gamma } }],
     });
     const o = await ctx.readF32(out);
     assertClose(o.subarray(outOff), ref.out, OUT_BOUND, `${what} out`);
@@ -290,7 +279,7 @@ Deno.test("decode attention without scores, storage-buffer and texture K/V paths
     poison(ctx, out);
     for (const texture of [false, true]) {
       poison(ctx, out);
-      attentionDecode(ctx, { ...shape, q: gq, k: gk, v: gv, out, len, texture });
+      attentionDecodeBatch(ctx, { ...shape, q: gq, out, seqs: [{ k: gk, v: gv, len }], texture });
       assertClose(
         await ctx.readF32(out),
         ref.out,

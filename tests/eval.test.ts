@@ -36,7 +36,7 @@ import {
   runTasks,
   scoreOutput,
 } from "../src/eval/harness.ts";
-import { Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
 import { DEFAULT_KV_OPTIONS } from "../src/kv/policy.ts";
 import { STORIES_DIR } from "./support/models.ts";
 

@@ -4,7 +4,7 @@
  * steps, batch 1 and 4.
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
-import { Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
 import { RefModel } from "../src/ref/forward.ts";
 import { assertClose, gpuContext, relError } from "./helpers.ts";
 import { GOLDEN_DIR, randomCheckpoint, STORIES_DIR, TINY_LLAMA3, TINY_QWEN2 } from "./support/models.ts";

@@ -1,10 +1,20 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { KvArena, type KvRegion } from "../src/kv/arena.ts";
-import { bytesPerToken, SequenceKv } from "../src/kv/cache.ts";
+import { bytesPerToken, type EvictionPolicy, SequenceKv } from "../src/kv/cache.ts";
 import { freshSeed, gpuContext, randomF32, rng } from "./helpers.ts";
 
 const shape = { layers: 3, nKvHeads: 2, headDim: 12 };
 const row = shape.nKvHeads * shape.headDim;
+
+/** The eviction part of a policy that caps every layer at `cap` tokens. */
+function capAt(
+  cap: number,
+  sink: number,
+  recentWindow: number,
+  evictBy: "score" | "position",
+): EvictionPolicy {
+  return { decodeCap: () => cap, recentWindow: () => recentWindow, evictBy, options: { sink } };
+}
 
 Deno.test("KV cache: append, growth, eviction and compaction match a CPU model of the cache", async () => {
   const ctx = await gpuContext();
@@ -38,7 +48,7 @@ Deno.test("KV cache: append, growth, eviction and compaction match a CPU model o
 
   // Compaction of layer 1 to a random ascending keep list.
   const keep = Uint32Array.from([...Array(35).keys()].filter(() => next() < 0.5));
-  kv.compact(1, keep);
+  SequenceKv.compactMany(ctx, [{ kv, layer: 1, keep, headroom: 16 }]);
   model[1] = {
     k: [...keep].map((s) => model[1].k[s]),
     v: [...keep].map((s) => model[1].v[s]),
@@ -50,16 +60,18 @@ Deno.test("KV cache: append, growth, eviction and compaction match a CPU model o
   for (let l = 0; l < shape.layers; l++) assertEquals([...views0[l].positions], model[l].pos);
   const scores = Float32Array.from({ length: 35 }, () => next());
   ctx.write(kv.layers[2].score.buffer, scores, kv.layers[2].score.offset);
-  // Evict in layer 2: protect sinks (< 4) and positions ≥ 31; victim = argmin score among the rest.
-  kv.appendEvicting(2, gk, gv, 35, 35, { sink: 4, recentFrom: 31, byPosition: false });
+  // Evict in layer 2 (at its cap of 35): protect sinks (< 4) and the recent window of 5 (positions ≥ 35 − 5 + 1
+  // = 31); victim = argmin score among the rest.
+  SequenceKv.appendBatch(ctx, 2, gk, gv, [{ kv, srcRow: 35, pos: 35, policy: capAt(35, 4, 5, "score") }]);
   let victim = -1;
   for (let i = 0; i < 35; i++) {
     if (model[2].pos[i] < 4 || model[2].pos[i] >= 31) continue;
     if (victim < 0 || scores[i] < scores[victim]) victim = i;
   }
   model[2].k[victim] = rowOf(kSrc, 35), model[2].v[victim] = rowOf(vSrc, 35), model[2].pos[victim] = 35;
-  // Evict by position in layer 0: the oldest non-sink slot (position 4) is replaced.
-  kv.appendEvicting(0, gk, gv, 36, 36, { sink: 4, recentFrom: 1000, byPosition: true });
+  // Evict by position in layer 0 (over its cap of 20, no recent window): the oldest non-sink slot (position 4)
+  // is replaced.
+  SequenceKv.appendBatch(ctx, 0, gk, gv, [{ kv, srcRow: 36, pos: 36, policy: capAt(20, 4, 0, "position") }]);
   model[0].k[4] = rowOf(kSrc, 36), model[0].v[4] = rowOf(vSrc, 36), model[0].pos[4] = 36;
 
   const views = await kv.views();
@@ -90,7 +102,7 @@ Deno.test("KV cache: a compaction keep list that is not ascending is rejected", 
   kv.append(0, src, src, 0, 4, 0);
   let err = "";
   try {
-    kv.compact(0, Uint32Array.from([2, 1]));
+    SequenceKv.compactMany(ctx, [{ kv, layer: 0, keep: Uint32Array.from([2, 1]), headroom: 16 }]);
   } catch (e) {
     err = (e as Error).message;
   }
@@ -100,7 +112,7 @@ Deno.test("KV cache: a compaction keep list that is not ascending is rejected", 
 });
 
 Deno.test("RASR update in the attention pass, hand-computed: S ← γ·S + Σ_heads p", async () => {
-  const { attentionDecode } = await import("../src/ops/attention.ts");
+  const { attentionDecodeBatch } = await import("../src/ops/attention.ts");
   const ctx = await gpuContext();
   // Two query heads sharing one KV head (head size 4), two cached tokens. A zero query gives each head the
   // uniform distribution [0.5, 0.5] whatever K is, so this step's mass per token is 0.5 + 0.5 = 1.
@@ -110,10 +122,21 @@ Deno.test("RASR update in the attention pass, hand-computed: S ← γ·S + Σ_he
   const v = ctx.upload(Float32Array.from([1, 1, 1, 1, 3, 3, 3, 3]), "v");
   const out = ctx.createBuffer(8 * 4, "out");
   const score = ctx.upload(Float32Array.from([1, 2]), "score");
-  attentionDecode(ctx, { ...shape, q, k, v, out, len: 2, scores: { buffer: score, gamma: 0.5 } });
+  attentionDecodeBatch(ctx, {
+    ...shape,
+    q,
+    out,
+    seqs: [{ k, v, len: 2, scores: { buffer: score, gamma: 0.5 } }],
+  });
   assertEquals([...await ctx.readF32(score)], [0.5 * 1 + 1, 0.5 * 2 + 1]); // [1.5, 2]
   assertEquals([...await ctx.readF32(out)], [2, 2, 2, 2, 2, 2, 2, 2]); // mean of the two V rows
-  attentionDecode(ctx, { ...shape, q, k, v, out, len: 2, scores: { buffer: score, gamma: 1 } }); // H2O: plain sum
+  // H2O: plain sum
+  attentionDecodeBatch(ctx, {
+    ...shape,
+    q,
+    out,
+    seqs: [{ k, v, len: 2, scores: { buffer: score, gamma: 1 } }],
+  });
   assertEquals([...await ctx.readF32(score)], [2.5, 3]);
   for (const b of [q, k, v, out, score]) b.destroy();
 });
@@ -221,8 +244,8 @@ Deno.test("KV cache: batched appends, readbacks and compactions equal their one-
     }
   }
   assert(new Set(caches.map((kv) => kv.layers[0].region.kBuffer)).size > 1, "the caches span several shards");
-  // A mixed batched step: caches 0, 2, 4 overwrite a victim (lowest score among positions in [2, 1000): fresh
-  // random scores), caches 1, 3, 5 append.
+  // A mixed batched step: caches 0, 2, 4 are at their policy's cap and overwrite a victim (lowest score among
+  // positions in [2, 2000 − 1001 + 1 = 1000): fresh random scores), caches 1, 3, 5 are below theirs and append.
   for (const [i, kv] of caches.entries()) {
     const L = kv.layers[1];
     const scores = Float32Array.from({ length: L.len }, () => next());
@@ -249,7 +272,7 @@ Deno.test("KV cache: batched appends, readbacks and compactions equal their one-
       kv,
       srcRow: i,
       pos: 2000,
-      evict: i % 2 === 0 ? { sink: 2, recentFrom: 1000, byPosition: false } : undefined,
+      policy: capAt(kv.layers[1].len + (i % 2 === 0 ? 0 : 1), 2, 1001, "score"),
     })),
   );
   // One planned readback of every cache equals each cache's own.

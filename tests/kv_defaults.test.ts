@@ -4,7 +4,7 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert";
 import { fileURLToPath } from "node:url";
-import { Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
 import { KV_DEFAULTS_FILE, loadKvDefaults, parseKvDefaults } from "../src/kv/defaults.ts";
 import { DEFAULT_KV_OPTIONS } from "../src/kv/policy.ts";
 import { startServer } from "../src/server/server.ts";

@@ -6,12 +6,14 @@
  *   K row is still the row that token got when it was appended).
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
-import { DEFAULT_SAMPLING, Engine } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
 import { POLICY_NAMES } from "../src/kv/policy.ts";
 import type { SequenceKv } from "../src/kv/cache.ts";
 import type { SequenceState } from "../src/model/forward.ts";
 import { gpuContext } from "./helpers.ts";
 import { STORIES_DIR } from "./support/models.ts";
+import { maybePrune, pruneBatch, sampleIds } from "./support/steps.ts";
 
 async function stories(): Promise<Engine> {
   return await Engine.load(STORIES_DIR, { ctx: await gpuContext(), progress: false });
@@ -29,12 +31,12 @@ Deno.test("every policy with budget ≥ sequence length gives logits identical t
     const seq = engine.newSequence({ policy: policy as never, budget, window: 8 });
     const out: Float32Array[] = [];
     let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, vocab);
-    await engine.maybePrune(seq, 0, true);
+    await maybePrune(engine, seq, 0, true);
     for (let step = 1; step <= steps; step++) {
       out.push(logits);
       const next = logits.indexOf(Math.max(...logits));
       logits = await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, vocab);
-      await engine.maybePrune(seq, step, false);
+      await maybePrune(engine, seq, step, false);
     }
     assertEquals(
       seq.kv.lens(),
@@ -98,11 +100,12 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
     // Every token's K row as first written (layer 0), to check that compaction moves rows with their positions.
     const firstRow = new Map<number, Float32Array>();
     let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, 512);
-    await engine.maybePrune(seq, 0, true);
-    for (let step = 1; step <= 120; step++) {
+    await maybePrune(engine, seq, 0, true);
+    // 72 steps: every policy is at its cap, and Lethe has run rounds, from step ~30 on.
+    for (let step = 1; step <= 72; step++) {
       const next = logits.indexOf(Math.max(...logits));
       logits = await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, 512);
-      await engine.maybePrune(seq, step, false);
+      await maybePrune(engine, seq, step, false);
       await checkInvariants(
         policy,
         seq.kv,
@@ -132,20 +135,20 @@ async function prefillEach(engine: Engine, seqs: SequenceState[], prompts: numbe
   const next: number[] = [];
   for (let i = 0; i < seqs.length; i++) {
     next.push(
-      (await engine.sampleIds(engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
+      (await sampleIds(engine, engine.forward.prefill(seqs[i], prompts[i]), 1, DEFAULT_SAMPLING, 0))[0],
     );
-    await engine.maybePrune(seqs[i], 0, true);
+    await maybePrune(engine, seqs[i], 0, true);
   }
   return next;
 }
 
 /** One batched greedy decode step; `next` becomes the sampled ids. */
 async function decodeAll(engine: Engine, seqs: SequenceState[], next: number[], step: number): Promise<void> {
-  const out = await engine.sampleIds(engine.forward.decode(seqs, next), seqs.length, DEFAULT_SAMPLING, step);
+  const out = await sampleIds(engine, engine.forward.decode(seqs, next), seqs.length, DEFAULT_SAMPLING, step);
   out.forEach((id, i) => (next[i] = id));
 }
 
-Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune sequence by sequence", async () => {
+Deno.test("one readback for a batch's due rounds equals each sequence's round on its own", async () => {
   const engine = await stories();
   const prompts = [[1, 400, 300], [1, 17, 33, 250, 9], [1, 88]];
   const steps = 48;
@@ -158,9 +161,9 @@ Deno.test("pruneMany (one readback for a batch's due rounds) equals maybePrune s
     for (let step = 1; step <= steps; step++) {
       next.forEach((id, i) => ids[i].push(id));
       await decodeAll(engine, seqs, next, step);
-      if (batched) rounds += (await engine.pruneMany(seqs, step)).filter((r) => r !== null).length;
+      if (batched) rounds += (await pruneBatch(engine, seqs, step)).filter((r) => r !== null).length;
       else {
-        for (const s of seqs) if (await engine.maybePrune(s, step, false)) rounds++;
+        for (const s of seqs) if (await maybePrune(engine, s, step, false)) rounds++;
       }
     }
     const views = await Promise.all(seqs.map((s) => s.kv.views()));
@@ -185,7 +188,7 @@ Deno.test("aligned rounds: a batch's Lethe rounds fall on the same steps once al
     const roundSteps: number[][] = prompts.map(() => []);
     for (let step = 1; step <= steps; step++) {
       await decodeAll(engine, seqs, next, step);
-      const { rounds } = await engine.readAndPrune(seqs, seqs.map(() => step), undefined, align);
+      const rounds = await pruneBatch(engine, seqs, step, align);
       rounds.forEach((r, i) => r && roundSteps[i].push(step));
       for (const s of seqs) {
         const total = s.kv.lens().reduce((a, b) => a + b, 0);
@@ -215,24 +218,24 @@ Deno.test("Engine.generate (next step recorded before the id is read) equals one
   const reference = async (kv: Record<string, unknown>, maxTokens: number, eos: number[]) => {
     const seq = engine.newSequence(kv as never, prompt.length + Math.min(maxTokens, 256), prompt.length);
     const greedy = { ...DEFAULT_SAMPLING, temperature: 0 };
-    let [next] = await engine.sampleIds(engine.forward.prefill(seq, prompt), 1, greedy, 0);
-    let rounds = (await engine.maybePrune(seq, 0, true)) ? 1 : 0;
+    let [next] = await sampleIds(engine, engine.forward.prefill(seq, prompt), 1, greedy, 0);
+    let rounds = (await maybePrune(engine, seq, 0, true)) ? 1 : 0;
     const ids: number[] = [];
     for (let step = 1; step <= maxTokens; step++) {
       ids.push(next);
       if (eos.includes(next) || step === maxTokens) break;
-      [next] = await engine.sampleIds(engine.forward.decode([seq], [next]), 1, greedy, step);
-      if (await engine.maybePrune(seq, step, false)) rounds++;
+      [next] = await sampleIds(engine, engine.forward.decode([seq], [next]), 1, greedy, step);
+      if (await maybePrune(engine, seq, step, false)) rounds++;
     }
     const out = { ids, rounds, peak: seq.kv.peakAllocated, live: seq.kv.peakLive };
     seq.kv.destroy();
     return out;
   };
-  const free = await engine.generate(prompt, { maxTokens: 200, sampling: { temperature: 0 } });
+  const free = await engine.generate(prompt, { maxTokens: 120, sampling: { temperature: 0 } });
   // An "EOS" that greedy decoding reaches mid-way (the 60th token), so that a speculative step is discarded.
   const stopAt = [free.ids[59]];
   for (const kv of [{ policy: "full" }, { policy: "lethe", budget: 32 }, { policy: "h2o", budget: 24 }]) {
-    for (const [maxTokens, eos] of [[1, []], [2, []], [37, []], [200, stopAt]] as [number, number[]][]) {
+    for (const [maxTokens, eos] of [[1, []], [2, []], [37, []], [120, stopAt]] as [number, number[]][]) {
       const what = `${kv.policy} maxTokens=${maxTokens} eos=${eos}`;
       const want = await reference(kv, maxTokens, eos);
       const got = await engine.generate(prompt, {

@@ -1,4 +1,5 @@
-import { addRmsnorm, rmsnorm } from "../src/ops/rmsnorm.ts";
+import { addRmsnorm } from "../bench/dev/add_rmsnorm.ts";
+import { rmsnorm } from "../src/ops/rmsnorm.ts";
 import { addRef, rmsnormRef } from "../src/ref/elementwise.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 

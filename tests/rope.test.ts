@@ -1,5 +1,6 @@
-import { rope, ropeQK, uploadInvFreq } from "../src/ops/rope.ts";
-import { ropeInvFreq, ropeRef } from "../src/ref/rope.ts";
+import { ropeInvFreq } from "../src/model/rope_freq.ts";
+import { ropeQK, uploadInvFreq } from "../src/ops/rope.ts";
+import { ropeRef } from "../src/ref/rope.ts";
 import { assertClose, freshSeed, gpuContext, randomF32, rng } from "./helpers.ts";
 
 // Against a reference that forms the angle exactly as the kernel does (f32(pos) · f32(invFreq), rounded to
@@ -91,7 +92,7 @@ function checkRope(
   }
 }
 
-Deno.test("rope matches the CPU reference at positions 0, 1, 4095, 100000, 131071 (Qwen and Llama-3 freqs)", async () => {
+Deno.test("ropeQK (q heads only) matches the CPU reference at positions 0, 1, 4095, 100000, 131071 (Qwen and Llama-3 freqs)", async () => {
   const ctx = await gpuContext();
   const seed = freshSeed();
   console.log(`seed ${seed}`);
@@ -108,7 +109,7 @@ Deno.test("rope matches the CPU reference at positions 0, 1, 4095, 100000, 13107
     const x = randomF32(tokens * heads * headDim, next, 4);
     const gx = ctx.upload(x, "x");
     const ginv = uploadInvFreq(ctx, invFreq);
-    rope(ctx, gx, gpos, ginv, tokens, heads, headDim);
+    ropeQK(ctx, gx, gx, gpos, ginv, tokens, heads, 0, headDim);
     checkRope(await ctx.readF32(gx), x, positions, invFreq, tokens, heads, headDim, `rope ${what}`);
     for (const b of [gx, ginv]) b.destroy();
   }
@@ -139,7 +140,7 @@ Deno.test("ropeQK rotates q (12 heads) and k (2 heads) in one dispatch, a batch 
   for (const b of [gq, gk, gpos, ginv]) b.destroy();
 });
 
-Deno.test("rope on the q and k heads inside a fused [tokens, q|k|v] buffer leaves v and padding untouched", async () => {
+Deno.test("ropeQK on the q and k heads inside a fused [tokens, q|k|v] buffer leaves v and padding untouched", async () => {
   const ctx = await gpuContext();
   const seed = freshSeed();
   console.log(`seed ${seed}`);
@@ -153,7 +154,12 @@ Deno.test("rope on the q and k heads inside a fused [tokens, q|k|v] buffer leave
   const gx = ctx.upload(x, "qkv");
   const gpos = ctx.upload(positions, "pos");
   const ginv = uploadInvFreq(ctx, invFreq);
-  rope(ctx, gx, gpos, ginv, tokens, qh + kh, hd, { rowStride, offset });
+  ropeQK(ctx, gx, gx, gpos, ginv, tokens, qh, kh, hd, {
+    qStride: rowStride,
+    qOffset: offset,
+    kStride: rowStride,
+    kOffset: offset + qh * hd,
+  });
   const got = await ctx.readF32(gx);
   checkRope(got, x, positions, invFreq, tokens, qh + kh, hd, "rope fused qkv", { rowStride, offset });
   for (let t = 0; t < tokens; t++) {
@@ -167,14 +173,14 @@ Deno.test("rope on the q and k heads inside a fused [tokens, q|k|v] buffer leave
   for (const b of [gx, gpos, ginv]) b.destroy();
 });
 
-Deno.test("rope at position 0 is the identity", async () => {
+Deno.test("ropeQK at position 0 is the identity", async () => {
   const ctx = await gpuContext();
   const [tokens, heads, hd] = [3, 3, 10];
   const x = new Float32Array(tokens * heads * hd).map((_, i) => i + 1);
   const gx = ctx.upload(x, "x");
   const gpos = ctx.upload(new Uint32Array([0, 0, 0]), "pos");
   const ginv = uploadInvFreq(ctx, ropeInvFreq(hd, 10000));
-  rope(ctx, gx, gpos, ginv, tokens, heads, hd);
+  ropeQK(ctx, gx, gx, gpos, ginv, tokens, heads, 0, hd);
   assertClose(await ctx.readF32(gx), x, 0, "rope at position 0");
   for (const b of [gx, gpos, ginv]) b.destroy();
 });

@@ -2,7 +2,7 @@
 import { deepStrictEqual as assertEquals, ok as assert, rejects, throws } from "node:assert";
 import { NoGpuError, requestGpuDevice } from "../src/gpu/device.ts";
 import { BufferPool, sizeClass } from "../src/gpu/pool.ts";
-import { add } from "../src/ops/add.ts";
+import { add } from "../bench/dev/add.ts";
 import { addRef } from "../src/ref/elementwise.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 

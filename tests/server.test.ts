@@ -6,10 +6,13 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 // deno-lint-ignore no-import-prefix
 import OpenAI from "npm:openai@4.104.0";
-import { DEFAULT_SAMPLING, Engine, type GenerateOptions } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import type { GenerateOptions } from "../src/engine/generate.ts";
+import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
 import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { startServer } from "../src/server/server.ts";
-import { splitThought, StopStrings, ThinkSplitter } from "../src/server/text.ts";
+import { StopStrings } from "../src/engine/stop.ts";
+import { splitThought, ThinkSplitter } from "../src/server/text.ts";
 import { makeCheckpoint } from "../tools/make_checkpoint.ts";
 import { STORIES_DIR } from "./support/models.ts";
 import { freshSeed, rng } from "./helpers.ts";

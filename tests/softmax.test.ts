@@ -1,4 +1,4 @@
-import { softmax, softmaxInPlace } from "../src/ops/softmax.ts";
+import { softmax, softmaxInPlace } from "../bench/dev/softmax.ts";
 import { softmaxRef } from "../src/ref/elementwise.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 

@@ -6,7 +6,8 @@
 import { parseArgs } from "node:util";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Engine, type KvSettings } from "../src/generate.ts";
+import { Engine } from "../src/engine/engine.ts";
+import type { KvSettings } from "../src/kv/options.ts";
 import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "../src/kv/policy.ts";
 import {
   type CellResult,

@@ -4,8 +4,8 @@
 //   x[i + d/2] <- x[i + d/2] * cos + x[i] * sin
 // Layout: token t, head h starts at offset + t * row_stride + h * head_dim (elements), so a packed
 // [tokens, heads, head_dim] buffer and the q/k heads inside a fused [tokens, q|k|v] row both work.
-// Entry `main` rotates one buffer; `main_qk` rotates q and k (different head counts, own strides) in one
-// dispatch: heads [0, q_heads) of q, then [q_heads, q_heads + k_heads) of k.
+// `main_qk` rotates q and k (different head counts, own strides and offsets) in one dispatch: heads
+// [0, q_heads) of q, then [q_heads, q_heads + k_heads) of k.
 struct Params {
   tokens: u32, head_dim: u32, grid_stride: u32, total: u32,
   q_heads: u32, q_stride: u32, q_offset: u32, k_heads: u32,
@@ -36,20 +36,6 @@ fn split(idx: u32, heads: u32, half: u32) -> vec3u {
   let i = idx % half;
   let th = idx / half;
   return vec3u(th / heads, th % heads, i);
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let idx = gid.x + gid.y * p.grid_stride;
-  if (idx >= p.total) { return; }
-  let half = p.head_dim / 2u;
-  let s = split(idx, p.q_heads, half);
-  let cs = cos_sin(f32(positions[s.x]) * inv_freq[s.z]);
-  let j = p.q_offset + s.x * p.q_stride + s.y * p.head_dim + s.z;
-  let x1 = q[j];
-  let x2 = q[j + half];
-  q[j] = x1 * cs.x - x2 * cs.y;
-  q[j + half] = x2 * cs.x + x1 * cs.y;
 }
 
 @compute @workgroup_size(256)

@@ -7,8 +7,12 @@
  *    generation and answer matching.
  * Every cell also records peak KV bytes (allocated and live) against `full`'s and the decode speed.
  */
-import { DEFAULT_SAMPLING, type Engine, type KvSettings, type PruneRound } from "../generate.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { PruneRound } from "../engine/rounds.ts";
+import type { RunnerRow } from "../engine/runner.ts";
+import { DEFAULT_SAMPLING } from "../engine/sampler.ts";
 import type { SequenceKv } from "../kv/cache.ts";
+import type { KvSettings } from "../kv/options.ts";
 import { DEFAULT_KV_OPTIONS, type PolicyName } from "../kv/policy.ts";
 import { afterThink, answersMatch, extractModelAnswer, gsm8kReference } from "./extract.ts";
 import { argmax, klFromLogits } from "./kl.ts";
@@ -179,22 +183,26 @@ export async function forcedRun(
   hooks: RunHooks = {},
   onToken?: () => void,
 ): Promise<ForcedRun> {
-  const V = engine.model.config.vocabSize;
   if (ref && ref.ids.length < tokens) throw new Error(`reference has ${ref.ids.length} ids, need ${tokens}`);
   const seq = engine.newSequence(kv, prompt.length + Math.min(tokens, 256), prompt.length);
+  const row: RunnerRow = { seq, sampling: DEFAULT_SAMPLING, step: 0, next: 0 };
+  const runner = engine.createRunner();
   const ids: number[] = [];
   const logitsOut: Float32Array[] | null = ref ? null : [];
   let agree = 0;
   let klSum = 0;
   let klMax = 0;
   let rounds = 0;
+  const counted = (round: PruneRound | null) => {
+    if (!round) return;
+    rounds++;
+    hooks.onPrune?.(round);
+  };
   try {
-    let logits = (await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, V)).slice();
-    const pruned = await engine.maybePrune(seq, 0, true);
-    if (pruned) {
-      rounds++;
-      hooks.onPrune?.(pruned);
-    }
+    // Each step reads its logits row back with the positions and scores of a round due after it.
+    const first = await runner.prefill(row, prompt, { readLogits: true });
+    let logits = first.logits!;
+    counted(first.round);
     hooks.onStep?.(0, seq.kv);
     const t1 = performance.now();
     for (let step = 1; step <= tokens; step++) {
@@ -214,13 +222,13 @@ export async function forcedRun(
       ids.push(token);
       onToken?.();
       if (step === tokens) break;
-      logits = (await engine.ctx.readF32(engine.forward.decode([seq], [token]), 0, V)).slice();
-      hooks.onStep?.(step, seq.kv);
-      const round = await engine.maybePrune(seq, step, false);
-      if (round) {
-        rounds++;
-        hooks.onPrune?.(round);
-      }
+      row.next = token;
+      const r = await runner.step([row], {
+        readLogits: true,
+        onStep: (x) => hooks.onStep?.(x.step, x.seq.kv),
+      });
+      logits = r.logits![0];
+      counted(r.rounds[0]);
     }
     const secs = (performance.now() - t1) / 1000;
     return {
@@ -235,6 +243,7 @@ export async function forcedRun(
       rounds,
     };
   } finally {
+    runner.destroy();
     seq.kv.destroy();
   }
 }
@@ -620,85 +629,61 @@ export async function generateBatch(
   eos: readonly number[],
   hooksOf: (j: number) => RunHooks = () => ({}),
 ): Promise<SampleRun[]> {
-  const greedy = { ...DEFAULT_SAMPLING };
-  const seqs = prompts.map((p, j) => engine.newSequence(kv, p.length + Math.min(caps[j], 256), p.length));
+  const rows: RunnerRow[] = prompts.map((p, j) => ({
+    seq: engine.newSequence(kv, p.length + Math.min(caps[j], 256), p.length),
+    sampling: DEFAULT_SAMPLING,
+    step: 0,
+    next: 0,
+  }));
+  const runner = engine.createRunner();
   const hooks = prompts.map((_, j) => hooksOf(j));
   const ids: number[][] = prompts.map(() => []);
   const rounds = prompts.map(() => 0);
-  const next: number[] = [];
+  const counted = (j: number, round: PruneRound | null) => {
+    if (!round) return;
+    rounds[j]++;
+    hooks[j].onPrune?.(round);
+  };
   try {
-    for (let j = 0; j < seqs.length; j++) {
-      next.push((await engine.sampleIds(engine.forward.prefill(seqs[j], prompts[j]), 1, greedy, 0))[0]);
-      const r = await engine.maybePrune(seqs[j], 0, true);
-      if (r) {
-        rounds[j]++;
-        hooks[j].onPrune?.(r);
-      }
+    for (let j = 0; j < rows.length; j++) {
+      const first = await runner.prefill(rows[j], prompts[j]);
+      rows[j].next = first.id!;
+      counted(j, first.round);
     }
     const t1 = performance.now();
-    let active = seqs.map((_, j) => j);
-    // As in Engine.generate: while no round is due, step k + 1 is recorded on the GPU-resident ids of step k
-    // before they are read back. `ahead` holds that step's logits and the cache peaks from before it, so that
-    // a sequence that turns out to have finished gets its peaks back (its extra row is simply not used).
-    let ahead: { logits: GPUBuffer; rows: number[]; peaks: Map<number, [number, number]> } | null = null;
-    for (let step = 1; active.length > 0; step++) {
+    let active = rows.map((_, j) => j);
+    for (;;) {
+      // Each sequence's last token is accepted; the finished leave (see DecodeRunner.leave).
       active = active.filter((j) => {
-        ids[j].push(next[j]);
-        const more = !eos.includes(next[j]) && ids[j].length < caps[j];
-        const saved = ahead?.peaks.get(j);
-        if (!more && saved) [seqs[j].kv.peakAllocated, seqs[j].kv.peakLive] = saved;
+        ids[j].push(rows[j].next);
+        const more = !eos.includes(rows[j].next) && ids[j].length < caps[j];
+        if (!more) runner.leave(rows[j]);
         return more;
       });
       if (!active.length) break;
-      let logits: GPUBuffer;
-      let picked: GPUBuffer | null = null;
-      if (ahead && ahead.rows.length === active.length) logits = ahead.logits;
-      else if (ahead) {
-        const rows = ahead.rows;
-        logits = picked = engine.pickLogitsRows(ahead.logits, active.map((j) => rows.indexOf(j)));
-      } else logits = engine.forward.decode(active.map((j) => seqs[j]), active.map((j) => next[j]));
-      ahead = null;
-      // The sampling below is recorded synchronously; the picked rows' buffer can go back to the pool after.
-      const done = () => picked && engine.ctx.pool.release(picked);
-      for (const j of active) hooks[j].onStep?.(step, seqs[j].kv);
-      const batch = active.map((j) => seqs[j]);
-      if (batch.some((s) => engine.wantsPrune(s, step, false))) {
-        const pending = engine.sampleAndPrune(logits, batch, greedy, step);
-        done();
-        const { ids: out, rounds: pruned } = await pending;
-        for (let a = 0; a < active.length; a++) next[active[a]] = out[a];
-        pruned.forEach((r, a) => {
-          const j = active[a];
-          if (r) {
-            rounds[j]++;
-            hooks[j].onPrune?.(r);
-          }
-        });
-        continue;
-      }
-      const sampled = engine.sampleAhead(logits, active.length, greedy, step);
-      done();
-      const peaks = new Map(
-        active.map((j) => [j, [seqs[j].kv.peakAllocated, seqs[j].kv.peakLive] as [number, number]]),
-      );
-      ahead = { logits: engine.forward.decode(batch, sampled.ids), rows: active, peaks };
-      engine.ctx.flush();
-      const out = await sampled.read;
-      for (let a = 0; a < active.length; a++) next[active[a]] = out[a];
+      const r = await runner.step(active.map((j) => rows[j]), {
+        mayRecordAhead: () => true,
+        onStep: (row) => hooks[rows.indexOf(row)].onStep?.(row.step, row.seq.kv),
+      });
+      active.forEach((j, a) => {
+        rows[j].next = r.ids[a];
+        counted(j, r.rounds[a]);
+      });
     }
     const secs = (performance.now() - t1) / 1000;
     const totalSteps = ids.reduce((a, x) => a + Math.max(0, x.length - 1), 0);
-    return seqs.map((s, j) => ({
+    return rows.map((row, j) => ({
       ids: ids[j],
-      kvPeak: s.kv.peakAllocated,
-      kvLivePeak: s.kv.peakLive,
+      kvPeak: row.seq.kv.peakAllocated,
+      kvLivePeak: row.seq.kv.peakLive,
       decodeSteps: Math.max(0, ids[j].length - 1),
       // Shared wall time, split by each sequence's share of the steps.
       decodeSecs: totalSteps > 0 ? (secs * Math.max(0, ids[j].length - 1)) / totalSteps : 0,
       rounds: rounds[j],
     }));
   } finally {
-    for (const s of seqs) s.kv.destroy();
+    runner.destroy();
+    for (const row of rows) row.seq.kv.destroy();
   }
 }
 

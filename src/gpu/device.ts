@@ -7,6 +7,7 @@
 
 /** Thrown when no WebGPU adapter can be found; the message says what to install. */
 export class NoGpuError extends Error {
+  /** `detail` says why no adapter was found; the message adds what to install. */
   constructor(detail: string) {
     super(
       `No WebGPU adapter is available (${detail}).\n` +

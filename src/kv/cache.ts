@@ -6,21 +6,23 @@
  *
  * Capacity grows by 1.5× (a GPU move into a larger region, never a reallocation per step) and shrinks when a
  * pruning round compacts a layer. Memory is accounted exactly: bytes allocated and bytes live, per layer.
+ * The cache keeps this bookkeeping and derives decode-time evictions from each row's policy; the kernels it
+ * records (write, evict, gather) are dispatched by src/ops/kv.ts.
  */
-import writeCode from "../../wgsl/kv.wgsl" with { type: "text" };
-import evictCode from "../../wgsl/kv_evict.wgsl" with { type: "text" };
-import gatherCode from "../../wgsl/kv_gather.wgsl" with { type: "text" };
 import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
+import {
+  type EvictProtect,
+  KV_WRITE_BATCH_MAX,
+  kvGather,
+  type KvMove,
+  kvWrite,
+  kvWriteBatch,
+} from "../ops/kv.ts";
 import { batchesBy } from "../util/group.ts";
 import { KvArena, type KvBinding, type KvRegion } from "./arena.ts";
-import type { LayerView } from "./policy.ts";
+import type { KvPolicy, KvPolicyOptions, LayerView } from "./policy.ts";
 
-const WRITE = { name: "kv_write", code: writeCode, entryPoint: "write" };
-const WRITE_BATCH = { name: "kv_write_batch", code: writeCode, entryPoint: "write_batch" };
-const EVICT = { name: "kv_evict", code: evictCode };
-const GATHER = { name: "kv_gather", code: gatherCode };
-/** Sequences one batched write takes (its table lives in the dispatch's uniforms; see wgsl/kv.wgsl). */
-const WRITE_BATCH_MAX = 64;
+export type { EvictProtect } from "../ops/kv.ts";
 
 /** The per-layer geometry of a KV cache. */
 export interface KvShape {
@@ -131,29 +133,9 @@ export class SequenceKv {
   append(layer: number, kSrc: GPUBuffer, vSrc: GPUBuffer, srcRow: number, count: number, pos: number): void {
     this.ensure(layer, this.layers[layer].len + count);
     const L = this.layers[layer];
-    this.#write(layer, kSrc, vSrc, srcRow, count, L.len, pos);
+    kvWrite(this.#ctx, kSrc, vSrc, srcRow, count, this.row, L, L.len, pos);
     L.len += count;
     this.#track();
-  }
-
-  /**
-   * Records the overwrite of one evicted slot by a new token: the GPU picks the victim — the lowest score (or
-   * position) among slots with sink ≤ position < recentFrom — and writes the row there. `len` is unchanged.
-   */
-  appendEvicting(
-    layer: number,
-    kSrc: GPUBuffer,
-    vSrc: GPUBuffer,
-    srcRow: number,
-    pos: number,
-    protect: EvictProtect,
-  ): void {
-    SequenceKv.appendBatch(this.#ctx, layer, kSrc, vSrc, [{ kv: this, srcRow, pos, evict: protect }]);
-  }
-
-  /** Keeps only the slots in `keep` (ascending) of `layer`, compacted to the front; capacity shrinks to fit. */
-  compact(layer: number, keep: Uint32Array, headroom = 16): void {
-    SequenceKv.compactMany(this.#ctx, [{ kv: this, layer, keep, headroom }]);
   }
 
   /**
@@ -179,26 +161,18 @@ export class SequenceKv {
     const total = items.reduce((n, it) => n + it.keep.length, 0);
     if (total > 0) {
       const all = new Uint32Array(total);
-      const moves: { it: Compaction; dst: LayerKv; keepOff: number }[] = [];
+      const moves: KvMove[] = [];
       let off = 0;
       items.forEach((it, i) => {
         all.set(it.keep, off);
-        if (it.keep.length > 0) moves.push({ it, dst: fresh[i], keepOff: off });
+        if (it.keep.length > 0) {
+          const src = it.kv.layers[it.layer].region;
+          moves.push({ src, dst: fresh[i].region, count: it.keep.length, keepOff: off, row: it.kv.row });
+        }
         off += it.keep.length;
       });
       const keepBuf = ctx.upload(all, "kv-keep");
-      gather(
-        ctx,
-        moves.map((m) => ({
-          src: m.it.kv.layers[m.it.layer],
-          dst: m.dst,
-          count: m.it.keep.length,
-          keepOff: m.keepOff,
-          row: m.it.kv.row,
-        })),
-        keepBuf,
-        false,
-      );
+      kvGather(ctx, moves, keepBuf, false);
       ctx.destroyLater(keepBuf);
     }
     items.forEach((it, i) => {
@@ -298,9 +272,10 @@ export class SequenceKv {
 
   /**
    * Records, for several sequences at once, one new K/V row each (row `srcRow` of f32 [*, row] buffers) in
-   * `layer` at position `pos`: appended at the layer's end, or — for a row with `evict` — over the slot the GPU
-   * evicts (see {@link appendEvicting}). One evict dispatch (if any row evicts) and one write dispatch per arena
-   * shard, instead of one or two per sequence.
+   * `layer` at position `pos`: appended at the layer's end — or, for a row whose policy caps the layer and
+   * whose layer is at that cap, over the slot the GPU evicts (the lowest score, or the oldest position, among
+   * slots with sink ≤ position < pos − recentWindow + 1; `len` unchanged). One evict dispatch (if any row
+   * evicts) and one write dispatch per arena shard, instead of one or two per sequence.
    */
   static appendBatch(
     ctx: GpuContext,
@@ -309,62 +284,44 @@ export class SequenceKv {
     vSrc: GPUBuffer,
     rows: AppendRow[],
   ): void {
-    for (const r of rows) if (!r.evict) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
+    const evicts = rows.map((r) => r.kv.#eviction(layer, r));
+    rows.forEach((r, i) => {
+      if (!evicts[i]) r.kv.ensure(layer, r.kv.layers[layer].len + 1);
+    });
     // Batches per destination shard, after every growth above has settled the regions.
-    for (const part of batchesBy(rows, (r) => r.kv.layers[layer].region.kBuffer, WRITE_BATCH_MAX)) {
-      const R = part[0].kv.layers[layer].region;
-      const row = part[0].kv.row;
-      // Victims first: entry b of the evict table writes victims[b], which write entry b reads.
-      const victims = ctx.pool.acquire(WRITE_BATCH_MAX * 4, STORAGE_USAGE, "kv-victims");
-      if (part.some((r) => r.evict)) {
-        const e = new Uint32Array(WRITE_BATCH_MAX * 8);
-        part.forEach((r, b) => {
+    const items = rows.map((r, i) => ({ r, evict: evicts[i] }));
+    for (const part of batchesBy(items, (x) => x.r.kv.layers[layer].region.kBuffer, KV_WRITE_BATCH_MAX)) {
+      const R = part[0].r.kv.layers[layer].region;
+      kvWriteBatch(
+        ctx,
+        kSrc,
+        vSrc,
+        part[0].r.kv.row,
+        R,
+        part.map(({ r, evict }) => {
           const L = r.kv.layers[layer];
-          const p = r.evict;
-          if (p) {
-            e.set([L.region.base, L.len, p.sink, Math.max(0, p.recentFrom), p.byPosition ? 1 : 0], b * 8);
-          }
-        });
-        ctx.dispatch(EVICT, [R.posBuffer, R.scoreBuffer, victims], [part.length], e);
-      }
-      const u = new Uint32Array(4 + WRITE_BATCH_MAX * 4);
-      u.set([row, part.length]);
-      part.forEach((r, b) => {
-        const L = r.kv.layers[layer];
-        u.set([r.srcRow, L.region.base + L.len, r.pos, r.evict ? 1 : 0], 4 + b * 4);
-      });
-      const [x, y] = ctx.grid(Math.ceil((part.length * row) / 256));
-      ctx.dispatch(
-        WRITE_BATCH,
-        [kSrc, vSrc, R.kBuffer, R.vBuffer, R.posBuffer, R.scoreBuffer, victims],
-        [x, y],
-        u,
+          return { srcRow: r.srcRow, base: L.region.base, len: L.len, pos: r.pos, evict };
+        }),
       );
-      ctx.pool.release(victims);
-      for (const r of part) {
-        if (!r.evict) r.kv.layers[layer].len += 1;
+      for (const { r, evict } of part) {
+        if (!evict) r.kv.layers[layer].len += 1;
         r.kv.#track();
       }
     }
   }
 
-  #write(
-    layer: number,
-    kSrc: GPUBuffer,
-    vSrc: GPUBuffer,
-    srcRow: number,
-    count: number,
-    slot: number,
-    pos: number,
-  ): void {
-    const L = this.layers[layer];
-    const [x, y] = this.#ctx.grid(Math.ceil((count * this.row) / 256));
-    this.#ctx.dispatch(
-      WRITE,
-      [kSrc, vSrc, L.k, L.v, L.pos, L.score],
-      [x, y],
-      new Uint32Array([this.row, count, srcRow, slot, pos, 0, 0, 0]),
-    );
+  /** What the evictor protects when `row` lands in `layer` at its policy's cap; undefined: append. */
+  #eviction(layer: number, row: AppendRow): EvictProtect | undefined {
+    const p = row.policy;
+    if (!p) return undefined;
+    const layers = this.shape.layers;
+    const cap = p.decodeCap(layer, layers);
+    if (cap === null || this.layers[layer].len < cap) return undefined;
+    return {
+      sink: p.options.sink,
+      recentFrom: row.pos - p.recentWindow(layer, layers) + 1,
+      byPosition: p.evictBy === "position",
+    };
   }
 
   #alloc(capacity: number, layer: number): LayerKv {
@@ -375,7 +332,7 @@ export class SequenceKv {
   #move(src: LayerKv, dst: LayerKv, count: number): void {
     // The keep binding is unused by a plain move; any small buffer serves.
     const none = this.#ctx.pool.acquire(4, STORAGE_USAGE, "kv-no-keep");
-    gather(this.#ctx, [{ src, dst, count, keepOff: 0, row: this.row }], none, true);
+    kvGather(this.#ctx, [{ src: src.region, dst: dst.region, count, keepOff: 0, row: this.row }], none, true);
     this.#ctx.pool.release(none);
   }
 
@@ -417,64 +374,22 @@ export interface ViewsPlan {
   parse(data: ArrayBuffer, offset: number): LayerView[][];
 }
 
-const GATHER_MAX = 64;
-
-/**
- * Records region-to-region moves: one dispatch per pair of source and destination shards (up to 64 moves
- * each), slot keep[keepOff + j] (or j when `identity`; `keep` is then any small buffer) of `src` → slot j
- * of `dst`.
- */
-function gather(
-  ctx: GpuContext,
-  moves: { src: LayerKv; dst: LayerKv; count: number; keepOff: number; row: number }[],
-  keep: GPUBuffer,
-  identity: boolean,
-): void {
-  const ids = new Map<GPUBuffer, number>();
-  const id = (b: GPUBuffer) => {
-    if (!ids.has(b)) ids.set(b, ids.size);
-    return ids.get(b)!;
-  };
-  const pairOf = (m: (typeof moves)[number]) => `${id(m.src.region.kBuffer)}/${id(m.dst.region.kBuffer)}`;
-  for (const part of batchesBy(moves, pairOf, GATHER_MAX)) {
-    const row = part[0].row;
-    const u = new Uint32Array(4 + GATHER_MAX * 4);
-    u.set([row, identity ? 1 : 0]);
-    part.forEach((m, i) => u.set([m.src.region.base, m.dst.region.base, m.count, m.keepOff], 4 + i * 4));
-    const a = part[0].src.region, b = part[0].dst.region;
-    const [x, y] = ctx.grid(Math.ceil((Math.max(...part.map((m) => m.count)) * row) / 256));
-    ctx.dispatch(
-      GATHER,
-      [
-        keep,
-        a.kBuffer,
-        a.vBuffer,
-        a.posBuffer,
-        a.scoreBuffer,
-        b.kBuffer,
-        b.vBuffer,
-        b.posBuffer,
-        b.scoreBuffer,
-      ],
-      [x, y, part.length],
-      u,
-    );
-  }
-}
-
-/** What the evictor must not choose: positions below `sink` or from `recentFrom` on. */
-export interface EvictProtect {
-  sink: number;
-  recentFrom: number;
-  /** Evict the oldest position instead of the lowest score (StreamingLLM). */
-  byPosition: boolean;
-}
+/** The part of a {@link KvPolicy} that decides a decode-time eviction (any KvPolicy is one). */
+export type EvictionPolicy = Pick<KvPolicy, "decodeCap" | "recentWindow" | "evictBy"> & {
+  readonly options: Pick<KvPolicyOptions, "sink">;
+};
 
 /** One sequence's new row for {@link SequenceKv.appendBatch}. */
 export interface AppendRow {
   kv: SequenceKv;
+  /** Row of the source K/V buffers. */
   srcRow: number;
+  /** Original position of the new token. */
   pos: number;
-  /** Overwrite an evicted slot instead of appending (the layer is at its cap). */
-  evict?: EvictProtect;
+  /**
+   * The sequence's policy: where it caps the layer (`decodeCap`) and the layer holds that many tokens, the
+   * row overwrites the slot the GPU evicts (`evictBy`, protecting `options.sink` and `recentWindow`). None:
+   * the row is appended.
+   */
+  policy?: EvictionPolicy;
 }

@@ -5,28 +5,29 @@
  * on the model: one that copies each step from a recent stretch of its thought needs a larger window than one
  * that looks far back. A model directory may therefore name its own defaults, which apply wherever a setting
  * is not given (CLI flags, request fields and library options still win). The keys are the request
- * extensions' names:
+ * extensions' names (the schema in options.ts; `kv_policy` is not one):
  *
  *   {"kv_recent_ratio": 0.7, "lethe_gamma": 0.9, "note": "why, and how it was chosen"}
  */
-import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, validateKvOptions } from "./policy.ts";
+import type { KvPolicyOptions } from "./policy.ts";
+import {
+  checkKvOptions,
+  checkKvValue,
+  KV_SETTINGS,
+  KvOptionError,
+  type KvSetting,
+  type KvSettings,
+  resolveKvOptions,
+  setKvSetting,
+} from "./options.ts";
 
 /** The file a model directory may hold its KV defaults in. */
 export const KV_DEFAULTS_FILE = "kv_defaults.json";
 
-type Setter = (o: KvPolicyOptions, x: number) => void;
-
-/** Each accepted key, how it sets the options, and whether it must be an integer. */
-const KEYS: Record<string, { set: Setter; integer: boolean }> = {
-  kv_budget: { set: (o, x) => (o.budget = x), integer: true },
-  kv_sink: { set: (o, x) => (o.sink = x), integer: true },
-  kv_recent_ratio: { set: (o, x) => (o.recentRatio = x), integer: false },
-  kv_window: { set: (o, x) => (o.window = x), integer: true },
-  lethe_tau: { set: (o, x) => (o.lethe.tau = x), integer: false },
-  lethe_segments: { set: (o, x) => (o.lethe.segments = x), integer: true },
-  lethe_gamma: { set: (o, x) => (o.lethe.gamma = x), integer: false },
-  lethe_interval: { set: (o, x) => (o.lethe.interval = x), integer: true },
-};
+/** The settings a file may set, by key (the schema's; the policy is not one of them). */
+const BY_KEY: ReadonlyMap<string, KvSetting> = new Map(
+  KV_SETTINGS.filter((s) => s.fileKey !== null).map((s) => [s.fileKey!, s]),
+);
 
 /** Parses a kv_defaults.json text over the project's defaults; `where` names the file in errors. */
 export function parseKvDefaults(text: string, where: string): KvPolicyOptions {
@@ -39,24 +40,30 @@ export function parseKvDefaults(text: string, where: string): KvPolicyOptions {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
     throw new Error(`${where}: not an object`);
   }
-  const out: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, lethe: { ...DEFAULT_KV_OPTIONS.lethe } };
-  for (const [key, value] of Object.entries(raw)) {
-    if (key === "note") continue;
-    const k = KEYS[key];
-    if (!k) {
-      throw new Error(`${where}: unknown key "${key}"; accepted: ${Object.keys(KEYS).join(", ")}, note`);
-    }
-    if (typeof value !== "number" || !Number.isFinite(value) || (k.integer && !Number.isInteger(value))) {
-      throw new Error(`${where}: "${key}" must be ${k.integer ? "an integer" : "a number"}, got ${value}`);
-    }
-    k.set(out, value);
-  }
+  const accepted = `accepted: ${[...BY_KEY.keys()].join(", ")}, note`;
+  const given: KvSettings = {};
   try {
-    validateKvOptions(out);
+    for (const [key, value] of Object.entries(raw)) {
+      if (key === "note") continue;
+      const s = BY_KEY.get(key);
+      if (!s) {
+        const why = KV_SETTINGS.some((x) => x.field === key)
+          ? " (a run chooses its policy, not the model)"
+          : "";
+        throw new Error(`${where}: unknown key "${key}"${why}; ${accepted}`);
+      }
+      setKvSetting(given, s, checkKvValue(s, value));
+    }
+    const out = resolveKvOptions(given);
+    // The file's settings are defaults for every policy, so budget and sink must suit the pruning ones.
+    checkKvOptions(out);
+    return out;
   } catch (e) {
-    throw new Error(`${where}: ${(e as Error).message}`);
+    if (!(e instanceof KvOptionError)) throw e;
+    // The flag says which setting it is; the key, what to fix in the file.
+    const message = e.format((s) => `"${s.fileKey ?? s.field}"`);
+    throw new Error(`${where}: invalid KV option: ${e.setting.flag}: ${message}`, { cause: e });
   }
-  return out;
 }
 
 /** A model directory's KV defaults: its kv_defaults.json over the project's, or the project's alone. */

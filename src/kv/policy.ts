@@ -4,6 +4,7 @@
  * decode caps) runs on the GPU through `decodeCap`/`evictBy`; pruning rounds (prefill compression, Lethe's
  * periodic rounds) read the scores back once per round and return keep lists for the gather kernel.
  */
+import { checkKvOptions } from "./options.ts";
 
 /** The policy names the CLI and library accept. */
 export type PolicyName = "full" | "streaming" | "h2o" | "snapkv" | "pyramidkv" | "lethe";
@@ -40,6 +41,7 @@ export interface KvPolicyOptions {
   recentRatio: number;
   /** Observation window: how many last prompt queries score the prompt (SnapKV, PyramidKV, Lethe). */
   window: number;
+  /** Lethe's own hyperparameters. */
   lethe: LetheOptions;
 }
 
@@ -51,6 +53,14 @@ export const DEFAULT_KV_OPTIONS: KvPolicyOptions = {
   window: 32,
   lethe: { tau: 2, segments: 8, gamma: 0.95, interval: 4 },
 };
+
+/**
+ * Pool reservation per layer for a policy capped at `budget` tokens per layer: a capped layer may overshoot its
+ * cap by the arena's 1.5× growth step, plus the alignment slack.
+ */
+export function cappedReserve(budget: number): number {
+  return Math.ceil(budget * 1.5) + 16;
+}
 
 /** What a policy sees of one layer at a pruning decision (host copies, slot order). */
 export interface LayerView {
@@ -76,6 +86,8 @@ export interface KvPolicy {
   readonly decodeGamma: number | null;
   /** Prompt queries that score the prompt at prefill: the last N, all of them, or none. */
   readonly prefillQueries: number | "all" | null;
+  /** Whether the policy ever removes tokens (false for FullKV: no round after prefill, nothing to read back). */
+  readonly prunes: boolean;
   /** Slots to leave free after compacting an uncapped layer (the growth expected before the next round). */
   readonly roundHeadroom: number;
   /** How the per-step evictor picks its victim among unprotected slots. */
@@ -84,9 +96,22 @@ export interface KvPolicy {
   decodeCap(layer: number, layers: number): number | null;
   /** Recent-window size protected by the per-step evictor at `layer`. */
   recentWindow(layer: number, layers: number): number;
+  /**
+   * Tokens per layer a cache under this policy settles at once pruned, headroom included (null: it keeps
+   * growing with every token). A new cache never starts larger than this (or its prompt).
+   */
+  steadyTokens(layers: number): number | null;
+  /**
+   * Tokens per layer a byte pool should reserve for a sequence in steady state, growth overshoot included
+   * (null: the whole generation, prompt + max tokens).
+   */
+  reserveTokens(layers: number): number | null;
   /** After prefill: which prompt slots to keep. */
   afterPrefill(layers: LayerView[]): PruneDecision;
-  /** After decode step `step` (1-based): does a pruning round run now? */
+  /**
+   * After decode step `step` (1-based): does a pruning round run now? Decided from the per-layer lengths alone,
+   * without side effects (a batch asks before it reads anything back, and may ask more than once).
+   */
   wantsRound(step: number, lens: number[]): boolean;
   /**
    * Would a round now, ahead of its schedule, be worth running? A server batching many sequences runs these
@@ -98,32 +123,12 @@ export interface KvPolicy {
   round(step: number, layers: LayerView[]): PruneDecision;
 }
 
-/** Checks option ranges; throws with the offending option named. */
+/**
+ * Checks option ranges and that the budget exceeds the sinks (the schema in options.ts); throws a
+ * `KvOptionError` naming the library option (`invalid KV option: kv.budget must be …`).
+ */
 export function validateKvOptions(o: KvPolicyOptions): void {
-  const bad = (what: string) => {
-    throw new Error(`invalid KV option: ${what}`);
-  };
-  if (!(o.budget >= 1) || !Number.isFinite(o.budget) || !Number.isInteger(o.budget)) {
-    bad(`--kv-budget must be a positive integer, got ${o.budget}`);
-  }
-  if (!Number.isInteger(o.sink) || o.sink < 0) bad(`--kv-sink must be an integer ≥ 0, got ${o.sink}`);
-  if (!(o.recentRatio >= 0 && o.recentRatio < 1)) {
-    bad(`--kv-recent-ratio must be in [0, 1), got ${o.recentRatio}`);
-  }
-  if (!Number.isInteger(o.window) || o.window < 1) bad(`--kv-window must be an integer ≥ 1, got ${o.window}`);
-  if (!(o.lethe.tau > 1)) bad(`--lethe-tau must be > 1, got ${o.lethe.tau}`);
-  if (!Number.isInteger(o.lethe.segments) || o.lethe.segments < 1) {
-    bad(`--lethe-segments must be an integer ≥ 1, got ${o.lethe.segments}`);
-  }
-  if (!(o.lethe.gamma > 0 && o.lethe.gamma <= 1)) {
-    bad(`--lethe-gamma must be in (0, 1], got ${o.lethe.gamma}`);
-  }
-  if (!Number.isInteger(o.lethe.interval) || o.lethe.interval < 1) {
-    bad(`--lethe-interval must be an integer ≥ 1, got ${o.lethe.interval}`);
-  }
-  if (o.sink + 2 > o.budget) {
-    bad(`--kv-budget ${o.budget} must exceed the sink count ${o.sink} by at least 2`);
-  }
+  checkKvOptions(o);
 }
 
 /** Keep everything (no decision). */
@@ -141,10 +146,13 @@ export function keepEverything(name: PolicyName, options: KvPolicyOptions): KvPo
     options,
     decodeGamma: null,
     prefillQueries: null,
+    prunes: true,
     roundHeadroom: 0,
     evictBy: "score",
     decodeCap: () => null,
     recentWindow: () => 0,
+    steadyTokens: () => null,
+    reserveTokens: () => null,
     afterPrefill: (layers: LayerView[]): PruneDecision => keepAll(layers.length),
     wantsRound: () => false,
     mayRoundEarly: () => false,

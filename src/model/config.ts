@@ -12,32 +12,51 @@ export type ModelType = "qwen2" | "llama";
 
 /** Llama 3.1 RoPE frequency scaling (`rope_scaling` with `rope_type: "llama3"`). */
 export interface Llama3RopeScaling {
+  /** The only scaling supported. */
   type: "llama3";
+  /** `factor`: low frequencies are divided by this. */
   factor: number;
+  /** `low_freq_factor`: wavelengths above original context / this are fully scaled. */
   lowFreqFactor: number;
+  /** `high_freq_factor`: wavelengths below original context / this are left alone. */
   highFreqFactor: number;
+  /** `original_max_position_embeddings`: the context the model was pretrained with. */
   originalMaxPositionEmbeddings: number;
 }
 
 /** Typed model configuration. */
 export interface ModelConfig {
+  /** `model_type`. */
   modelType: ModelType;
+  /** `hidden_size`: the residual stream's width. */
   hiddenSize: number;
+  /** `intermediate_size`: the MLP's inner width. */
   intermediateSize: number;
+  /** `num_hidden_layers`. */
   numLayers: number;
+  /** `num_attention_heads`: query heads. */
   numHeads: number;
+  /** `num_key_value_heads` (default: numHeads); a divisor of numHeads (grouped-query attention). */
   numKvHeads: number;
+  /** `head_dim` (default: hiddenSize / numHeads); always even. */
   headDim: number;
+  /** `vocab_size`: rows of the embedding and the LM head. */
   vocabSize: number;
+  /** `rms_norm_eps` (default 1e-6). */
   rmsNormEps: number;
+  /** `rope_theta`: RoPE base frequency (default 10000). */
   ropeTheta: number;
+  /** `rope_scaling`, or null when there is none (or it is `default`). */
   ropeScaling: Llama3RopeScaling | null;
+  /** `tie_word_embeddings`: the LM head reuses the embedding (default false). */
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry biases (always for Qwen2; Llama's `attention_bias`). */
   attentionBias: boolean;
+  /** `bos_token_id`, or null when the config has none. */
   bosTokenId: number | null;
   /** All end-of-sequence ids (config's `eos_token_id` may be an int or a list). */
   eosTokenIds: number[];
+  /** `max_position_embeddings`: the longest context, prompt and output together (default 131072). */
   maxPositionEmbeddings: number;
 }
 

@@ -8,7 +8,7 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { STORAGE_USAGE } from "../gpu/context.ts";
 import type { Weight } from "../gpu/weights.ts";
-import { type AppendRow, SequenceKv } from "../kv/cache.ts";
+import { SequenceKv } from "../kv/cache.ts";
 import type { KvPolicy } from "../kv/policy.ts";
 import { attentionDecodeBatch, attentionPrefill } from "../ops/attention.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -142,8 +142,8 @@ export class Forward {
   /**
    * Records one decode step for a batch: sequence b takes token `ids[b]` (host numbers, or a GPU u32 [B]
    * buffer — e.g. the sampler's output, which avoids a round trip). Returns logits f32 [B, vocab].
-   * Each layer appends the new K/V row (evicting on the GPU when the policy caps the layer) and accumulates
-   * the policy's scores in the attention pass.
+   * Each layer stores the new K/V row in the caches (which evict on the GPU where a policy caps the layer)
+   * and accumulates the policy's scores in the attention pass.
    */
   decode(seqs: SequenceState[], ids: number[] | GPUBuffer): GPUBuffer {
     const c = this.model.config;
@@ -155,19 +155,14 @@ export class Forward {
     embedding(this.ctx, this.model.weights.embed, a.ids, a.x, B);
     const shape = { nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim };
     this.#layers(B, (l) => {
-      // New rows, one batched write: appended, or over a GPU-chosen victim where the policy caps the layer.
-      const appends: AppendRow[] = seqs.map((s, b) => {
-        const cap = s.policy.decodeCap(l, c.numLayers);
-        const evict = cap !== null && s.kv.layers[l].len >= cap
-          ? {
-            sink: s.policy.options.sink,
-            recentFrom: s.pos - s.policy.recentWindow(l, c.numLayers) + 1,
-            byPosition: s.policy.evictBy === "position",
-          }
-          : undefined;
-        return { kv: s.kv, srcRow: b, pos: s.pos, evict };
-      });
-      SequenceKv.appendBatch(this.ctx, l, a.k, a.v, appends);
+      // New rows, one batched write (the cache evicts where the sequence's policy caps the layer).
+      SequenceKv.appendBatch(
+        this.ctx,
+        l,
+        a.k,
+        a.v,
+        seqs.map((s, b) => ({ kv: s.kv, srcRow: b, pos: s.pos, policy: s.policy })),
+      );
       // One attention call for the whole batch (each sequence its own K/V, length and scores).
       attentionDecodeBatch(this.ctx, {
         ...shape,

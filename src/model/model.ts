@@ -5,9 +5,9 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { uploadWeight, type Weight } from "../gpu/weights.ts";
 import { uploadInvFreq } from "../ops/rope.ts";
-import { ropeInvFreq } from "../ref/rope.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { layerTensorNames, loadConfig, type ModelConfig, validateCheckpoint } from "./config.ts";
+import { modelInvFreq } from "./rope_freq.ts";
 import { bytesToF32, SafetensorsIndex } from "./safetensors.ts";
 
 /** One decoder layer's weights. Matrices are [out_features, in_features]. */
@@ -136,20 +136,7 @@ export class GpuModel {
       const finalNorm = await vector("model.norm.weight");
       const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight");
       bar.finish();
-      const inv = ropeInvFreq(
-        config.headDim,
-        config.ropeTheta,
-        config.ropeScaling
-          ? {
-            rope_type: "llama3",
-            factor: config.ropeScaling.factor,
-            low_freq_factor: config.ropeScaling.lowFreqFactor,
-            high_freq_factor: config.ropeScaling.highFreqFactor,
-            original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings,
-          }
-          : null,
-      );
-      const invFreq = uploadInvFreq(ctx, inv);
+      const invFreq = uploadInvFreq(ctx, modelInvFreq(config));
       await ctx.sync();
       return new GpuModel(dir, config, { embed, layers, finalNorm, lmHead }, invFreq, bytes);
     } finally {

@@ -15,10 +15,10 @@ import decodeCode from "../../wgsl/attention_decode.wgsl" with { type: "text" };
 import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" };
 import { type Binding, type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
-import type { AttentionShape } from "../ref/attention.ts";
 import { batchesBy } from "../util/group.ts";
+import type { AttentionShape } from "./types.ts";
 
-export type { AttentionShape } from "../ref/attention.ts";
+export type { AttentionShape } from "./types.ts";
 
 /** Tokens per split-K chunk of decode attention (one workgroup per chunk and KV head). */
 export const DECODE_CHUNK = 128;
@@ -34,28 +34,6 @@ export interface ScoreTarget {
   offset?: number;
   /** Undefined: overwrite with this step's score. A number γ: S[j] = γ·S[j] + score[j] (γ = 1 is H2O). */
   gamma?: number;
-}
-
-/** Arguments of {@link attentionDecode}. */
-export interface DecodeArgs extends AttentionShape {
-  /** f32 [nHeads, headDim] at element `qOffset` (a multiple of 4). */
-  q: Binding;
-  qOffset?: number;
-  /** f32 [capacity, nKvHeads, headDim], the first `len` slots valid. */
-  k: Binding;
-  v: Binding;
-  /** f32 [nHeads, headDim] written at element `outOffset` (a multiple of 4). */
-  out: Binding;
-  outOffset?: number;
-  /** Valid slots, ≥ 1. */
-  len: number;
-  /** score[j] = Σ_h softmax(q_h·K/√d)[j] for j < len. */
-  scores?: ScoreTarget;
-  /**
-   * Read K/V through texture copies (made by copyBufferToTexture each call): several times faster on CPU
-   * adapters, pure overhead on GPUs. Default: on CPU (fallback) adapters only.
-   */
-  texture?: boolean;
 }
 
 /** Arguments of {@link attentionPrefill}. */
@@ -77,7 +55,7 @@ export interface PrefillArgs extends AttentionShape {
    * (clamped to T) and all heads of p[q, h, j].
    */
   window?: ScoreTarget & { size: number };
-  /** Read K/V through texture copies (see {@link DecodeArgs.texture}). Default: on CPU adapters only. */
+  /** Read K/V through texture copies (see {@link DecodeBatchArgs.texture}). Default: on CPU adapters only. */
   texture?: boolean;
 }
 
@@ -277,15 +255,12 @@ export interface DecodeBatchArgs extends AttentionShape {
   outOffset?: number;
   seqs: DecodeSequence[];
   /**
-   * See {@link DecodeArgs.texture}. Without the texture path, sequences take one dispatch pair per run of
-   * consecutive sequences whose K/V are regions of the same buffers.
+   * Read K/V through texture copies (made by copyBufferToTexture each call): several times faster on CPU
+   * adapters, pure overhead on GPUs. Default: on CPU (fallback) adapters only. Without the texture path,
+   * sequences take one dispatch pair per run of consecutive sequences whose K/V are regions of the same
+   * buffers.
    */
   texture?: boolean;
-}
-
-/** Records decode attention for one sequence (a batch of one; see {@link attentionDecodeBatch}). */
-export function attentionDecode(ctx: GpuContext, a: DecodeArgs): void {
-  attentionDecodeBatch(ctx, { ...a, seqs: [{ k: a.k, v: a.v, len: a.len, scores: a.scores }] });
 }
 
 /**

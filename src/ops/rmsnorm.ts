@@ -1,10 +1,8 @@
 /** RMSNorm on the GPU. */
 import code from "../../wgsl/rmsnorm.wgsl" with { type: "text" };
-import addCode from "../../wgsl/add_rmsnorm.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
 
 const KERNEL = { name: "rmsnorm", code };
-const KERNEL_ADD = { name: "add_rmsnorm", code: addCode };
 
 function params(rows: number, dim: number, eps: number, gx: number): Uint32Array {
   const u = new Uint32Array([rows, dim, 0, gx]);
@@ -27,24 +25,4 @@ export function rmsnorm(
 ): void {
   const [gx, gy] = ctx.grid(rows);
   ctx.dispatch(KERNEL, [x, weight, out], [gx, gy], params(rows, dim, eps, gx));
-}
-
-/**
- * Records the residual add fused with the following RMSNorm (one dispatch instead of two):
- * residual[r, :] += delta[r, :], then out[r, :] = rmsnorm(residual[r, :]) · weight.
- * Shapes: residual [rows, dim] f32 (updated in place), delta [rows, dim] f32, weight [dim] f32,
- * out [rows, dim] f32 (must alias neither residual nor delta).
- */
-export function addRmsnorm(
-  ctx: GpuContext,
-  residual: Binding,
-  delta: Binding,
-  weight: Binding,
-  out: Binding,
-  rows: number,
-  dim: number,
-  eps: number,
-): void {
-  const [gx, gy] = ctx.grid(rows);
-  ctx.dispatch(KERNEL_ADD, [residual, delta, weight, out], [gx, gy], params(rows, dim, eps, gx));
 }

@@ -2,12 +2,11 @@
 import code from "../../wgsl/rope.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
 
-const KERNEL = { name: "rope", code, entryPoint: "main" };
 const KERNEL_QK = { name: "rope_qk", code, entryPoint: "main_qk" };
 
 /**
- * Uploads inverse frequencies (from `ropeInvFreq` in src/ref/rope.ts) as the f32 [headDim/2] buffer the RoPE
- * kernels read. Done once per model.
+ * Uploads inverse frequencies (from `ropeInvFreq` in src/model/rope_freq.ts) as the f32 [headDim/2] buffer
+ * the RoPE kernel reads. Done once per model.
  */
 export function uploadInvFreq(
   ctx: GpuContext,
@@ -17,55 +16,18 @@ export function uploadInvFreq(
   return ctx.upload(Float32Array.from(invFreq), label);
 }
 
-function dispatchRope(
-  ctx: GpuContext,
-  kernel: typeof KERNEL,
-  bindings: Binding[],
-  tokens: number,
-  headDim: number,
-  q: [number, number, number],
-  k: [number, number, number],
-): void {
-  if (headDim % 2 !== 0) throw new Error(`RoPE needs an even head dimension, got ${headDim}`);
-  const total = tokens * (q[0] + k[0]) * (headDim / 2);
-  const [gx, gy] = ctx.grid(Math.ceil(total / 256));
-  const u = new Uint32Array([tokens, headDim, gx * 256, total, q[0], q[1], q[2], k[0], k[1], k[2], 0, 0]);
-  ctx.dispatch(kernel, bindings, [gx, gy], u);
-}
-
 /**
- * Records RoPE in place on x [tokens, heads, headDim] f32: token t's head h (elements from
- * offset + t·rowStride + h·headDim) is rotated by angle f32(positions[t]) · invFreq[i] for pair (i, i + headDim/2).
- * positions [tokens] u32 (each token its own position, so batched sequences work); invFreq [headDim/2] f32.
- * rowStride defaults to heads·headDim; to rotate q and k inside a fused [tokens, (qHeads + 2·kvHeads)·headDim]
- * QKV buffer in one call, pass heads = qHeads + kvHeads and rowStride = (qHeads + 2·kvHeads)·headDim.
+ * Records RoPE in place on q [tokens, qHeads, headDim] and k [tokens, kHeads, headDim] (f32) in one dispatch:
+ * token t's head h (elements from offset + t·stride + h·headDim) is rotated by angle
+ * f32(positions[t]) · invFreq[i] for pair (i, i + headDim/2). positions [tokens] u32 (each token its own
+ * position, so batched sequences work); invFreq [headDim/2] f32. Strides default to heads·headDim (packed);
+ * q and k may be the same buffer (the q and k heads inside a fused [tokens, q|k|v] row).
  *
  * Accuracy: the angle is formed in f32, as Hugging Face does, so versus an exact f64 rotation each output
  * carries an error up to (|x_i| + |x_{i+d/2}|)·(|angle|·2⁻²³ + 2e-6) — the first term is the f32 angle's
  * rounding (≤ 0.012·|x| at angle 1e5; measured 3e-3 relative at position 100000), the second the kernel's
  * range reduction + cos/sin + products. Against the same f32 angle the kernel measures ~1e-7 relative for
  * angles up to ~2e5 (every position ≤ 131072 of a 128k-context model); both bounds are tested.
- */
-export function rope(
-  ctx: GpuContext,
-  x: Binding,
-  positions: Binding,
-  invFreq: Binding,
-  tokens: number,
-  heads: number,
-  headDim: number,
-  layout: { rowStride?: number; offset?: number } = {},
-): void {
-  dispatchRope(ctx, KERNEL, [x, positions, invFreq], tokens, headDim, [
-    heads,
-    layout.rowStride ?? heads * headDim,
-    layout.offset ?? 0,
-  ], [0, 0, 0]);
-}
-
-/**
- * Records RoPE in place on q [tokens, qHeads, headDim] and k [tokens, kHeads, headDim] (f32, separate buffers,
- * default packed strides) in one dispatch; same positions [tokens] u32 and invFreq [headDim/2] f32 as {@link rope}.
  */
 export function ropeQK(
   ctx: GpuContext,
@@ -79,9 +41,22 @@ export function ropeQK(
   headDim: number,
   layout: { qStride?: number; qOffset?: number; kStride?: number; kOffset?: number } = {},
 ): void {
-  dispatchRope(ctx, KERNEL_QK, [q, positions, invFreq, k], tokens, headDim, [
+  if (headDim % 2 !== 0) throw new Error(`RoPE needs an even head dimension, got ${headDim}`);
+  const total = tokens * (qHeads + kHeads) * (headDim / 2);
+  const [gx, gy] = ctx.grid(Math.ceil(total / 256));
+  const u = new Uint32Array([
+    tokens,
+    headDim,
+    gx * 256,
+    total,
     qHeads,
     layout.qStride ?? qHeads * headDim,
     layout.qOffset ?? 0,
-  ], [kHeads, layout.kStride ?? kHeads * headDim, layout.kOffset ?? 0]);
+    kHeads,
+    layout.kStride ?? kHeads * headDim,
+    layout.kOffset ?? 0,
+    0,
+    0,
+  ]);
+  ctx.dispatch(KERNEL_QK, [q, positions, invFreq, k], [gx, gy], u);
 }

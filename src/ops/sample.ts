@@ -10,9 +10,9 @@
 import code from "../../wgsl/sample.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
-import type { SampleParams } from "../ref/sample.ts";
+import type { SampleParams } from "./types.ts";
 
-export type { SampleParams } from "../ref/sample.ts";
+export type { SampleParams } from "./types.ts";
 
 const ARGMAX: KernelSource = { name: "sample_argmax", code, entryPoint: "argmax" };
 const SAMPLE: KernelSource = { name: "sample_topkp", code, entryPoint: "sample" };

@@ -5,12 +5,9 @@
  * queries and outputs are [nHeads, headDim] per token; query head h reads KV head floor(h / (nHeads/nKvHeads)).
  */
 
-/** Head counts and head size of one attention layer. */
-export interface AttentionShape {
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-}
+import type { AttentionShape } from "../ops/types.ts";
+
+export type { AttentionShape } from "../ops/types.ts";
 
 /** Result of {@link attentionDecodeRef}: the output and, per cached token, the probability mass over heads. */
 export interface DecodeRefResult {

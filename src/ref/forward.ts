@@ -9,10 +9,10 @@
  */
 import type { Llama3RopeScaling, ModelConfig } from "../model/config.ts";
 import { layerTensorNames, loadConfig, validateCheckpoint } from "../model/config.ts";
+import { ropeInvFreq } from "../model/rope_freq.ts";
 import { SafetensorsIndex } from "../model/safetensors.ts";
-import { ropeInvFreq } from "./rope.ts";
 
-/** RoPE inverse frequencies of `config` (the shared host implementation in rope.ts). */
+/** RoPE inverse frequencies of `config` (the model's own host implementation, src/model/rope_freq.ts). */
 export function refRopeInvFreq(
   headDim: number,
   theta: number,

@@ -15,16 +15,9 @@
  * lies within float error of a boundary can differ. {@link sampleRef} reports those margins.
  */
 
-/** Sampling parameters. temperature ≤ 0 means greedy (argmax). */
-export interface SampleParams {
-  temperature: number;
-  /** 0: off. */
-  topK?: number;
-  /** ≥ 1: off. */
-  topP?: number;
-  seed: number;
-  step: number;
-}
+import type { SampleParams } from "../ops/types.ts";
+
+export type { SampleParams } from "../ops/types.ts";
 
 function mix32(v: number): number {
   let x = v >>> 0;

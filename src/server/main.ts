@@ -2,29 +2,55 @@
  * `deno task serve`: the OpenAI-compatible server from the command line.
  */
 import { parseArgs } from "node:util";
-import { Engine } from "../generate.ts";
-import { POLICY_NAMES, type PolicyName } from "../kv/policy.ts";
+import { Engine } from "../engine/engine.ts";
+import { loadKvDefaults } from "../kv/defaults.ts";
+import {
+  checkKvOptions,
+  DEFAULT_POLICY,
+  KV_FLAG_OPTIONS,
+  type KvFlagValues,
+  kvHelpLines,
+  KvOptionError,
+  type KvSettings,
+  kvSettingsFromFlags,
+  resolveKvOptions,
+} from "../kv/options.ts";
 import { startServer } from "./server.ts";
 import { DEFAULT_MODEL_DIR } from "../util/paths.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 
 const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
 
-  --model DIR        Hugging Face model directory (default: the bundled models/lethe-reasoner-tiny)
-  --host H           address to bind (default 127.0.0.1)
-  --port N           port (default 8000; 0 = any free port)
-  --model-id NAME    the id clients pass as "model" (default: the directory's name)
-  --kv POLICY        default KV policy: ${POLICY_NAMES.join(", ")} (default full)
-  --kv-budget N      default KV budget in tokens per layer (default 256)
-  --kv-memory BYTES  byte cap on KV over all sequences, K/M/G suffixes (default 1G)
-  --max-batch N      most sequences decoding together (default 16)
-  --max-tokens N     max_tokens when a request gives none (default 256)
-  --no-align-rounds  prune each sequence on its own schedule: outputs equal the CLI's even in a shared batch,
-                     but every step with a round due waits for a readback (by default the batch's rounds
-                     are lined up, moving some a few steps earlier, and the steps between them run ahead)
-  --chat-template T  deepseek-r1, chatml or llama3 (default: from tokenizer_config.json, else deepseek-r1)
-  --help             this text
+  --model DIR            Hugging Face model directory (default: the bundled models/lethe-reasoner-tiny)
+  --host H               address to bind (default 127.0.0.1)
+  --port N               port (default 8000; 0 = any free port)
+  --model-id NAME        the id clients pass as "model" (default: the directory's name)
+  --kv-memory BYTES      byte cap on KV over all sequences, K/M/G suffixes (default 1G)
+  --max-batch N          most sequences decoding together (default 16)
+  --max-tokens N         max_tokens when a request gives none (default 256)
+  --no-align-rounds      prune each sequence on its own schedule: outputs equal the CLI's even in a shared
+                         batch, but every step with a round due waits for a readback (by default the batch's
+                         rounds are lined up, moving some a few steps earlier, and the steps between them run
+                         ahead)
+  --chat-template T      deepseek-r1, chatml or llama3 (default: from tokenizer_config.json, else deepseek-r1)
+  --help                 this text
+
+KV defaults for requests (the request fields kv_policy, kv_budget, … override them; settings not given come
+from the model directory's kv_defaults.json when it has one, else from the defaults below):
+${kvHelpLines(23).join("\n")}
 `;
+
+/** The KV defaults the flags give; a bad one is an error that names its flag. */
+async function kvFromFlags(values: KvFlagValues, model: string): Promise<KvSettings> {
+  try {
+    const kv = kvSettingsFromFlags(values);
+    // Requests may pick any policy, so the budget must suit the pruning ones whatever the default policy.
+    checkKvOptions(resolveKvOptions(kv, await loadKvDefaults(model)));
+    return { ...kv, policy: kv.policy ?? DEFAULT_POLICY };
+  } catch (e) {
+    throw e instanceof KvOptionError ? new Error(e.format((s) => s.flag)) : e;
+  }
+}
 
 /** Parses "512M", "1G", "1048576". */
 export function parseByteSize(s: string): number {
@@ -42,8 +68,7 @@ async function main(): Promise<void> {
       host: { type: "string" },
       port: { type: "string" },
       "model-id": { type: "string" },
-      kv: { type: "string" },
-      "kv-budget": { type: "string" },
+      ...KV_FLAG_OPTIONS,
       "kv-memory": { type: "string" },
       "max-batch": { type: "string" },
       "max-tokens": { type: "string" },
@@ -63,9 +88,7 @@ async function main(): Promise<void> {
     return n;
   };
   const model = v.model ?? DEFAULT_MODEL_DIR;
-  if (v.kv !== undefined && !POLICY_NAMES.includes(v.kv as PolicyName)) {
-    throw new Error(`--kv must be one of ${POLICY_NAMES.join(", ")}`);
-  }
+  const kv = await kvFromFlags(v, model);
   if (v["chat-template"] !== undefined && !["deepseek-r1", "chatml", "llama3"].includes(v["chat-template"])) {
     throw new Error("--chat-template must be deepseek-r1, chatml or llama3");
   }
@@ -79,15 +102,10 @@ async function main(): Promise<void> {
     maxBatch: int("max-batch", v["max-batch"], 16, 1),
     maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
     alignRounds: !v["no-align-rounds"],
-    kv: {
-      policy: (v.kv as PolicyName | undefined) ?? "full",
-      ...(v["kv-budget"] !== undefined ? { budget: int("kv-budget", v["kv-budget"], 256, 1) } : {}),
-    },
+    kv,
   });
   console.error(
-    `lethe: serving ${model} at ${server.url} (kv ${
-      v.kv ?? "full"
-    }, pool ${server.scheduler.options.kvMemory} bytes, ` +
+    `lethe: serving ${model} at ${server.url} (kv ${kv.policy}, pool ${server.scheduler.options.kvMemory} bytes, ` +
       `max batch ${server.scheduler.options.maxBatch})`,
   );
   // A line on stdout that scripts can wait for.

@@ -3,9 +3,17 @@
  * {@link ApiError} (HTTP 400 with an OpenAI-style body naming the offending parameter). Unknown fields are
  * ignored, as OpenAI's API does; known fields of the wrong type are errors.
  */
-import { type KvSettings, resolveKvOptions, type SamplingOptions } from "../generate.ts";
-import { POLICY_NAMES, validateKvOptions } from "../kv/policy.ts";
-import type { PolicyName } from "../kv/policy.ts";
+import type { SamplingOptions } from "../engine/sampler.ts";
+import {
+  checkKvOptions,
+  checkKvValue,
+  DEFAULT_POLICY,
+  KV_SETTINGS,
+  KvOptionError,
+  type KvSettings,
+  resolveKvOptions,
+  setKvSetting,
+} from "../kv/options.ts";
 
 /** An error answered as `{ error: { message, type, param, code } }`. */
 export class ApiError extends Error {
@@ -200,35 +208,27 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
   };
 }
 
-/** KV extensions: kv_policy, kv_budget, kv_sink, kv_window, kv_recent_ratio, lethe_{tau,segments,gamma,interval}. */
+/**
+ * KV extensions: one request field per setting of the schema in kv/options.ts (kv_policy, kv_budget, kv_sink,
+ * kv_recent_ratio, kv_window, lethe_{tau,segments,gamma,interval}). An error names the field that is wrong,
+ * as its `param` too; the budget/sink relation blames `kv_budget`.
+ */
 function parseKv(b: Json, defaults: KvSettings): KvSettings {
-  const policy = optString(b, "kv_policy");
-  if (policy !== undefined && !POLICY_NAMES.includes(policy as PolicyName)) {
-    throw new ApiError(
-      `'kv_policy' must be one of ${POLICY_NAMES.join(", ")}, got '${policy}'`,
-      "kv_policy",
-      "invalid_value",
-    );
-  }
-  const big = 1e9;
   // The server's defaults (its flags over the model's kv_defaults.json) fill what the request leaves out.
-  const base = resolveKvOptions(defaults);
-  const kv: KvSettings = { ...defaults, ...base };
-  if (policy !== undefined) kv.policy = policy as PolicyName;
-  kv.budget = optNumber(b, "kv_budget", 1, big, true) ?? kv.budget;
-  kv.sink = optNumber(b, "kv_sink", 0, big, true) ?? kv.sink;
-  kv.window = optNumber(b, "kv_window", 1, big, true) ?? kv.window;
-  kv.recentRatio = optNumber(b, "kv_recent_ratio", 0, 1) ?? kv.recentRatio;
-  kv.lethe = {
-    tau: optNumber(b, "lethe_tau", 0, big) ?? base.lethe.tau,
-    segments: optNumber(b, "lethe_segments", 1, big, true) ?? base.lethe.segments,
-    gamma: optNumber(b, "lethe_gamma", 0, 1) ?? base.lethe.gamma,
-    interval: optNumber(b, "lethe_interval", 1, big, true) ?? base.lethe.interval,
-  };
+  const kv: KvSettings = { ...defaults, ...resolveKvOptions(defaults) };
   try {
-    validateKvOptions(resolveKvOptions(kv));
+    for (const s of KV_SETTINGS) {
+      const v = b[s.field];
+      if (v !== undefined && v !== null) setKvSetting(kv, s, checkKvValue(s, v));
+    }
+    checkKvOptions(resolveKvOptions(kv), kv.policy ?? DEFAULT_POLICY);
   } catch (e) {
-    throw new ApiError(e instanceof Error ? e.message : String(e), "kv_budget", "invalid_value");
+    if (!(e instanceof KvOptionError)) throw e;
+    throw new ApiError(
+      e.format((s) => `'${s.field}'`),
+      e.setting.field,
+      e.problem === "type" ? "invalid_type" : "invalid_value",
+    );
   }
   return kv;
 }

@@ -19,19 +19,13 @@
  * with the batch's other rounds; between two such steps nothing is read back but the sampled ids, and each step
  * is recorded while the previous one's ids are in flight.
  */
-import {
-  DEFAULT_SAMPLING,
-  type Engine,
-  type KvSettings,
-  resolveKvOptions,
-  type SamplingOptions,
-} from "../generate.ts";
-import { STORAGE_USAGE } from "../gpu/context.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { DecodeRunner, RunnerRow } from "../engine/runner.ts";
+import type { SamplingOptions } from "../engine/sampler.ts";
+import { StopStrings } from "../engine/stop.ts";
 import { bytesPerToken } from "../kv/cache.ts";
-import type { SequenceState } from "../model/forward.ts";
-import { sampleRows } from "../ops/sample.ts";
+import type { KvSettings } from "../kv/options.ts";
 import { IncrementalDecoder } from "../../tokenizer/mod.ts";
-import { StopStrings } from "./text.ts";
 
 /** Why a generation ended (OpenAI's names; "stop" covers EOS and stop strings). */
 export type FinishReason = "stop" | "length";
@@ -44,13 +38,19 @@ export type JobEvent =
 
 /** One generation request as the scheduler takes it. */
 export interface JobRequest {
+  /** The prompt's token ids. */
   promptIds: number[];
+  /** Most tokens generated. */
   maxTokens: number;
+  /** How each token is chosen. */
   sampling: SamplingOptions;
+  /** KV policy and settings; the rest come from the engine's defaults. */
   kv: KvSettings;
+  /** Stop at the earliest of these strings in the decoded text (the stop string is not emitted). */
   stop: string[];
   /** Stop token ids (default: the model's EOS ids). */
   eos?: number[];
+  /** Receives the job's tokens, then exactly one `done` or `error`. */
   onEvent: (e: JobEvent) => void;
 }
 
@@ -70,23 +70,37 @@ export interface SchedulerOptions {
 
 /** Counters and gauges for /metrics. */
 export interface SchedulerMetrics {
+  /** Sequences in the decode batch. */
   active: number;
+  /** Requests waiting for admission (KV pool or batch full, or preempted). */
   queued: number;
+  /** KV bytes holding valid tokens, over all sequences. */
   kvBytesLive: number;
+  /** KV bytes allocated, over all sequences. */
   kvBytesAllocated: number;
   /** GPU bytes of the shared KV arena: the sequences' regions plus free space held for reuse. */
   kvArenaBytes: number;
+  /** Most KV bytes allocated at once since start. */
   kvBytesPeak: number;
+  /** The pool's byte cap ({@link SchedulerOptions.kvMemory}). */
   kvBytesCap: number;
+  /** Prompt tokens prefilled (a preempted request's recompute not counted). */
   promptTokensTotal: number;
+  /** Tokens generated. */
   generatedTokensTotal: number;
+  /** Batched decode steps. */
   decodeStepsTotal: number;
   /** Decode steps recorded before the previous step's ids were read back. */
   decodeStepsAheadTotal: number;
+  /** KV pruning rounds run, over all sequences. */
   pruneRoundsTotal: number;
+  /** Sequences preempted because the KV pool ran short. */
   preemptionsTotal: number;
+  /** Requests that finished (stop or length). */
   requestsFinishedTotal: number;
+  /** Requests whose client went away. */
   requestsCancelledTotal: number;
+  /** Requests ended with an error: an engine failure, too big for the pool, or pending at shutdown. */
   requestsFailedTotal: number;
   /** Generated tokens per second over the last ~10 s. */
   tokensPerSecond: number;
@@ -104,24 +118,29 @@ interface Job {
   readonly stop: StopStrings;
   /** Projected peak KV bytes (grows to the largest seen after a preemption). */
   reserve: number;
-  seq: SequenceState | null;
+  /** Its row in the runner's batch while it holds a cache (step counts survive a preemption). */
+  row: RunnerRow;
+  /** Whether `row.seq` is a live cache (false while queued). */
+  admitted: boolean;
   /** Generated ids; the last one is fed at the next decode step. */
   ids: number[];
-  /** Decode steps done (the sampling step of the next token is step + 1). */
-  step: number;
   cancelled: boolean;
   finished: boolean;
 }
 
 /** A handle the HTTP layer keeps to cancel its request. */
 export interface JobHandle {
+  /** The job's number, unique within the scheduler. */
   readonly id: number;
+  /** Drops the request with an `error` event; its KV is freed by the next step. No-op once it ended. */
   cancel(): void;
 }
 
 /** The continuous-batching loop. */
 export class Scheduler {
+  /** The engine it runs; nothing else may use it while the scheduler is open. */
   readonly engine: Engine;
+  /** The settings it was created with. */
   readonly options: SchedulerOptions;
   readonly #queue: Job[] = [];
   readonly #active: Job[] = [];
@@ -129,11 +148,8 @@ export class Scheduler {
   #wake: (() => void) | null = null;
   #closed = false;
   #loop: Promise<void>;
-  /** u32 ids, one per 256 bytes (storage binding offsets must be 256-aligned). */
-  #ids: GPUBuffer;
-  /** A decode step already recorded for these jobs on their GPU-resident sampled ids (see #decodeStep). */
-  #ahead: { jobs: Job[]; logits: GPUBuffer } | null = null;
-  #idsRows = 0;
+  /** Decode steps, decode ahead and pruning rounds: the scheduler only says who is in the batch. */
+  readonly #runner: DecodeRunner;
   readonly #rate: { t: number; n: number }[] = [];
   readonly #m = {
     kvBytesPeak: 0,
@@ -150,26 +166,26 @@ export class Scheduler {
     maxQueuedSeen: 0,
   };
 
+  /** Starts the loop on `engine`; it idles until a request is submitted. */
   constructor(engine: Engine, options: SchedulerOptions) {
     this.engine = engine;
     this.options = options;
-    this.#ids = this.#idsBuffer(Math.max(1, options.maxBatch));
+    this.#runner = engine.createRunner();
     this.#loop = this.#run();
   }
 
   /** KV bytes one token costs over all layers. */
   get tokenBytes(): number {
-    const c = this.engine.model.config;
-    return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
+    return this.engine.kvTokenBytes;
   }
 
   /**
    * The KV a request needs to start (its first allocation, all layers): more than the pool → it can never run.
-   * For `full` this is the whole generation (its cache is allocated once); for the others the prompt.
+   * For a policy that never prunes this is the whole generation (its cache is allocated once); else the prompt.
    */
   minimumBytes(promptTokens: number, maxTokens: number, kv: KvSettings): number {
-    const full = (kv.policy ?? "full") === "full";
-    return this.#roundCap(full ? promptTokens + maxTokens : promptTokens + 16) * this.tokenBytes;
+    const prunes = this.engine.policy(kv).prunes;
+    return this.#roundCap(prunes ? promptTokens + 16 : promptTokens + maxTokens) * this.tokenBytes;
   }
 
   /** Queues a request; events arrive through `onEvent`. */
@@ -184,9 +200,9 @@ export class Scheduler {
         : null,
       stop: new StopStrings(req.stop),
       reserve: this.#projectedBytes(req),
-      seq: null,
+      row: { seq: null as never, sampling: req.sampling, step: 0, next: 0 },
+      admitted: false,
       ids: [],
-      step: 0,
       cancelled: false,
       finished: false,
     };
@@ -198,7 +214,7 @@ export class Scheduler {
 
   /** Slots a cache region of `n` tokens takes (the KV arena rounds capacities to its alignment). */
   #roundCap(n: number): number {
-    return this.engine.kvArena().roundCapacity(n);
+    return this.engine.kvSlots(n);
   }
 
   /** Current counters. */
@@ -206,9 +222,9 @@ export class Scheduler {
     let live = 0;
     let allocated = 0;
     for (const j of this.#active) {
-      if (!j.seq) continue;
-      live += j.seq.kv.liveBytes();
-      allocated += j.seq.kv.allocatedBytes();
+      if (!j.admitted) continue;
+      live += j.row.seq.kv.liveBytes();
+      allocated += j.row.seq.kv.allocatedBytes();
     }
     const now = performance.now();
     while (this.#rate.length > 0 && now - this.#rate[0].t > 10_000) this.#rate.shift();
@@ -223,7 +239,7 @@ export class Scheduler {
       queued: this.#queue.length,
       kvBytesLive: live,
       kvBytesAllocated: allocated,
-      kvArenaBytes: this.engine.kvArena().allocatedBytes(),
+      kvArenaBytes: this.engine.kvArenaBytes(),
       kvBytesCap: this.options.kvMemory,
       tokensPerSecond: tps,
       ...this.#m,
@@ -238,7 +254,7 @@ export class Scheduler {
     for (const j of [...this.#queue, ...this.#active]) this.#fail(j, "server shutting down");
     this.#queue.length = 0;
     this.#active.length = 0;
-    this.engine.ctx.destroyLater(this.#ids);
+    this.#runner.destroy();
   }
 
   #kick(): void {
@@ -265,49 +281,30 @@ export class Scheduler {
 
   /** Projected peak KV bytes of a request (see the module comment). */
   #projectedBytes(req: JobRequest): number {
-    const total = req.promptIds.length + req.maxTokens;
-    const full = this.#roundCap(total) * this.tokenBytes;
-    const policy = req.kv.policy ?? "full";
-    if (policy === "full" || policy === "snapkv") return full;
-    const { budget, lethe } = resolveKvOptions(req.kv, this.engine.kvDefaults);
-    // Lethe compacts to below budget − interval per layer on average and leaves `interval` slots of headroom,
-    // so a layer rarely grows past budget + interval; capped policies may overshoot their cap by the 1.5×
-    // growth step.
-    const perLayer = policy === "lethe"
-      ? budget +
-        Math.max(
-          1,
-          Math.min(lethe.interval, Math.floor(budget / 4)),
-        ) +
-        16
-      : Math.ceil(budget * 1.5) + 16;
+    const full = this.#roundCap(req.promptIds.length + req.maxTokens) * this.tokenBytes;
+    const perLayer = this.engine.policy(req.kv).reserveTokens(this.engine.model.config.numLayers);
+    if (perLayer === null) return full;
     const steady = this.#roundCap(perLayer) * this.tokenBytes;
     const prefill = this.#roundCap(req.promptIds.length + 16) * this.tokenBytes;
     return Math.min(full, Math.max(steady, prefill));
   }
 
-  /** Initial cache capacity: the whole generation for full (no growth), the prompt plus a little otherwise. */
+  /** Initial cache capacity: the whole generation when nothing is ever pruned (no growth), else the prompt + a little. */
   #initialCapacity(job: Job, tokens: number): number {
-    const policy = job.req.kv.policy ?? "full";
-    if (policy === "full") return job.req.promptIds.length + job.req.maxTokens;
+    if (!this.engine.policy(job.req.kv).prunes) return job.req.promptIds.length + job.req.maxTokens;
     return tokens + 16;
   }
 
   #allocated(): number {
     let s = 0;
-    for (const j of this.#active) if (j.seq) s += j.seq.kv.allocatedBytes();
+    for (const j of this.#active) if (j.admitted) s += j.row.seq.kv.allocatedBytes();
     return s;
   }
 
   #reserved(): number {
     let s = 0;
-    for (const j of this.#active) s += Math.max(j.reserve, j.seq ? j.seq.kv.allocatedBytes() : 0);
+    for (const j of this.#active) s += Math.max(j.reserve, j.admitted ? j.row.seq.kv.allocatedBytes() : 0);
     return s;
-  }
-
-  #idsBuffer(rows: number): GPUBuffer {
-    this.#idsRows = rows;
-    return this.engine.ctx.createBuffer(rows * 256, "server-ids");
   }
 
   async #run(): Promise<void> {
@@ -315,9 +312,9 @@ export class Scheduler {
       try {
         this.#reap();
         // A step recorded ahead whose jobs have all left is void.
-        if (this.#active.length === 0) this.#ahead = null;
+        if (this.#active.length === 0) this.#runner.discardAhead();
         // Admission waits while a step is recorded ahead (it holds only the jobs it was recorded for).
-        if (!this.#ahead) await this.#admit();
+        if (!this.#runner.hasAhead) await this.#admit();
         this.#reap();
         if (this.#active.length === 0) {
           if (this.#queue.length > 0 && this.#closed === false) {
@@ -332,12 +329,12 @@ export class Scheduler {
           continue;
         }
         // A step recorded ahead had its growth checked against the pool when it was recorded.
-        if (!this.#ahead) this.#fitStep();
+        if (!this.#runner.hasAhead) this.#fitStep();
         if (this.#active.length === 0) continue;
         await this.#decodeStep();
       } catch (e) {
         // A failure inside a step: fail the sequences involved, keep serving.
-        this.#ahead = null;
+        this.#runner.discardAhead();
         const msg = e instanceof Error ? e.message : String(e);
         console.error(`scheduler: step failed: ${msg}`);
         for (const j of this.#active.splice(0)) this.#fail(j, `generation failed: ${msg}`);
@@ -358,8 +355,8 @@ export class Scheduler {
   }
 
   #release(job: Job): void {
-    job.seq?.kv.destroy();
-    job.seq = null;
+    if (job.admitted) job.row.seq.kv.destroy();
+    job.admitted = false;
   }
 
   #fail(job: Job, message: string): void {
@@ -389,26 +386,19 @@ export class Scheduler {
     for (let head = this.#head(); head?.fits; head = this.#head()) {
       const { job, tokens, resumed } = head;
       this.#queue.shift();
-      const seq = this.engine.newSequence(job.req.kv, this.#initialCapacity(job, tokens.length));
-      job.seq = seq;
+      job.row.seq = this.engine.newSequence(job.req.kv, this.#initialCapacity(job, tokens.length));
+      job.admitted = true;
       this.#active.push(job);
       this.#m.maxBatchSeen = Math.max(this.#m.maxBatchSeen, this.#active.length);
       try {
-        const logits = this.engine.forward.prefill(seq, tokens);
+        // A resumed job recomputes its cache; its next token is the last one it generated.
+        const { id, round } = await this.#runner.prefill(job.row, tokens, { sample: !resumed });
+        if (round) this.#m.pruneRoundsTotal++;
         if (!resumed) {
           this.#m.promptTokensTotal += tokens.length;
-          sampleRows(
-            this.engine.ctx,
-            { logits, rows: 1, vocab: this.engine.model.config.vocabSize },
-            { ...job.req.sampling, step: 0 },
-            { buffer: this.#ids, offset: 0, size: 4 },
-          );
-          const [next] = await this.engine.ctx.readU32(this.#ids, 0, 1);
-          if (await this.engine.maybePrune(seq, 0, true)) this.#m.pruneRoundsTotal++;
-          this.#accept(job, next);
-        } else {
-          if (await this.engine.maybePrune(seq, 0, true)) this.#m.pruneRoundsTotal++;
+          this.#accept(job, id!);
         }
+        job.row.next = job.ids[job.ids.length - 1];
       } catch (e) {
         this.#active.splice(this.#active.indexOf(job), 1);
         this.#fail(job, `prefill failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -419,7 +409,7 @@ export class Scheduler {
 
   /** Bytes the next decode step would allocate for `job` (layers at capacity grow by 1.5×). */
   #growth(job: Job): number {
-    const seq = job.seq!;
+    const seq = job.row.seq;
     const c = this.engine.model.config;
     const bpt = bytesPerToken(seq.kv.shape);
     let g = 0;
@@ -454,103 +444,33 @@ export class Scheduler {
   }
 
   /**
-   * One decode step for every active job. Its logits come from a step recorded ahead when there is one (the
-   * rows of the jobs still running), else from a fresh `forward.decode`. When no queued request could be
-   * admitted now, no job's pruning round is due and the next step's growth fits the pool, the next step is
-   * recorded on the GPU-resident sampled ids before they are read back — the readback's round trip overlaps
-   * it — and kept for the next call; a job that turns out to have finished leaves its row unused.
+   * One decode step for every active job, through the runner. When no queued request could be admitted now, no
+   * job's pruning round is due and the next step's growth fits the pool, the runner records the next step on the
+   * GPU-resident sampled ids before they are read back, and uses it at the next call; a job that turns out to
+   * have finished leaves its row unused.
    */
   async #decodeStep(): Promise<void> {
     const jobs = this.#active.slice();
-    const B = jobs.length;
-    if (B > this.#idsRows) {
-      this.engine.ctx.destroyLater(this.#ids);
-      this.#ids = this.#idsBuffer(B);
-    }
-    const vocab = this.engine.model.config.vocabSize;
-    let logits: GPUBuffer;
-    let picked: GPUBuffer | null = null;
-    const ahead = this.#ahead;
-    this.#ahead = null;
-    if (ahead && ahead.jobs.length === B && ahead.jobs.every((j, b) => j === jobs[b])) logits = ahead.logits;
-    else if (ahead) {
-      logits = picked = this.engine.pickLogitsRows(
-        ahead.logits,
-        jobs.map((j) => ahead.jobs.indexOf(j)),
-      );
-    } else {
-      logits = this.engine.forward.decode(
-        jobs.map((j) => j.seq!),
-        jobs.map((j) => j.ids[j.ids.length - 1]),
-      );
-    }
-    // All greedy (the common case for reasoning): one argmax over every row, ids packed at the buffer's start.
-    // Otherwise one sampling dispatch per row (each request has its own temperature, top-p and seed), each id
-    // at its own 256-byte slot (storage binding offsets must be aligned).
-    const greedy = jobs.every((j) => !(j.req.sampling.temperature > 0));
-    const stride = greedy ? 1 : 64;
-    if (greedy) {
-      sampleRows(this.engine.ctx, { logits, rows: B, vocab }, { ...DEFAULT_SAMPLING, step: 0 }, {
-        buffer: this.#ids,
-        offset: 0,
-        size: B * 4,
-      });
-    } else {
-      jobs.forEach((j, b) => {
-        sampleRows(
-          this.engine.ctx,
-          { logits, rows: 1, vocab, offset: b * vocab },
-          { ...j.req.sampling, step: j.step + 1 },
-          { buffer: this.#ids, offset: b * 256, size: 4 },
-        );
-      });
-    }
-    if (picked) this.engine.ctx.pool.release(picked);
-    const live = jobs.filter((j) => !j.cancelled);
-    // Not when a queued request could be admitted now: admission waits while a step is recorded ahead.
-    const recordAhead = live.length === B && !this.#head()?.fits && !this.#closed &&
-      !jobs.some((j) => this.engine.wantsPrune(j.seq!, j.step + 1, false)) &&
-      this.#allocated() + jobs.reduce((n, j) => n + this.#growth(j), 0) <= this.options.kvMemory;
-    if (recordAhead) {
-      // The next step's input: the ids packed (per-row sampling left each at its own 256-byte slot).
-      let packed = this.#ids;
-      if (!greedy) {
-        packed = this.engine.ctx.pool.acquire(B * 4, STORAGE_USAGE, "server-ids-packed");
-        for (let b = 0; b < B; b++) this.engine.ctx.copy(this.#ids, b * 256, packed, b * 4, 4);
-      }
-      const read = this.engine.ctx.read(packed, 0, B * 4);
-      this.#ahead = { jobs, logits: this.engine.forward.decode(jobs.map((j) => j.seq!), packed) };
-      if (packed !== this.#ids) this.engine.ctx.pool.release(packed);
-      this.#m.decodeStepsAheadTotal++;
-      this.engine.ctx.flush();
-      this.#acceptStep(jobs, new Uint32Array(await read), 1);
-      return;
-    }
-    // One readback per step: the sampled ids, then the positions and scores of every live sequence whose
-    // pruning round is due after this step (each round read on its own stalled the whole batch once per sequence).
-    const { head, rounds } = await this.engine.readAndPrune(
-      live.map((j) => j.seq!),
-      live.map((j) => j.step + 1),
-      { buffer: this.#ids, bytes: B * 256 },
-      this.options.alignRounds ?? true,
-    );
-    this.#m.pruneRoundsTotal += rounds.filter((r) => r !== null).length;
-    this.#acceptStep(jobs, new Uint32Array(head!, 0, B * 64), stride);
-  }
-
-  /** Counts a finished step and hands job b the id at `raw[b * stride]`. */
-  #acceptStep(jobs: Job[], raw: Uint32Array, stride: number): void {
-    const B = jobs.length;
+    const result = await this.#runner.step(jobs.map((j) => j.row), {
+      align: this.options.alignRounds ?? true,
+      // Cancelled jobs are dropped at the next step boundary; their rounds would be wasted.
+      prunes: (row) => !jobs.find((j) => j.row === row)!.cancelled,
+      // Not when a queued request could be admitted now: admission waits while a step is recorded ahead.
+      mayRecordAhead: () =>
+        jobs.every((j) => !j.cancelled) && !this.#head()?.fits && !this.#closed &&
+        this.#allocated() + jobs.reduce((n, j) => n + this.#growth(j), 0) <= this.options.kvMemory,
+    });
+    if (result.ahead) this.#m.decodeStepsAheadTotal++;
+    this.#m.pruneRoundsTotal += result.rounds.filter((r) => r !== null).length;
     this.#m.decodeStepsTotal++;
     const now = performance.now();
-    this.#rate.push({ t: now, n: B });
+    this.#rate.push({ t: now, n: jobs.length });
     while (this.#rate.length > 1 && now - this.#rate[0].t > 10_000) this.#rate.shift();
-    for (let b = 0; b < B; b++) {
-      const j = jobs[b];
-      j.step++;
-      if (j.cancelled) continue;
-      this.#accept(j, raw[b * stride]);
-    }
+    jobs.forEach((j, b) => {
+      if (j.cancelled) return;
+      this.#accept(j, result.ids[b]);
+      j.row.next = result.ids[b];
+    });
     this.#track();
   }
 

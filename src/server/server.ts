@@ -2,7 +2,8 @@
  * The OpenAI-compatible HTTP server: routes, response formats (JSON and server-sent events), /metrics.
  * Generation runs in the {@link Scheduler}; this module only translates requests and events.
  */
-import { type Engine, type KvSettings, resolveKvOptions } from "../generate.ts";
+import type { Engine } from "../engine/engine.ts";
+import { type KvSettings, resolveKvOptions } from "../kv/options.ts";
 import { bytesPerToken } from "../kv/cache.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 import {
@@ -21,6 +22,7 @@ import { ThinkSplitter } from "./text.ts";
 export interface ServerOptions {
   /** Model id clients pass as `model` (default: the model directory's name). */
   modelId?: string;
+  /** Interface to listen on (default 127.0.0.1). */
   hostname?: string;
   /** 0 = any free port. */
   port?: number;
@@ -40,9 +42,13 @@ export interface ServerOptions {
 
 /** A running server. */
 export interface RunningServer {
+  /** The port it listens on (the one picked when asked for 0). */
   readonly port: number;
+  /** The address it listens on. */
   readonly hostname: string;
+  /** `http://hostname:port`, the base of the API's routes. */
   readonly url: string;
+  /** The batching loop behind it (for its metrics). */
   readonly scheduler: Scheduler;
   /** Stops accepting requests, ends the scheduler loop and waits for both. */
   shutdown(): Promise<void>;

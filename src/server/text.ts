@@ -1,64 +1,7 @@
 /**
- * Streaming text helpers of the server: stop strings (held back until they can no longer start a stop
- * string, same semantics as `Engine.generate`) and the split of an R1 answer into the thought before
- * `</think>` (`reasoning_content`) and the answer after it (`content`).
+ * The split of a streamed R1 answer into the thought before `</think>` (`reasoning_content`) and the answer
+ * after it (`content`). Stop strings are the engine's (`src/engine/stop.ts`), shared with the library and CLI.
  */
-
-/** Holds back text that could still become the start of a stop string; the stop string is never returned. */
-export class StopStrings {
-  readonly #stops: string[];
-  readonly #hold: number;
-  #pending = "";
-  #text = "";
-  /** True once a stop string was seen. */
-  stopped = false;
-
-  constructor(stops: readonly string[]) {
-    this.#stops = stops.filter((s) => s.length > 0);
-    this.#hold = Math.max(0, ...this.#stops.map((s) => s.length - 1));
-  }
-
-  /** Adds generated text; returns the part that is final now. */
-  push(text: string): string {
-    if (this.stopped) return "";
-    this.#pending += text;
-    // Search the pending text plus enough of the already returned text to catch a stop string that spans both.
-    const tail = this.#text.slice(this.#text.length - this.#hold);
-    const hay = tail + this.#pending;
-    let first = -1;
-    for (const s of this.#stops) {
-      const at = hay.indexOf(s);
-      if (at >= 0 && (first < 0 || at < first)) first = at;
-    }
-    if (first >= 0) {
-      this.stopped = true;
-      const out = this.#pending.slice(0, Math.max(0, first - tail.length));
-      this.#pending = "";
-      this.#text += out;
-      return out;
-    }
-    let end = Math.max(0, this.#pending.length - this.#hold);
-    // Never cut a surrogate pair.
-    if (end > 0 && end < this.#pending.length && /[\uD800-\uDBFF]/.test(this.#pending[end - 1])) end--;
-    const out = this.#pending.slice(0, end);
-    this.#pending = this.#pending.slice(end);
-    this.#text += out;
-    return out;
-  }
-
-  /** Ends the stream: returns whatever was held back (nothing after a stop). */
-  flush(): string {
-    const out = this.stopped ? "" : this.#pending;
-    this.#pending = "";
-    this.#text += out;
-    return out;
-  }
-
-  /** Everything returned so far. */
-  get text(): string {
-    return this.#text;
-  }
-}
 
 /** One piece of a chat answer: thought or answer text. */
 export interface ChatPiece {

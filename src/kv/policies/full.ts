@@ -3,5 +3,5 @@ import { keepEverything, type KvPolicy, type KvPolicyOptions } from "../policy.t
 
 /** Creates the FullKV policy. */
 export function fullPolicy(options: KvPolicyOptions): KvPolicy {
-  return keepEverything("full", options);
+  return { ...keepEverything("full", options), prunes: false };
 }

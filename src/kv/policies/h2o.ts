@@ -3,6 +3,7 @@
  * During decode the lowest-scoring unprotected token is evicted on the GPU whenever an append would pass the budget.
  */
 import {
+  cappedReserve,
   keepEverything,
   type KvPolicy,
   type KvPolicyOptions,
@@ -19,6 +20,8 @@ export function h2oPolicy(options: KvPolicyOptions): KvPolicy {
     decodeGamma: 1,
     prefillQueries: "all",
     decodeCap: () => options.budget,
+    steadyTokens: () => options.budget,
+    reserveTokens: () => cappedReserve(options.budget),
     recentWindow: () => recent,
     afterPrefill: (layers: LayerView[]): PruneDecision => ({
       keep: capLayers(layers, () => options.budget, options.sink, recent),

@@ -114,6 +114,10 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
     prefillQueries: effectiveWindow(options),
     roundHeadroom: interval,
     recentWindow: () => recent,
+    steadyTokens: () => options.budget + interval,
+    // Rounds compact to below budget − interval per layer on average and leave `interval` slots of headroom,
+    // so a layer rarely grows past budget + interval.
+    reserveTokens: () => options.budget + interval + 16,
     afterPrefill(layers: LayerView[]): PruneDecision {
       ensureTriggers(layers.length);
       lastRound = 0;
@@ -125,7 +129,7 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
     wantsRound(step: number, lens: number[]): boolean {
       const n = lens.length;
       const total = lens.reduce((s, x) => s + x, 0);
-      if (total + n > options.budget * n) return (filled = true); // the next appends would pass the budget
+      if (total + n > options.budget * n) return true; // the next appends would pass the budget
       return filled && step - lastRound >= interval && total > target(n);
     },
     // Once the cache has filled, any step with more than the round target may prune: the next forced round
@@ -136,6 +140,8 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
     round(step: number, layers: LayerView[]): PruneDecision {
       ensureTriggers(layers.length);
       lastRound = step;
+      // A round runs only once the cache has filled (wantsRound's budget check, or an early round after it).
+      filled = true;
       return letheDecide(layers, options, target(layers.length), triggers);
     },
   };

@@ -4,6 +4,7 @@
  * scores choosing the victim.
  */
 import {
+  cappedReserve,
   keepEverything,
   type KvPolicy,
   type KvPolicyOptions,
@@ -28,6 +29,9 @@ export function pyramidkvPolicy(options: KvPolicyOptions): KvPolicy {
     decodeGamma: 1,
     prefillQueries: window,
     decodeCap: capOf,
+    steadyTokens: (layers: number) =>
+      Math.max(options.budget, ...Array.from({ length: layers }, (_, l) => capOf(l, layers))),
+    reserveTokens: () => cappedReserve(options.budget),
     recentWindow: () => window,
     afterPrefill: (layers: LayerView[]): PruneDecision =>
       snapCompress(layers, options, (i) => capOf(i, layers.length)),

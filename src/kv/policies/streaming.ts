@@ -1,5 +1,6 @@
 /** StreamingLLM: the first `sink` tokens plus the most recent ones; no scores. */
 import {
+  cappedReserve,
   keepEverything,
   type KvPolicy,
   type KvPolicyOptions,
@@ -15,6 +16,8 @@ export function streamingPolicy(options: KvPolicyOptions): KvPolicy {
     ...keepEverything("streaming", options),
     evictBy: "position",
     decodeCap: () => options.budget,
+    steadyTokens: () => options.budget,
+    reserveTokens: () => cappedReserve(options.budget),
     recentWindow: () => recent,
     // Sinks + recent fill the whole budget, so no scores are consulted.
     afterPrefill: (layers: LayerView[]): PruneDecision => ({

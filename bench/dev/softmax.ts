@@ -1,6 +1,9 @@
-/** Row softmax on the GPU. */
-import code from "../../wgsl/softmax.wgsl" with { type: "text" };
-import type { Binding, GpuContext } from "../gpu/context.ts";
+/**
+ * Row softmax on the GPU. Not on the production path (attention and sampling fuse their own softmax);
+ * kept beside bench/elementwise.bench.ts, which measures it.
+ */
+import code from "./softmax.wgsl" with { type: "text" };
+import type { Binding, GpuContext } from "../../src/gpu/context.ts";
 
 const KERNEL = { name: "softmax", code };
 // In place: the input binding becomes a second name for the output buffer, so only one (read_write)

@@ -1,0 +1,198 @@
+/**
+ * The engine: a loaded model on a GPU context, its tokenizer and KV defaults, and what it makes — sequences
+ * (a KV cache under a policy) and runners (batched decode steps). Generation, sampling, pruning rounds and
+ * KV options live in their own files beside this one.
+ */
+import { GpuContext } from "../gpu/context.ts";
+import { KvArena } from "../kv/arena.ts";
+import { bytesPerToken, SequenceKv } from "../kv/cache.ts";
+import { loadKvDefaults } from "../kv/defaults.ts";
+import { type KvSettings, resolveKvOptions } from "../kv/options.ts";
+import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions } from "../kv/policy.ts";
+import { createPolicy } from "../kv/policies/mod.ts";
+import { Forward, type SequenceState } from "../model/forward.ts";
+import type { ModelConfig } from "../model/config.ts";
+import { GpuModel } from "../model/model.ts";
+import { Tokenizer } from "../../tokenizer/mod.ts";
+import { generate, type GenerateOptions, type GenerationResult } from "./generate.ts";
+import { DecodeRunner } from "./runner.ts";
+import { DEFAULT_SAMPLING } from "./sampler.ts";
+
+/** Options of {@link Engine.load}. */
+export interface EngineLoadOptions {
+  /**
+   * The GPU context to load onto (default: a new one on the first adapter).
+   * @internal
+   */
+  ctx?: GpuContext;
+  /** Show a progress bar while weights upload (default: when stderr is a terminal). */
+  progress?: boolean;
+  /** Compile every pipeline before returning (default true). */
+  warmup?: boolean;
+}
+
+/** A loaded model ready to generate. */
+export class Engine {
+  /**
+   * The GPU context (device, buffer pool, pipelines, recorder).
+   * @internal
+   */
+  readonly ctx: GpuContext;
+  /**
+   * The weights on the GPU.
+   * @internal
+   */
+  readonly model: GpuModel;
+  /**
+   * The decoder pass.
+   * @internal
+   */
+  readonly forward: Forward;
+  /** Null for models that ship without a tokenizer.json (then prompts are token ids). */
+  readonly tokenizer: Tokenizer | null;
+  /** KV settings wherever a generation gives none: the model's kv_defaults.json over the project's. */
+  readonly kvDefaults: KvPolicyOptions;
+
+  /** Wraps a model already on the GPU; {@link Engine.load} is the usual way to get an engine. */
+  constructor(
+    ctx: GpuContext,
+    model: GpuModel,
+    tokenizer: Tokenizer | null,
+    kvDefaults: KvPolicyOptions = DEFAULT_KV_OPTIONS,
+  ) {
+    this.ctx = ctx;
+    this.model = model;
+    this.tokenizer = tokenizer;
+    this.kvDefaults = kvDefaults;
+    this.forward = new Forward(ctx, model);
+  }
+
+  /**
+   * Loads a Hugging Face model directory (config.json, safetensors, optional tokenizer.json and
+   * kv_defaults.json). Unless `warmup` is false, runs a tiny prefill and decode so every pipeline is compiled
+   * before the first timing.
+   */
+  static async load(dir: string, options: EngineLoadOptions = {}): Promise<Engine> {
+    const ctx = options.ctx ?? await GpuContext.create();
+    const model = await GpuModel.load(ctx, dir, { progress: options.progress });
+    let tokenizer: Tokenizer | null = null;
+    try {
+      await Deno.stat(`${dir}/tokenizer.json`);
+      tokenizer = await Tokenizer.fromFile(`${dir}/tokenizer.json`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const engine = new Engine(ctx, model, tokenizer, await loadKvDefaults(dir));
+    if (options.warmup ?? true) await engine.warmup();
+    return engine;
+  }
+
+  /** Compiles the prefill (matmul) and decode (matvec) pipelines and both samplers by running them once. */
+  async warmup(): Promise<void> {
+    const seq = this.newSequence({ policy: "full" }, 16);
+    const runner = this.createRunner();
+    try {
+      const prompt = Array.from({ length: 9 }, (_, i) => i % this.model.config.vocabSize);
+      const row = { seq, sampling: { ...DEFAULT_SAMPLING, temperature: 1 }, step: 0, next: 0 };
+      await runner.prefill(row, prompt);
+      row.sampling = DEFAULT_SAMPLING;
+      await runner.step([row]);
+    } finally {
+      runner.destroy();
+      seq.kv.destroy();
+    }
+  }
+
+  /** Encodes a prompt (raw text, special tokens recognised), adding BOS when the tokenizer asks for it. */
+  encode(text: string): number[] {
+    if (!this.tokenizer) {
+      throw new Error(`model ${this.model.dir} has no tokenizer.json: pass token ids instead`);
+    }
+    return this.tokenizer.encode(text, { addSpecialTokens: true });
+  }
+
+  /** The model's configuration (architecture, sizes, context length, special token ids). */
+  get config(): ModelConfig {
+    return this.model.config;
+  }
+
+  /** Model weight bytes on the GPU. */
+  get weightBytes(): number {
+    return this.model.weightBytes;
+  }
+
+  /**
+   * The policy for KV settings (what they leave out comes from {@link kvDefaults}); bad settings throw.
+   * @internal
+   */
+  policy(kv: KvSettings = {}): KvPolicy {
+    return createPolicy(kv.policy ?? "full", resolveKvOptions(kv, this.kvDefaults));
+  }
+
+  /**
+   * A fresh sequence with its own KV cache and policy. The cache starts with room for `expectedTokens`, but no
+   * more than a pruning policy will hold after the prompt (`promptTokens`) — pruned caches never allocate what
+   * they will not keep.
+   * @internal
+   */
+  newSequence(kv: KvSettings = {}, expectedTokens = 64, promptTokens = 0): SequenceState {
+    const c = this.model.config;
+    const policy = this.policy(kv);
+    const steady = policy.steadyTokens(c.numLayers);
+    if (steady !== null) expectedTokens = Math.min(expectedTokens, Math.max(promptTokens, steady));
+    const cache = new SequenceKv(this.ctx, {
+      layers: c.numLayers,
+      nKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    }, expectedTokens);
+    return { kv: cache, policy, pos: 0 };
+  }
+
+  /**
+   * A runner for batched decode steps over this engine's forward pass (one per concurrent loop).
+   * @internal
+   */
+  createRunner(): DecodeRunner {
+    return new DecodeRunner(this.ctx, this.forward, this.model.config.vocabSize);
+  }
+
+  /**
+   * KV bytes one token costs over all layers.
+   * @internal
+   */
+  get kvTokenBytes(): number {
+    const c = this.model.config;
+    return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
+  }
+
+  /**
+   * Slots a cache region of `tokens` tokens takes (the KV arena rounds capacities to its alignment).
+   * @internal
+   */
+  kvSlots(tokens: number): number {
+    return this.#arena().roundCapacity(tokens);
+  }
+
+  /**
+   * GPU bytes of the shared KV arena: every sequence's regions plus free space held for reuse.
+   * @internal
+   */
+  kvArenaBytes(): number {
+    return this.#arena().allocatedBytes();
+  }
+
+  /** Generates a continuation of `prompt` (text, or token ids). */
+  generate(prompt: string | number[], options: GenerateOptions = {}): Promise<GenerationResult> {
+    return generate(this, prompt, options);
+  }
+
+  /** Frees GPU memory held by the engine (the model's weights stay until the device is destroyed). */
+  destroy(): void {
+    this.forward.destroy();
+  }
+
+  #arena(): KvArena {
+    const c = this.model.config;
+    return KvArena.of(this.ctx, c.numLayers, c.numKvHeads * c.headDim);
+  }
+}
