@@ -7,7 +7,7 @@ import { GpuContext } from "../gpu/context.ts";
 import { KvArena } from "../kv/arena.ts";
 import { bytesPerToken, SequenceKv } from "../kv/cache.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
-import { type KvSettings, resolveKvOptions } from "../kv/options.ts";
+import { DEFAULT_POLICY, type KvSettings, resolveKvOptions } from "../kv/options.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions } from "../kv/policy.ts";
 import { createPolicy } from "../kv/policies/mod.ts";
 import { Forward, type SequenceState } from "../model/forward.ts";
@@ -126,7 +126,7 @@ export class Engine {
    * @internal
    */
   policy(kv: KvSettings = {}): KvPolicy {
-    return createPolicy(kv.policy ?? "full", resolveKvOptions(kv, this.kvDefaults));
+    return createPolicy(kv.policy ?? DEFAULT_POLICY, resolveKvOptions(kv, this.kvDefaults));
   }
 
   /**

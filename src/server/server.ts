@@ -3,7 +3,7 @@
  * Generation runs in the {@link Scheduler}; this module only translates requests and events.
  */
 import type { Engine } from "../engine/engine.ts";
-import { type KvSettings, resolveKvOptions } from "../kv/options.ts";
+import { DEFAULT_POLICY, type KvSettings, resolveKvOptions } from "../kv/options.ts";
 import { bytesPerToken } from "../kv/cache.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 import {
@@ -155,7 +155,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     if (minimum > scheduler.options.kvMemory) {
       throw new ApiError(
         `the request needs ${minimum} bytes of KV (kv_policy ${
-          p.kv.policy ?? "full"
+          p.kv.policy ?? DEFAULT_POLICY
         }); the server's pool holds ${scheduler.options.kvMemory}`,
         kind === "chat" ? "messages" : "prompt",
         "kv_memory_exceeded",
