@@ -1,8 +1,8 @@
 // kv_gather: moves slots between regions of the KV arena, several moves per dispatch (workgroup z = move) —
 // compactions after a pruning round (dst slot j ← src slot keep[keep_off + j]) or plain moves when a region
 // grows or a cache is cloned (identity: dst slot j ← src slot j). K and V rows (row floats each), position and
-// score. Source and destination may be regions of the same shard: every arena binding is read_write so that
-// one buffer may be bound twice (regions never overlap).
+// score. Source and destination in different shards: `main`; in the same shard: `main_same`, which binds the
+// shard once and moves within it (regions never overlap) — WebGPU forbids one buffer in two writable bindings.
 struct Params {
   row: u32,
   identity: u32,
@@ -21,6 +21,13 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> pos_dst: array<u32>;
 @group(0) @binding(9) var<storage, read_write> score_dst: array<f32>;
 
+/// Slot of move `m`'s source for destination slot j.
+fn source_slot(m: vec4u, j: u32) -> u32 {
+  var s = j;
+  if (p.identity == 0u) { s = keep[m.w + j]; }
+  return s + m.x;
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let m = p.moves[gid.z];
@@ -28,14 +35,29 @@ fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg:
   if (i >= m.z * p.row) { return; }
   let j = i / p.row;
   let c = i % p.row;
-  var s = j;
-  if (p.identity == 0u) { s = keep[m.w + j]; }
-  s += m.x;
+  let s = source_slot(m, j);
   let d = m.y + j;
   k_dst[d * p.row + c] = k_src[s * p.row + c];
   v_dst[d * p.row + c] = v_src[s * p.row + c];
   if (c == 0u) {
     pos_dst[d] = pos_src[s];
     score_dst[d] = score_src[s];
+  }
+}
+
+@compute @workgroup_size(256)
+fn main_same(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  let m = p.moves[gid.z];
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= m.z * p.row) { return; }
+  let j = i / p.row;
+  let c = i % p.row;
+  let s = source_slot(m, j);
+  let d = m.y + j;
+  k_src[d * p.row + c] = k_src[s * p.row + c];
+  v_src[d * p.row + c] = v_src[s * p.row + c];
+  if (c == 0u) {
+    pos_src[d] = pos_src[s];
+    score_src[d] = score_src[s];
   }
 }

@@ -110,7 +110,7 @@ fn count_all(t: u32, x: u32) -> u32 {
 
 // Max logit and its lowest id; returns (key of max, id).
 fn argmax_row(t: u32, base: u32) -> vec2u {
-  var bv = -3.4028235e38;
+  var bv = -3.4028234e38; // the lowest finite f32 (-3.4028235e38 is out of range for Tint)
   var bi = 0xffffffffu;
   for (var i = t; i < p.vocab; i += WG) {
     let x = logits[base + i];

@@ -14,7 +14,9 @@ import { batchesBy } from "../util/group.ts";
 const WRITE = { name: "kv_write", code: writeCode, entryPoint: "write" };
 const WRITE_BATCH = { name: "kv_write_batch", code: writeCode, entryPoint: "write_batch" };
 const EVICT = { name: "kv_evict", code: evictCode };
-const GATHER = { name: "kv_gather", code: gatherCode };
+const GATHER = { name: "kv_gather", code: gatherCode, entryPoint: "main" };
+/** Moves within one shard: its buffers bound once (WebGPU forbids a buffer in two writable bindings). */
+const GATHER_SAME = { name: "kv_gather_same", code: gatherCode, entryPoint: "main_same" };
 /** Sequences one batched write takes (its table lives in the dispatch's uniforms; see wgsl/kv.wgsl). */
 export const KV_WRITE_BATCH_MAX = 64;
 /** Moves one gather dispatch takes (see wgsl/kv_gather.wgsl). */
@@ -158,19 +160,12 @@ export function kvGather(
     part.forEach((m, i) => u.set([m.src.base, m.dst.base, m.count, m.keepOff], 4 + i * 4));
     const a = part[0].src, b = part[0].dst;
     const [x, y] = ctx.grid(Math.ceil((Math.max(...part.map((m) => m.count)) * row) / 256));
+    const same = a.kBuffer === b.kBuffer;
     ctx.dispatch(
-      GATHER,
-      [
-        keep,
-        a.kBuffer,
-        a.vBuffer,
-        a.posBuffer,
-        a.scoreBuffer,
-        b.kBuffer,
-        b.vBuffer,
-        b.posBuffer,
-        b.scoreBuffer,
-      ],
+      same ? GATHER_SAME : GATHER,
+      same
+        ? [keep, a.kBuffer, a.vBuffer, a.posBuffer, a.scoreBuffer]
+        : [keep, a.kBuffer, a.vBuffer, a.posBuffer, a.scoreBuffer, b.kBuffer, b.vBuffer, b.posBuffer, b.scoreBuffer],
       [x, y, part.length],
       u,
     );
