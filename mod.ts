@@ -1,15 +1,22 @@
 /**
  * Lethe: a WebGPU LLM inference engine for reasoning models with layer- and time-adaptive KV pruning.
  *
+ * This entry is platform-neutral (no `Deno.*`, no `node:*`): it runs in a browser with WebGPU, loading a
+ * model from a URL or from files the user picked. Under Deno, import the Deno entry (`@lethe/lethe/deno`,
+ * `deno.ts`) instead: everything here plus local model directories, the terminal progress bar and the
+ * OpenAI-compatible server.
+ *
  * ```ts
- * import { Engine } from "@lethe/lethe";
- * const engine = await Engine.load("/path/to/model");
+ * import { Engine, urlSource } from "@lethe/lethe";
+ * const engine = await Engine.load("https://example.com/models/lethe-reasoner-tiny/", {
+ *   progress: (p) => console.log(`${p.loadedBytes}/${p.totalBytes} ${p.tensor}`),
+ * });
  * const result = await engine.generate("The capital of France is", { maxTokens: 32, kv: { policy: "lethe", budget: 128 } });
  * console.log(result.text, result.stats);
  * ```
  *
- * Permissions: `--allow-read` (the model directory), `--allow-env` (the GPU driver and terminal checks);
- * `--allow-net` only for {@link startServer}.
+ * Model files come from a {@link ModelSource}: {@link urlSource} (HTTP range requests), {@link filesSource}
+ * (a browser File list or directory picker), {@link memorySource}, or a URL string.
  *
  * @module
  */
@@ -22,6 +29,10 @@ export { DEFAULT_SAMPLING } from "./src/engine/sampler.ts";
 export type { SamplingOptions } from "./src/engine/sampler.ts";
 export { NoGpuError } from "./src/gpu/device.ts";
 export type { Llama3RopeScaling, ModelConfig, ModelType } from "./src/model/config.ts";
+// Where model files come from.
+export { filesSource, memorySource, urlSource } from "./src/io/source.ts";
+export type { ModelSource, UrlSourceOptions } from "./src/io/source.ts";
+export type { LoadProgress } from "./src/io/progress.ts";
 // KV policies and their settings (one schema behind the CLI, the server, kv_defaults.json and the library).
 export { DEFAULT_KV_OPTIONS, POLICY_NAMES } from "./src/kv/policy.ts";
 export type { KvPolicyOptions, LetheOptions, PolicyName } from "./src/kv/policy.ts";
@@ -47,9 +58,7 @@ export type {
   DecodeOptions,
   EncodeOptions,
 } from "./tokenizer/mod.ts";
-// The OpenAI-compatible server.
-export { startServer } from "./src/server/server.ts";
-export type { RunningServer, ServerOptions } from "./src/server/server.ts";
+// The continuous-batching scheduler (the OpenAI-compatible server on it is Deno's: deno.ts).
 export { Scheduler } from "./src/server/scheduler.ts";
 export type {
   FinishReason,

@@ -7,6 +7,7 @@
  *   deno run -A bench/batch_scaling.ts [--model DIR] [--batches 1,4,16,32] [--steps 64] [--budget 64]
  *     [--policies full,lethe,h2o] [--json]
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import type { RunnerRow } from "../src/engine/runner.ts";

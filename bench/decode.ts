@@ -6,6 +6,7 @@
  *   deno run -A bench/decode.ts --shape DeepSeek-R1-Distill-Qwen-1.5B [--layers 28]   (builds a random checkpoint
  *                                                                            once, under $LETHE_CACHE or /tmp)
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";

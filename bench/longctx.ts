@@ -14,6 +14,7 @@
  * `--fill prefill` runs a real (chunked) prefill of the context; the default fills the cache with random K/V rows
  * and scores, which costs the decode step the same and takes seconds instead of many minutes on a CPU adapter.
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";

@@ -5,6 +5,7 @@
  *
  *   deno run -A bench/policies.ts [--tokens 500] [--budgets 32,64,128] [--json] [--markdown]
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import type { GenerationResult } from "../src/engine/generate.ts";

@@ -20,6 +20,7 @@
  * the held-out questions through /v1/chat/completions (greedy, stopping at EOS), and each policy's accuracy is
  * the exact match of the answer after </think> (the trainer's metric); --token-ids forces random id prompts.
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import type { PolicyName } from "../src/kv/policy.ts";

@@ -3,6 +3,7 @@
  *
  * Run with --help for the flags. Without --model it runs the model that ships with the project.
  */
+import "./io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "./engine/engine.ts";
 import type { GenerateOptions } from "./engine/generate.ts";

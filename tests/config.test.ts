@@ -1,4 +1,5 @@
 /** config.json parsing, the expected tensor list, and checkpoint validation. */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import assert from "node:assert/strict";
 import {
   CheckpointError,

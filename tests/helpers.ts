@@ -1,4 +1,5 @@
 /** Shared test helpers: one GPU context per test file, seeded random inputs, poisoning, error measures. */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { GpuContext } from "../src/gpu/context.ts";
 
 let shared: Promise<GpuContext> | null = null;

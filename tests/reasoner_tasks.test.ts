@@ -1,5 +1,6 @@
 // The shipped reasoning model (models/lethe-reasoner-tiny): its config, checkpoint header, tokenizer and
 // held-out task files load through Lethe's own loaders and agree with each other. Fast: no forward pass.
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadConfig, validateCheckpoint } from "../src/model/config.ts";

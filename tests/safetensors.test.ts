@@ -6,10 +6,9 @@ import {
   SafetensorsError,
   SafetensorsFile,
   SafetensorsIndex,
-  writeSafetensors,
-  writeShardedSafetensors,
 } from "../src/model/safetensors.ts";
-import type { TensorToWrite } from "../src/model/safetensors.ts";
+import { writeSafetensors, writeShardedSafetensors } from "../src/model/safetensors_write.ts";
+import type { TensorToWrite } from "../src/model/safetensors_write.ts";
 import { encode } from "../src/dtype.ts";
 import { freshSeed, randomF32, rng } from "./helpers.ts";
 

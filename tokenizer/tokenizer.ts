@@ -14,7 +14,7 @@
  * @module
  */
 
-import { dirname, join } from "node:path";
+import { type ModelSource, readSourceText, resolveFileSpec, sourcePath } from "../src/io/source.ts";
 import { BytePairEncoder } from "./bpe.ts";
 import type { BpeModelJson } from "./bpe.ts";
 import { byteLevelToBytes } from "./bytes.ts";
@@ -449,18 +449,34 @@ export class Tokenizer {
   }
 
   /**
-   * Reads `tokenizer.json` (or a directory holding it) and, when present beside it, `tokenizer_config.json`.
+   * Reads `tokenizer.json` and, when the source has it, `tokenizer_config.json` from a model source (a
+   * directory, URL, browser files or memory; see `ModelSource`). Errors name the file.
+   */
+  static async fromSource(source: ModelSource, file = "tokenizer.json"): Promise<Tokenizer> {
+    const slash = file.lastIndexOf("/");
+    const configFile = `${file.slice(0, slash + 1)}tokenizer_config.json`;
+    const [text, configText] = await Promise.all([
+      readSourceText(source, file),
+      readSourceText(source, configFile),
+    ]);
+    const parse = (t: string, f: string): unknown => {
+      try {
+        return JSON.parse(t);
+      } catch (e) {
+        throw new Error(`${sourcePath(source, f)}: not valid JSON (${(e as Error).message})`);
+      }
+    };
+    if (text === null) throw new Error(`${sourcePath(source, file)}: no such file`);
+    return new Tokenizer(parse(text, file), configText === null ? null : parse(configText, configFile));
+  }
+
+  /**
+   * Reads a local `tokenizer.json` (or a directory holding it) and, when present beside it,
+   * `tokenizer_config.json`. Local paths need the Deno entry (`deno.ts`); elsewhere use {@link fromSource}.
    */
   static async fromFile(path: string): Promise<Tokenizer> {
-    if ((await Deno.stat(path)).isDirectory) path = join(path, "tokenizer.json");
-    const json = JSON.parse(await Deno.readTextFile(path));
-    let config: unknown = null;
-    try {
-      config = JSON.parse(await Deno.readTextFile(join(dirname(path), "tokenizer_config.json")));
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-    return new Tokenizer(json, config);
+    const { source, file } = resolveFileSpec(path, (name) => name.endsWith(".json"));
+    return await Tokenizer.fromSource(source, file ?? "tokenizer.json");
   }
 
   /** Encodes text to token ids. Added/special tokens written in the text are always recognised. */

@@ -9,8 +9,8 @@
  * llama2.c row 2i+1), so a rotate_half engine computes exactly what llama2.c computes: q·k is unchanged by
  * permuting q and k the same way, and v is untouched.
  */
-import { writeSafetensors } from "../src/model/safetensors.ts";
-import type { TensorToWrite } from "../src/model/safetensors.ts";
+import { writeSafetensors } from "../src/model/safetensors_write.ts";
+import type { TensorToWrite } from "../src/model/safetensors_write.ts";
 
 /** The 7 int32 fields that open a llama2.c legacy checkpoint. */
 export interface Llama2cHeader {

@@ -3,6 +3,7 @@
  * held-out sets or a MATH-500 / GSM8K / AIME file, or fidelity to `full` for models without either.
  * `deno task results`: regenerates bench/RESULTS.md's evaluation section from bench/eval/*\/results.json.
  */
+import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";

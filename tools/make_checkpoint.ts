@@ -14,8 +14,10 @@ import { parseArgs } from "node:util";
 import { parseConfig } from "../src/model/config.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { expectedTensors } from "../src/model/config.ts";
-import { numel, writeShardedSafetensors } from "../src/model/safetensors.ts";
-import type { SafetensorsDType, TensorToWrite } from "../src/model/safetensors.ts";
+import { numel } from "../src/model/safetensors.ts";
+import type { SafetensorsDType } from "../src/model/safetensors.ts";
+import { writeShardedSafetensors } from "../src/model/safetensors_write.ts";
+import type { TensorToWrite } from "../src/model/safetensors_write.ts";
 import { f32ToF16 } from "../src/dtype.ts";
 
 const SHAPES_URL = new URL("./r1-distill-shapes.json", import.meta.url);

@@ -4,6 +4,8 @@
  * KV options live in their own files beside this one.
  */
 import { GpuContext } from "../gpu/context.ts";
+import type { LoadProgress } from "../io/progress.ts";
+import { type ModelSource, resolveModelSource } from "../io/source.ts";
 import { KvArena } from "../kv/arena.ts";
 import { bytesPerToken, SequenceKv } from "../kv/cache.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
@@ -25,8 +27,12 @@ export interface EngineLoadOptions {
    * @internal
    */
   ctx?: GpuContext;
-  /** Show a progress bar while weights upload (default: when stderr is a terminal). */
-  progress?: boolean;
+  /**
+   * Progress while weights upload: a callback given every tensor (and once more with `done` when all are on
+   * the GPU); true for the terminal bar (registered by the Deno entry; nothing elsewhere), false for none.
+   * Default: the terminal bar when the checkpoint is over 8 MB and stderr is a terminal.
+   */
+  progress?: boolean | ((p: LoadProgress) => void);
   /** Compile every pipeline before returning (default true). */
   warmup?: boolean;
 }
@@ -68,21 +74,18 @@ export class Engine {
   }
 
   /**
-   * Loads a Hugging Face model directory (config.json, safetensors, optional tokenizer.json and
-   * kv_defaults.json). Unless `warmup` is false, runs a tiny prefill and decode so every pipeline is compiled
-   * before the first timing.
+   * Loads a Hugging Face model (config.json, safetensors, optional tokenizer.json and kv_defaults.json) from
+   * a {@link ModelSource}, an http(s) base URL, or a local directory (with the Deno entry, `deno.ts`). Unless
+   * `warmup` is false, runs a tiny prefill and decode so every pipeline is compiled before the first timing.
    */
-  static async load(dir: string, options: EngineLoadOptions = {}): Promise<Engine> {
+  static async load(model: string | ModelSource, options: EngineLoadOptions = {}): Promise<Engine> {
+    const source = resolveModelSource(model);
     const ctx = options.ctx ?? await GpuContext.create();
-    const model = await GpuModel.load(ctx, dir, { progress: options.progress });
-    let tokenizer: Tokenizer | null = null;
-    try {
-      await Deno.stat(`${dir}/tokenizer.json`);
-      tokenizer = await Tokenizer.fromFile(`${dir}/tokenizer.json`);
-    } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
-    }
-    const engine = new Engine(ctx, model, tokenizer, await loadKvDefaults(dir));
+    const gpuModel = await GpuModel.load(ctx, source, { progress: options.progress });
+    const tokenizer = await source.size("tokenizer.json") === null
+      ? null
+      : await Tokenizer.fromSource(source);
+    const engine = new Engine(ctx, gpuModel, tokenizer, await loadKvDefaults(source));
     if (options.warmup ?? true) await engine.warmup();
     return engine;
   }

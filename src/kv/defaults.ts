@@ -9,6 +9,7 @@
  *
  *   {"kv_recent_ratio": 0.7, "lethe_gamma": 0.9, "note": "why, and how it was chosen"}
  */
+import { type ModelSource, readSourceText, resolveModelSource, sourcePath } from "../io/source.ts";
 import type { KvPolicyOptions } from "./policy.ts";
 import {
   checkKvOptions,
@@ -66,15 +67,10 @@ export function parseKvDefaults(text: string, where: string): KvPolicyOptions {
   }
 }
 
-/** A model directory's KV defaults: its kv_defaults.json over the project's, or the project's alone. */
-export async function loadKvDefaults(dir: string): Promise<KvPolicyOptions> {
-  const path = `${dir}/${KV_DEFAULTS_FILE}`;
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return parseKvDefaults("{}", path);
-    throw e;
-  }
-  return parseKvDefaults(text, path);
+/** A model's KV defaults: its kv_defaults.json (a source's, or a local directory's) over the project's. */
+export async function loadKvDefaults(source: string | ModelSource): Promise<KvPolicyOptions> {
+  const src = resolveModelSource(source);
+  const path = sourcePath(src, KV_DEFAULTS_FILE);
+  const text = await readSourceText(src, KV_DEFAULTS_FILE);
+  return parseKvDefaults(text ?? "{}", path);
 }

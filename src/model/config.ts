@@ -3,6 +3,7 @@
  * checkpoint of that configuration must hold. Qwen2 and Llama share one decoder; their differences are data
  * (q/k/v biases, tied embeddings, RoPE theta and llama3 scaling, norm eps).
  */
+import { type ModelSource, readSourceText, resolveFileSpec, sourcePath } from "../io/source.ts";
 
 /** Architectures the engine runs. */
 export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ["qwen2", "llama"];
@@ -210,15 +211,21 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
   };
 }
 
-/** Reads and parses `dir/config.json`. */
-export async function loadConfig(dir: string): Promise<ModelConfig> {
-  const path = dir.endsWith(".json") ? dir : `${dir.replace(/\/$/, "")}/config.json`;
-  let text: string;
+/**
+ * Reads and parses `config.json` of a model source (or of a local directory or URL; a path or URL ending in
+ * `.json` names the file itself). Errors name the file.
+ */
+export async function loadConfig(source: string | ModelSource): Promise<ModelConfig> {
+  const spec = resolveFileSpec(source, (name) => name.endsWith(".json"));
+  const file = spec.file ?? "config.json";
+  const path = typeof source === "string" && spec.file !== null ? source : sourcePath(spec.source, file);
+  let text: string | null;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readSourceText(spec.source, file);
   } catch (e) {
     throw new ConfigError(`${path}: cannot read (${(e as Error).message})`);
   }
+  if (text === null) throw new ConfigError(`${path}: cannot read (no such file)`);
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -5,7 +5,8 @@
 import type { GpuContext } from "../gpu/context.ts";
 import { uploadWeight, type Weight } from "../gpu/weights.ts";
 import { uploadInvFreq } from "../ops/rope.ts";
-import { ProgressBar } from "../util/progress.ts";
+import { type LoadProgressOption, loadReporter } from "../io/progress.ts";
+import { type ModelSource, resolveModelSource } from "../io/source.ts";
 import { layerTensorNames, loadConfig, type ModelConfig, validateCheckpoint } from "./config.ts";
 import { modelInvFreq } from "./rope_freq.ts";
 import { bytesToF32, SafetensorsIndex } from "./safetensors.ts";
@@ -49,8 +50,11 @@ export interface ModelWeights {
 
 /** Options of {@link GpuModel.load}. */
 export interface LoadOptions {
-  /** Show a progress bar on stderr (default: when the checkpoint is over 8 MB). */
-  progress?: boolean;
+  /**
+   * A callback given every tensor, or the platform's progress bar: true shows it, false nothing, and by
+   * default it shows when the checkpoint is over 8 MB and stderr is a terminal (see io/progress.ts).
+   */
+  progress?: LoadProgressOption;
 }
 
 /** A loaded model. */
@@ -61,6 +65,7 @@ export class GpuModel {
   readonly invFreq: GPUBuffer;
   /** Bytes of all weights on the GPU (the tied embedding counted once). */
   readonly weightBytes: number;
+  /** Where the model came from: its source's name (a directory, a URL, "files", "memory"). */
   readonly dir: string;
 
   constructor(
@@ -83,35 +88,45 @@ export class GpuModel {
       this.config.hiddenSize * 4;
   }
 
-  /** Reads config.json and the safetensors checkpoint in `dir`, validates them and uploads every weight. */
-  static async load(ctx: GpuContext, dir: string, options: LoadOptions = {}): Promise<GpuModel> {
-    const config = await loadConfig(dir);
-    const index = await SafetensorsIndex.open(dir);
+  /**
+   * Reads config.json and the safetensors checkpoint of a model source (or a local directory or URL),
+   * validates them and uploads every weight.
+   */
+  static async load(
+    ctx: GpuContext,
+    model: string | ModelSource,
+    options: LoadOptions = {},
+  ): Promise<GpuModel> {
+    const source = resolveModelSource(model);
+    const config = await loadConfig(source);
+    const index = await SafetensorsIndex.open(source);
     try {
       validateCheckpoint(config, index);
-      const total = [...index.tensors.values()].reduce((s, t) => s + t.byteLength, 0);
-      const bar = new ProgressBar(`loading ${dir}`, total, options.progress ?? total > 8e6);
+      const total = loadedTensorNames(config).reduce((s, name) => s + index.info(name)!.byteLength, 0);
+      const progress = loadReporter(options.progress, `loading ${source.name}`, total);
       let bytes = 0;
       // Matrices are only multiplied, so on the CPU adapter they live as textures alone (the matvec fast path);
       // the embedding is also gathered and keeps its buffer (tied models multiply it too, as the LM head).
       const matrix = async (name: string, gathered = false): Promise<Weight> => {
         const info = index.info(name)!;
         const data = await index.read(name);
-        bar.advance(data.byteLength);
         bytes += data.byteLength;
         const [rows, cols] = info.shape;
         const texture = gathered && !config.tieWordEmbeddings ? false : "auto";
-        return uploadWeight(ctx, name, info.engineDType, rows, cols, data, ctx.maxBinding, {
+        const weight = uploadWeight(ctx, name, info.engineDType, rows, cols, data, ctx.maxBinding, {
           texture,
           keepBuffer: gathered,
         });
+        progress.tensor(name, data.byteLength);
+        return weight;
       };
       const vector = async (name: string): Promise<GPUBuffer> => {
         const info = index.info(name)!;
         const data = await index.read(name);
-        bar.advance(data.byteLength);
         bytes += data.byteLength;
-        return ctx.upload(bytesToF32(info.dtype, data), name);
+        const buffer = ctx.upload(bytesToF32(info.dtype, data), name);
+        progress.tensor(name, data.byteLength);
+        return buffer;
       };
       const embed = await matrix("model.embed_tokens.weight", true);
       const layers: LayerWeights[] = [];
@@ -135,12 +150,26 @@ export class GpuModel {
       }
       const finalNorm = await vector("model.norm.weight");
       const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight");
-      bar.finish();
       const invFreq = uploadInvFreq(ctx, modelInvFreq(config));
       await ctx.sync();
-      return new GpuModel(dir, config, { embed, layers, finalNorm, lmHead }, invFreq, bytes);
+      progress.finish();
+      return new GpuModel(source.name, config, { embed, layers, finalNorm, lmHead }, invFreq, bytes);
     } finally {
       index.close();
     }
   }
+}
+
+/** The tensors {@link GpuModel.load} reads, in its order (each once; a tied LM head is the embedding). */
+function loadedTensorNames(config: ModelConfig): string[] {
+  const names = ["model.embed_tokens.weight"];
+  for (let i = 0; i < config.numLayers; i++) {
+    const n = layerTensorNames(i);
+    const bias = config.attentionBias;
+    names.push(n.inputNorm, n.q, ...(bias ? [n.qBias] : []), n.k, ...(bias ? [n.kBias] : []));
+    names.push(n.v, ...(bias ? [n.vBias] : []), n.o, n.postNorm, n.gate, n.up, n.down);
+  }
+  names.push("model.norm.weight");
+  if (!config.tieWordEmbeddings) names.push("lm_head.weight");
+  return names;
 }

@@ -1,16 +1,18 @@
 /**
- * safetensors, read and written with no dependency.
+ * safetensors, read with no dependency and from any {@link ModelSource} (a local directory, a URL, browser
+ * files, memory); the writers are Deno-only and live in safetensors_write.ts.
  *
  * File layout: an 8-byte little-endian header length N, N bytes of JSON mapping each tensor name to
  * `{dtype, shape, data_offsets: [begin, end]}` (offsets relative to the data section that follows the
  * header), optionally `__metadata__` (string → string), then the data section. Sharded checkpoints add a
  * `model.safetensors.index.json` whose `weight_map` names the shard file of each tensor.
  *
- * Everything in the header is validated before it is trusted, and tensors are read lazily with positioned
+ * Everything in the header is validated before it is trusted, and tensors are read lazily with byte-range
  * reads, so opening a checkpoint costs only its headers and loading one tensor costs only that tensor.
  */
 import type { DType } from "../dtype.ts";
 import { fromBf16, fromF16 } from "../dtype.ts";
+import { type ModelSource, resolveFileSpec, resolveModelSource, sourcePath } from "../io/source.ts";
 
 /** safetensors dtype names this engine understands. */
 export type SafetensorsDType = "BF16" | "F16" | "F32";
@@ -47,7 +49,7 @@ export interface TensorInfo {
   /** The engine's name for the dtype. */
   engineDType: DType;
   shape: number[];
-  /** Path of the file holding it. */
+  /** Path (or URL) of the file holding it, as messages name it. */
   file: string;
   /** Absolute byte offset of its data in the file. */
   offset: number;
@@ -190,87 +192,103 @@ export function parseSafetensorsHeader(
   return { dataStart, tensors, metadata };
 }
 
-/** Reads exactly `length` bytes at `position`, or throws naming what came up short. */
-async function readAt(fh: Deno.FsFile, file: string, position: number, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  await fh.seek(position, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < length) {
-    const n = await fh.read(out.subarray(got));
-    if (n === null) throw new SafetensorsError(file, `unexpected end of file at byte ${position + got}`);
-    got += n;
-  }
-  return out;
+/** What the first read of a file fetches: the length prefix and, usually, the whole header. */
+const FIRST_READ_BYTES = 64 * 1024;
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }
 
-/** One open .safetensors file. */
+/** One .safetensors file of a source, its header parsed and validated. */
 export class SafetensorsFile {
+  /** How messages name the file (its path or URL); {@link TensorInfo.file} of its tensors. */
   readonly path: string;
+  /** Its tensors by name. */
   readonly tensors: Map<string, TensorInfo>;
+  /** Its `__metadata__`, when present. */
   readonly metadata: Record<string, string> | null;
-  private fh: Deno.FsFile | null;
-  private queue: Promise<void> = Promise.resolve();
+  readonly #source: ModelSource;
+  readonly #file: string;
+  #closed = false;
 
-  private constructor(path: string, fh: Deno.FsFile, header: SafetensorsHeader) {
+  private constructor(source: ModelSource, file: string, path: string, header: SafetensorsHeader) {
+    this.#source = source;
+    this.#file = file;
     this.path = path;
-    this.fh = fh;
     this.tensors = header.tensors;
     this.metadata = header.metadata;
   }
 
-  /** Opens and validates `path` (reads only the header). */
-  static async open(path: string): Promise<SafetensorsFile> {
-    let fh: Deno.FsFile;
-    try {
-      fh = await Deno.open(path, { read: true });
-    } catch (e) {
-      throw new SafetensorsError(path, `cannot open (${(e as Error).message})`);
+  /**
+   * Opens and validates a file (reads only the header): a path or URL of a .safetensors file, or `file` of a
+   * source (default `model.safetensors`). `path` is how messages name the file (default: the source's name
+   * and the file's).
+   */
+  static async open(source: string | ModelSource, file?: string, path?: string): Promise<SafetensorsFile> {
+    if (typeof source === "string" && file === undefined) {
+      const spec = resolveFileSpec(source, () => true);
+      path ??= spec.file !== null ? source : undefined;
+      source = spec.source;
+      file = spec.file ?? SINGLE_FILE;
+    } else {
+      source = resolveModelSource(source);
+      file ??= SINGLE_FILE;
     }
+    path ??= sourcePath(source, file);
+    let size: number | null;
     try {
-      const size = (await fh.stat()).size;
-      if (size < 8) {
-        throw new SafetensorsError(path, `file is ${size} bytes, shorter than the 8-byte length prefix`);
-      }
-      const prefix = await readAt(fh, path, 0, 8);
-      const n = new DataView(prefix.buffer).getBigUint64(0, true);
-      if (n > BigInt(size - 8)) {
-        throw new SafetensorsError(path, `header length ${n} exceeds the ${size - 8} bytes after the prefix`);
-      }
-      if (n > BigInt(MAX_HEADER_BYTES)) {
-        throw new SafetensorsError(path, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-      }
-      const headerBytes = Number(n);
-      const raw = await readAt(fh, path, 8, headerBytes);
-      let text: string;
+      size = await source.size(file);
+    } catch (e) {
+      throw new SafetensorsError(path, `cannot open (${message(e)})`);
+    }
+    if (size === null) throw new SafetensorsError(path, "cannot open (no such file)");
+    if (size < 8) {
+      throw new SafetensorsError(path, `file is ${size} bytes, shorter than the 8-byte length prefix`);
+    }
+    const read = async (offset: number, length: number): Promise<Uint8Array> => {
       try {
-        text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
-      } catch {
-        throw new SafetensorsError(path, "header is not valid UTF-8");
+        return await source.readRange(file, offset, length);
+      } catch (e) {
+        throw new SafetensorsError(path, `cannot read bytes [${offset}, ${offset + length}) (${message(e)})`);
       }
-      const header = parseSafetensorsHeader(path, text, headerBytes, size);
-      return new SafetensorsFile(path, fh, header);
-    } catch (e) {
-      fh.close();
-      throw e;
+    };
+    const first = await read(0, Math.min(size, FIRST_READ_BYTES));
+    const n = new DataView(first.buffer, first.byteOffset, 8).getBigUint64(0, true);
+    if (n > BigInt(size - 8)) {
+      throw new SafetensorsError(path, `header length ${n} exceeds the ${size - 8} bytes after the prefix`);
     }
+    if (n > BigInt(MAX_HEADER_BYTES)) {
+      throw new SafetensorsError(path, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+    }
+    const headerBytes = Number(n);
+    const raw = 8 + headerBytes <= first.byteLength
+      ? first.subarray(8, 8 + headerBytes)
+      : await read(8, headerBytes);
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(raw);
+    } catch {
+      throw new SafetensorsError(path, "header is not valid UTF-8");
+    }
+    const header = parseSafetensorsHeader(path, text, headerBytes, size);
+    return new SafetensorsFile(source, file, path, header);
   }
 
-  /** Raw little-endian bytes of tensor `name`. */
+  /** Raw little-endian bytes of tensor `name` (one range read). */
   async read(name: string): Promise<Uint8Array> {
     const info = this.tensors.get(name);
     if (!info) throw new SafetensorsError(this.path, "no such tensor", name);
-    // seek + read on one handle is not atomic: queue reads so concurrent callers cannot interleave them.
-    const run = this.queue.then(() => {
-      if (!this.fh) throw new SafetensorsError(this.path, "file is closed", name);
-      return readAt(this.fh, this.path, info.offset, info.byteLength);
-    });
-    this.queue = run.then(() => {}, () => {});
-    return await run;
+    if (this.#closed) throw new SafetensorsError(this.path, "file is closed", name);
+    try {
+      return await this.#source.readRange(this.#file, info.offset, info.byteLength);
+    } catch (e) {
+      throw new SafetensorsError(this.path, `cannot read its bytes (${message(e)})`, name);
+    }
   }
 
+  /** Ends reading: later reads throw. */
   close(): void {
-    this.fh?.close();
-    this.fh = null;
+    this.#closed = true;
   }
 }
 
@@ -282,18 +300,6 @@ export function bytesToF32(dtype: SafetensorsDType | DType, bytes: Uint8Array): 
   }
   const bits = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
   return dtype === "BF16" || dtype === "bf16" ? fromBf16(bits) : fromF16(bits);
-}
-
-function joinPath(dir: string, name: string): string {
-  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isFile;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -314,36 +320,56 @@ export class SafetensorsIndex {
   }
 
   /**
-   * Opens a checkpoint from a directory (preferring `model.safetensors.index.json`, else
-   * `model.safetensors`), an index file, or a single .safetensors file.
+   * Opens a checkpoint: a model source or directory (preferring `model.safetensors.index.json`, else
+   * `model.safetensors`), a path or URL of an index (`.json`) or of a single `.safetensors` file, or `file`
+   * of a source.
    */
-  static async open(path: string): Promise<SafetensorsIndex> {
-    let stat: Deno.FileInfo;
+  static async open(source: string | ModelSource, file?: string): Promise<SafetensorsIndex> {
+    let label: string | null = null;
+    if (typeof source === "string" && file === undefined) {
+      const spec = resolveFileSpec(source, (n) => n.endsWith(".json") || n.endsWith(".safetensors"));
+      if (spec.file !== null) label = source;
+      source = spec.source;
+      file = spec.file ?? undefined;
+    } else {
+      source = resolveModelSource(source);
+    }
+    if (file !== undefined) {
+      label ??= sourcePath(source, file);
+      return file.endsWith(".json")
+        ? await SafetensorsIndex.openIndex(source, file, label)
+        : await SafetensorsIndex.openFiles(source, [{ file, path: label }]);
+    }
+    if (await SafetensorsIndex.#exists(source, INDEX_FILE)) {
+      return await SafetensorsIndex.openIndex(source, INDEX_FILE, sourcePath(source, INDEX_FILE));
+    }
+    if (await SafetensorsIndex.#exists(source, SINGLE_FILE)) {
+      return await SafetensorsIndex.openFiles(source, [{
+        file: SINGLE_FILE,
+        path: sourcePath(source, SINGLE_FILE),
+      }]);
+    }
+    throw new SafetensorsError(source.name, `directory holds neither ${INDEX_FILE} nor ${SINGLE_FILE}`);
+  }
+
+  static async #exists(source: ModelSource, file: string): Promise<boolean> {
     try {
-      stat = await Deno.stat(path);
-    } catch {
-      throw new SafetensorsError(path, "no such file or directory");
+      return await source.size(file) !== null;
+    } catch (e) {
+      throw new SafetensorsError(sourcePath(source, file), `cannot open (${message(e)})`);
     }
-    if (stat.isDirectory) {
-      const index = joinPath(path, INDEX_FILE);
-      if (await isFile(index)) return await SafetensorsIndex.openIndex(index);
-      const single = joinPath(path, SINGLE_FILE);
-      if (await isFile(single)) return await SafetensorsIndex.openFiles([single]);
-      throw new SafetensorsError(path, `directory holds neither ${INDEX_FILE} nor ${SINGLE_FILE}`);
-    }
-    if (path.endsWith(".json")) return await SafetensorsIndex.openIndex(path);
-    return await SafetensorsIndex.openFiles([path]);
   }
 
   private static async openFiles(
-    paths: string[],
+    source: ModelSource,
+    shards: { file: string; path: string }[],
     weightMap?: Map<string, string>,
   ): Promise<SafetensorsIndex> {
     const files: SafetensorsFile[] = [];
     try {
       const tensors = new Map<string, TensorInfo>();
-      for (const p of paths) {
-        const f = await SafetensorsFile.open(p);
+      for (const { file, path: p } of shards) {
+        const f = await SafetensorsFile.open(source, file, p);
         files.push(f);
         for (const [name, info] of f.tensors) {
           const owner = weightMap?.get(name);
@@ -368,20 +394,29 @@ export class SafetensorsIndex {
     }
   }
 
-  private static async openIndex(indexPath: string): Promise<SafetensorsIndex> {
+  private static async openIndex(
+    source: ModelSource,
+    file: string,
+    indexPath: string,
+  ): Promise<SafetensorsIndex> {
     let json: unknown;
     try {
-      json = JSON.parse(await Deno.readTextFile(indexPath));
+      const bytes = await source.readFile(file);
+      if (bytes === null) throw new Error("no such file");
+      json = JSON.parse(new TextDecoder().decode(bytes));
     } catch (e) {
-      throw new SafetensorsError(indexPath, `unreadable index (${(e as Error).message})`);
+      throw new SafetensorsError(indexPath, `unreadable index (${message(e)})`);
     }
     const wm = (json as { weight_map?: unknown } | null)?.weight_map;
     if (wm === null || typeof wm !== "object" || Array.isArray(wm)) {
       throw new SafetensorsError(indexPath, "index has no weight_map object");
     }
-    const dir = indexPath.includes("/") ? indexPath.slice(0, indexPath.lastIndexOf("/")) : ".";
+    // Shards are named beside the index, as the index itself is named.
+    const dir = indexPath.endsWith(file)
+      ? indexPath.slice(0, indexPath.length - file.length)
+      : sourcePath(source, "");
     const weightMap = new Map<string, string>();
-    const shards: string[] = [];
+    const shards: { file: string; path: string }[] = [];
     for (const [name, shard] of Object.entries(wm as Record<string, unknown>)) {
       if (typeof shard !== "string" || shard === "" || shard.includes("/") || shard.includes("\\")) {
         throw new SafetensorsError(
@@ -390,11 +425,11 @@ export class SafetensorsIndex {
           name,
         );
       }
-      const p = joinPath(dir, shard);
-      if (!shards.includes(p)) shards.push(p);
+      const p = dir + shard;
+      if (!shards.some((s) => s.file === shard)) shards.push({ file: shard, path: p });
       weightMap.set(name, p);
     }
-    return await SafetensorsIndex.openFiles(shards, weightMap);
+    return await SafetensorsIndex.openFiles(source, shards, weightMap);
   }
 
   /** Tensor names in checkpoint order. */
@@ -402,6 +437,7 @@ export class SafetensorsIndex {
     return [...this.tensors.keys()];
   }
 
+  /** Whether the checkpoint holds tensor `name`. */
   has(name: string): boolean {
     return this.tensors.has(name);
   }
@@ -425,160 +461,13 @@ export class SafetensorsIndex {
     return bytesToF32(info.dtype, await this.read(name));
   }
 
+  /** Ends reading every file. */
   close(): void {
     for (const f of this.files) f.close();
   }
 }
 
-/** Opens a checkpoint directory or file (see {@link SafetensorsIndex.open}). */
-export function openSafetensors(path: string): Promise<SafetensorsIndex> {
-  return SafetensorsIndex.open(path);
-}
-
-/** A tensor to write. `data` may be produced on demand so that a writer never holds the whole model. */
-export interface TensorToWrite {
-  name: string;
-  dtype: SafetensorsDType;
-  shape: number[];
-  data: Uint8Array | (() => Uint8Array | Promise<Uint8Array>);
-}
-
-function headerFor(
-  tensors: readonly TensorToWrite[],
-  metadata?: Record<string, string>,
-): { bytes: Uint8Array; sizes: number[] } {
-  const header: Record<string, unknown> = {};
-  if (metadata) header.__metadata__ = metadata;
-  let offset = 0;
-  const sizes: number[] = [];
-  for (const t of tensors) {
-    if (t.name === "__metadata__" || t.name in header) {
-      throw new Error(`duplicate or reserved tensor name ${t.name}`);
-    }
-    const size = numel(t.shape) * DTYPE_BYTES[t.dtype];
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + size] };
-    offset += size;
-    sizes.push(size);
-  }
-  let text = JSON.stringify(header);
-  // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
-  const len = new TextEncoder().encode(text).length;
-  text += " ".repeat((8 - ((8 + len) % 8)) % 8);
-  const json = new TextEncoder().encode(text);
-  const bytes = new Uint8Array(8 + json.length);
-  new DataView(bytes.buffer).setBigUint64(0, BigInt(json.length), true);
-  bytes.set(json, 8);
-  return { bytes, sizes };
-}
-
-/** Bytes a file holding `tensors` will take (header included). */
-export function safetensorsFileSize(
-  tensors: readonly TensorToWrite[],
-  metadata?: Record<string, string>,
-): number {
-  const { bytes, sizes } = headerFor(tensors, metadata);
-  return bytes.length + sizes.reduce((a, b) => a + b, 0);
-}
-
-async function writeAll(fh: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await fh.write(bytes.subarray(done));
-}
-
-/**
- * Writes one .safetensors file, tensor by tensor (each `data` is produced, written and dropped in turn).
- * `onTensor` is called after each tensor is written (progress reporting).
- */
-export async function writeSafetensors(
-  path: string,
-  tensors: readonly TensorToWrite[],
-  metadata?: Record<string, string>,
-  onTensor?: (name: string, bytesWritten: number) => void,
-): Promise<void> {
-  const { bytes: header, sizes } = headerFor(tensors, metadata);
-  const fh = await Deno.open(path, { write: true, create: true, truncate: true });
-  try {
-    await writeAll(fh, header);
-    let written = header.length;
-    for (let i = 0; i < tensors.length; i++) {
-      const t = tensors[i];
-      const data = typeof t.data === "function" ? await t.data() : t.data;
-      if (data.byteLength !== sizes[i]) {
-        throw new Error(
-          `tensor ${t.name}: ${data.byteLength} bytes given, shape [${t.shape}] of ${t.dtype} needs ${
-            sizes[i]
-          }`,
-        );
-      }
-      await writeAll(fh, data);
-      written += data.byteLength;
-      onTensor?.(t.name, written);
-    }
-  } finally {
-    fh.close();
-  }
-}
-
-/** Options of {@link writeShardedSafetensors}. */
-export interface ShardOptions {
-  /** Largest shard in bytes (a single larger tensor still gets a shard of its own). Default 2 GiB. */
-  maxShardBytes?: number;
-  /** Goes into every shard's `__metadata__`. */
-  metadata?: Record<string, string>;
-  /** Progress callback: file, tensor, bytes written so far over all files. */
-  onTensor?: (file: string, name: string, totalWritten: number) => void;
-}
-
-/**
- * Writes a checkpoint into `dir`: `model.safetensors` when it fits one shard, else
- * `model-0000i-of-0000n.safetensors` plus `model.safetensors.index.json`. Returns the files written.
- */
-export async function writeShardedSafetensors(
-  dir: string,
-  tensors: readonly TensorToWrite[],
-  options: ShardOptions = {},
-): Promise<string[]> {
-  const max = options.maxShardBytes ?? 2 * 1024 ** 3;
-  const groups: TensorToWrite[][] = [];
-  let cur: TensorToWrite[] = [];
-  let curBytes = 0;
-  let total = 0;
-  for (const t of tensors) {
-    const size = numel(t.shape) * DTYPE_BYTES[t.dtype];
-    total += size;
-    if (cur.length && curBytes + size > max) {
-      groups.push(cur);
-      cur = [];
-      curBytes = 0;
-    }
-    cur.push(t);
-    curBytes += size;
-  }
-  if (cur.length || !groups.length) groups.push(cur);
-  await Deno.mkdir(dir, { recursive: true });
-  let before = 0;
-  const progress = (file: string) => (name: string, written: number) =>
-    options.onTensor?.(file, name, before + written);
-  if (groups.length === 1) {
-    const p = joinPath(dir, SINGLE_FILE);
-    await writeSafetensors(p, groups[0], options.metadata, progress(p));
-    return [p];
-  }
-  const n = groups.length;
-  const pad = (i: number) => String(i).padStart(5, "0");
-  const weightMap: Record<string, string> = {};
-  const written: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const name = `model-${pad(i + 1)}-of-${pad(n)}.safetensors`;
-    const p = joinPath(dir, name);
-    await writeSafetensors(p, groups[i], options.metadata, progress(p));
-    before += (await Deno.stat(p)).size;
-    for (const t of groups[i]) weightMap[t.name] = name;
-    written.push(p);
-  }
-  const index = { metadata: { total_size: total }, weight_map: weightMap };
-  const ip = joinPath(dir, INDEX_FILE);
-  await Deno.writeTextFile(ip, JSON.stringify(index, null, 2) + "\n");
-  written.push(ip);
-  return written;
+/** Opens a checkpoint directory, file or source (see {@link SafetensorsIndex.open}). */
+export function openSafetensors(source: string | ModelSource): Promise<SafetensorsIndex> {
+  return SafetensorsIndex.open(source);
 }

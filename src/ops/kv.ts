@@ -163,9 +163,17 @@ export function kvGather(
     const same = a.kBuffer === b.kBuffer;
     ctx.dispatch(
       same ? GATHER_SAME : GATHER,
-      same
-        ? [keep, a.kBuffer, a.vBuffer, a.posBuffer, a.scoreBuffer]
-        : [keep, a.kBuffer, a.vBuffer, a.posBuffer, a.scoreBuffer, b.kBuffer, b.vBuffer, b.posBuffer, b.scoreBuffer],
+      same ? [keep, a.kBuffer, a.vBuffer, a.posBuffer, a.scoreBuffer] : [
+        keep,
+        a.kBuffer,
+        a.vBuffer,
+        a.posBuffer,
+        a.scoreBuffer,
+        b.kBuffer,
+        b.vBuffer,
+        b.posBuffer,
+        b.scoreBuffer,
+      ],
       [x, y, part.length],
       u,
     );

@@ -1,6 +1,7 @@
 /**
  * `deno task serve`: the OpenAI-compatible server from the command line.
  */
+import "../io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../engine/engine.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
@@ -16,6 +17,7 @@ import {
   resolveKvOptions,
 } from "../kv/options.ts";
 import { startServer } from "./server.ts";
+import { prepareWebDir } from "./static.ts";
 import { DEFAULT_MODEL_DIR } from "../util/paths.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 
@@ -33,6 +35,9 @@ const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
                          rounds are lined up, moving some a few steps earlier, and the steps between them run
                          ahead)
   --chat-template T      deepseek-r1, chatml or llama3 (default: from tokenizer_config.json, else deepseek-r1)
+  --cors ORIGIN          let pages of ORIGIN (or * for any) read the page and /model/ files (default: off)
+  --no-web               serve neither the browser page at / nor the model's files at /model/ (built into
+                         dist/web on start when missing or older than its sources)
   --help                 this text
 
 KV defaults for requests (the request fields kv_policy, kv_budget, … override them; settings not given come
@@ -74,6 +79,8 @@ async function main(): Promise<void> {
       "max-tokens": { type: "string" },
       "chat-template": { type: "string" },
       "no-align-rounds": { type: "boolean" },
+      cors: { type: "string" },
+      "no-web": { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -93,6 +100,8 @@ async function main(): Promise<void> {
     throw new Error("--chat-template must be deepseek-r1, chatml or llama3");
   }
   const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal() });
+  const web = v["no-web"] ? null : await prepareWebDir(() => import("../../tools/build_web.ts"));
+  if (web) console.error(`lethe: ${web.message}`);
   const server = startServer(engine, {
     modelId: v["model-id"],
     chatTemplate: v["chat-template"] as ChatTemplateName | undefined,
@@ -103,6 +112,9 @@ async function main(): Promise<void> {
     maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
     alignRounds: !v["no-align-rounds"],
     kv,
+    webDir: web?.dir ?? undefined,
+    modelDir: web && !/^https?:/i.test(model) ? model : undefined,
+    cors: v.cors,
   });
   console.error(
     `lethe: serving ${model} at ${server.url} (kv ${kv.policy}, pool ${server.scheduler.options.kvMemory} bytes, ` +

@@ -17,6 +17,7 @@ import {
 } from "./protocol.ts";
 import { type FinishReason, type JobEvent, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
 import { ThinkSplitter } from "./text.ts";
+import { staticHandler } from "./static.ts";
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {
@@ -38,6 +39,12 @@ export interface ServerOptions {
   kv?: KvSettings;
   /** Chat template (default: the one the tokenizer names, else deepseek-r1). */
   chatTemplate?: ChatTemplateName;
+  /** Directory of the built browser page, served at `/` (default: no page). */
+  webDir?: string;
+  /** Model directory whose files are served at `/model/<file>` with Range support (default: none). */
+  modelDir?: string;
+  /** Origin allowed to read the page and model files cross-origin, or `*` (default: same origin only). */
+  cors?: string;
 }
 
 /** A running server. */
@@ -339,6 +346,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     });
   };
 
+  const statics = staticHandler({ webDir: options.webDir, modelDir: options.modelDir, cors: options.cors });
   const handler = async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     const path = url.pathname.replace(/\/+$/, "") || "/";
@@ -394,6 +402,8 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
         const ids = tok.encode(text, { addSpecialTokens: false });
         return await generate(req, p, ids, "chat", /<think>\s*$/.test(text));
       }
+      const file = await statics(req);
+      if (file) return file;
       throw new ApiError(`no route for ${req.method} ${path}`, null, "not_found", 404);
     } catch (e) {
       if (e instanceof ApiError) return e.response();

@@ -1,4 +1,5 @@
 /** Test models: the bundled stories260K and small random-weight Qwen2 / Llama checkpoints built on demand. */
+import "../../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { fileURLToPath } from "node:url";
 import { makeCheckpoint } from "../../tools/make_checkpoint.ts";
 

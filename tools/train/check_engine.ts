@@ -1,6 +1,7 @@
 // Runs the held-out prompts of dump_logits.py's JSON through Lethe's GPU Engine (greedy, full KV) and
 // compares the generated ids with PyTorch's greedy ids, and the final answers with the expected ones.
 // Usage: XDG_RUNTIME_DIR=/tmp deno run -A tools/train/check_engine.ts MODEL_DIR LOGITS_JSON
+import "../../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { Engine } from "../../src/engine/engine.ts";
 
 const [dir, file] = Deno.args;

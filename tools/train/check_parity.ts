@@ -1,5 +1,6 @@
 // Checks that Lethe's TypeScript tokenizer encodes texts to exactly the ids the Python trainer used.
 // Usage: deno run -A tools/train/check_parity.ts MODEL_DIR PARITY_JSON   (JSON: [{text, ids}])
+import "../../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { Tokenizer } from "../../tokenizer/mod.ts";
 
 const [dir, file] = Deno.args;

@@ -2,6 +2,7 @@
 // dump_logits.py, over the prompt and PyTorch's greedy continuation (teacher-forced), and checks that
 // greedy argmax agrees at every position.
 // Usage: deno run -A tools/train/check_ref_forward.ts MODEL_DIR LOGITS_JSON
+import "../../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { RefModel } from "../../src/ref/forward.ts";
 
 const [dir, file] = Deno.args;
