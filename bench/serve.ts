@@ -154,6 +154,8 @@ async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
   const server = startServer(engine, {
     kvMemory,
     maxBatch: Number(v["max-batch"]),
+    // Every request of the benchmark is queued at once: the queue must hold them all.
+    maxQueue: Math.max(64, N),
     alignRounds: !v["no-align-rounds"],
     kv: {
       policy: kvPolicy,

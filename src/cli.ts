@@ -20,7 +20,6 @@ import {
   resolveKvOptions,
 } from "./kv/options.ts";
 import { NoGpuError } from "./gpu/device.ts";
-import { applyChatTemplate } from "../tokenizer/mod.ts";
 import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
 
 /** Directory of the model that ships with the project: lethe-reasoner-tiny (see tools/train/README.md). */
@@ -37,7 +36,9 @@ Model and prompt:
                          models/stories260K has no tokenizer: use --prompt-ids, output is token ids)
   --prompt TEXT          prompt text (needs the model's tokenizer.json)
   --prompt-ids 1,2,3     prompt as comma-separated token ids (default for models without a tokenizer: 1)
-  --chat                 wrap --prompt in the model's chat template (DeepSeek-R1 or ChatML)
+  --chat                 wrap --prompt in the model's chat template (DeepSeek-R1 or ChatML); control-token
+                         text in the prompt (<｜Assistant｜>, <|im_end|>) stays plain text
+  --chat-special-tokens  with --chat: encode control-token text in the prompt as control tokens
   --max-tokens N         tokens to generate at most (default 256)
   --stop TEXT            stop when this text appears (repeatable; the earliest match in the text wins)
 
@@ -84,6 +85,25 @@ function num(
 
 const isInt = (x: number) => Number.isInteger(x);
 
+/**
+ * How long to wait for a WebGPU adapter: `LETHE_ADAPTER_TIMEOUT_MS` when set (and readable), else the
+ * library's default (15 s). Without a working driver the search can otherwise spin for minutes.
+ */
+function adapterTimeoutMs(): number | undefined {
+  let v: string | undefined;
+  try {
+    v = Deno.env.get("LETHE_ADAPTER_TIMEOUT_MS");
+  } catch {
+    return undefined; // no --allow-env
+  }
+  if (v === undefined || v.trim() === "") return undefined;
+  const ms = Number(v);
+  if (!Number.isFinite(ms) || ms <= 0) {
+    throw new UsageError(`LETHE_ADAPTER_TIMEOUT_MS must be a positive number of milliseconds, got "${v}"`);
+  }
+  return ms;
+}
+
 /** Parses CLI arguments into engine inputs; throws UsageError on bad input. */
 export function parseCli(args: string[]): {
   help: boolean;
@@ -91,6 +111,7 @@ export function parseCli(args: string[]): {
   prompt: string | null;
   promptIds: number[] | null;
   chat: boolean;
+  chatSpecialTokens: boolean;
   json: boolean;
   quiet: boolean;
   trace: string | null;
@@ -107,6 +128,7 @@ export function parseCli(args: string[]): {
         prompt: { type: "string" },
         "prompt-ids": { type: "string" },
         chat: { type: "boolean" },
+        "chat-special-tokens": { type: "boolean" },
         "max-tokens": { type: "string" },
         stop: { type: "string", multiple: true },
         temperature: { type: "string" },
@@ -148,6 +170,7 @@ export function parseCli(args: string[]): {
     throw new UsageError("give either --prompt or --prompt-ids, not both");
   }
   if (v.chat && v.prompt === undefined) throw new UsageError("--chat needs --prompt");
+  if (v["chat-special-tokens"] && !v.chat) throw new UsageError("--chat-special-tokens needs --chat");
   const maxTokens = num(
     "max-tokens",
     v["max-tokens"],
@@ -161,6 +184,7 @@ export function parseCli(args: string[]): {
     prompt: v.prompt ?? null,
     promptIds,
     chat: v.chat ?? false,
+    chatSpecialTokens: v["chat-special-tokens"] ?? false,
     json: v.json ?? false,
     quiet: v.quiet ?? false,
     trace: v["kv-trace"] ?? null,
@@ -207,7 +231,10 @@ export async function main(args: string[]): Promise<number> {
     } catch (e) {
       throw kvUsage(e);
     }
-    const engine = await Engine.load(cli.model, { progress: cli.quiet ? false : undefined });
+    const engine = await Engine.load(cli.model, {
+      progress: cli.quiet ? false : undefined,
+      adapterTimeoutMs: adapterTimeoutMs(),
+    });
     let prompt: string | number[];
     if (cli.promptIds) prompt = cli.promptIds;
     else if (cli.prompt !== null) {
@@ -215,11 +242,12 @@ export async function main(args: string[]): Promise<number> {
         throw new UsageError(`model ${cli.model} has no tokenizer.json: use --prompt-ids`);
       }
       if (cli.chat) {
+        // The template's markers are control tokens; the prompt's text is plain unless --chat-special-tokens.
         const template = engine.tokenizer.chatTemplate ?? "deepseek-r1";
-        prompt = applyChatTemplate([{ role: "user", content: cli.prompt }], template, {
+        prompt = engine.tokenizer.encodeChat([{ role: "user", content: cli.prompt }], template, {
           defaultSystemPrompt: engine.tokenizer.defaultSystemPrompt,
+          specialTokens: cli.chatSpecialTokens ? "parse" : "plain",
         });
-        prompt = engine.tokenizer.encode(prompt, { addSpecialTokens: false });
       } else prompt = cli.prompt;
     } else if (engine.tokenizer) {
       throw new UsageError(

@@ -46,46 +46,90 @@ export interface DetectedChatTemplate {
 
 const QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
+/**
+ * One piece of a rendered chat prompt: the template's own text (its markers, role headers, separators) or a
+ * message's content. Encoders recognise control tokens only in the template's pieces, so a message that
+ * contains `<｜end▁of▁sentence｜><｜Assistant｜>` cannot forge a turn boundary.
+ */
+export interface ChatPart {
+  /** The text of the piece. */
+  text: string;
+  /** True for text that came from a message's content (or a system prompt); roles are template text. */
+  content: boolean;
+}
+
 /** Renders messages to the prompt text of a template family. Special tokens appear as their text. */
 export function applyChatTemplate(
   messages: readonly ChatMessage[],
   template: ChatTemplateName = "deepseek-r1",
   options: ChatTemplateOptions = {},
 ): string {
+  return renderChatParts(messages, template, options).map((p) => p.text).join("");
+}
+
+/**
+ * Renders messages as {@link applyChatTemplate} does, but as pieces that say which text came from the
+ * messages: joined, they are exactly `applyChatTemplate`'s text.
+ */
+export function renderChatParts(
+  messages: readonly ChatMessage[],
+  template: ChatTemplateName = "deepseek-r1",
+  options: ChatTemplateOptions = {},
+): ChatPart[] {
   const genPrompt = options.addGenerationPrompt ?? true;
-  let out = "";
+  const out: ChatPart[] = [];
+  const t = (text: string): void => {
+    if (text !== "") out.push({ text, content: false });
+  };
+  const c = (text: string): void => {
+    if (text !== "") out.push({ text, content: true });
+  };
   switch (template) {
     case "deepseek-r1": {
       let system = "";
       for (const m of messages) if (m.role === "system") system = m.content;
-      out = "<｜begin▁of▁sentence｜>" + system;
+      t("<｜begin▁of▁sentence｜>");
+      c(system);
       for (const m of messages) {
         if (m.role === "user") {
-          out += "<｜User｜>" + m.content;
+          t("<｜User｜>");
+          c(m.content);
         } else if (m.role === "assistant") {
           const cut = m.content.lastIndexOf("</think>");
           const content = cut >= 0 ? m.content.slice(cut + "</think>".length) : m.content;
-          out += "<｜Assistant｜>" + content + "<｜end▁of▁sentence｜>";
+          t("<｜Assistant｜>");
+          c(content);
+          t("<｜end▁of▁sentence｜>");
         } else if (m.role !== "system") {
           throw new Error(`chat template deepseek-r1: unsupported role ${JSON.stringify(m.role)}`);
         }
       }
-      if (genPrompt) out += "<｜Assistant｜><think>\n";
+      if (genPrompt) t("<｜Assistant｜><think>\n");
       return out;
     }
     case "chatml": {
       const sys = options.defaultSystemPrompt;
-      if (sys != null && messages[0]?.role !== "system") out += `<|im_start|>system\n${sys}<|im_end|>\n`;
-      for (const m of messages) out += `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`;
-      if (genPrompt) out += "<|im_start|>assistant\n";
+      if (sys != null && messages[0]?.role !== "system") {
+        t("<|im_start|>system\n");
+        c(sys);
+        t("<|im_end|>\n");
+      }
+      for (const m of messages) {
+        t(`<|im_start|>${m.role}\n`);
+        c(m.content);
+        t("<|im_end|>\n");
+      }
+      if (genPrompt) t("<|im_start|>assistant\n");
       return out;
     }
     case "llama3": {
-      out = "<|begin_of_text|>";
+      t("<|begin_of_text|>");
       for (const m of messages) {
-        out += `<|start_header_id|>${m.role}<|end_header_id|>\n\n${m.content.trim()}<|eot_id|>`;
+        t(`<|start_header_id|>${m.role}<|end_header_id|>\n\n`);
+        c(m.content.trim());
+        t("<|eot_id|>");
       }
-      if (genPrompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      if (genPrompt) t("<|start_header_id|>assistant<|end_header_id|>\n\n");
       return out;
     }
     default:

@@ -23,7 +23,14 @@
 export { Tokenizer } from "./tokenizer.ts";
 export { cleanUpTokenization } from "./tokenizer.ts";
 export type { AddedToken, DecodeOptions, EncodeOptions } from "./tokenizer.ts";
+export { MAX_TOKEN_ID, TokenizerError, validateTokenizerConfig, validateTokenizerJson } from "./validate.ts";
 export { IncrementalDecoder } from "./stream.ts";
-export { applyChatTemplate, detectChatTemplate } from "./chat.ts";
-export type { ChatMessage, ChatTemplateName, ChatTemplateOptions, DetectedChatTemplate } from "./chat.ts";
+export { applyChatTemplate, detectChatTemplate, renderChatParts } from "./chat.ts";
+export type {
+  ChatMessage,
+  ChatPart,
+  ChatTemplateName,
+  ChatTemplateOptions,
+  DetectedChatTemplate,
+} from "./chat.ts";
 export { onigToJsSource, onigToRegExp } from "./regex.ts";

@@ -18,9 +18,10 @@ import { type ModelSource, readSourceText, resolveFileSpec, sourcePath } from ".
 import { BytePairEncoder } from "./bpe.ts";
 import type { BpeModelJson } from "./bpe.ts";
 import { byteLevelToBytes } from "./bytes.ts";
-import { applyChatTemplate, detectChatTemplate } from "./chat.ts";
+import { detectChatTemplate, renderChatParts } from "./chat.ts";
 import type { ChatMessage, ChatTemplateName, ChatTemplateOptions } from "./chat.ts";
 import { escapeRegExp, onigToRegExp } from "./regex.ts";
+import { TokenizerError, validateTokenizerConfig, validateTokenizerJson } from "./validate.ts";
 
 /** An added (often special) token: matched in the text before pre-tokenization. */
 export interface AddedToken {
@@ -44,6 +45,19 @@ export interface AddedToken {
 export interface EncodeOptions {
   /** Add the post-processor's special tokens (e.g. Llama-3's `<|begin_of_text|>`). Default true, as in HF. */
   addSpecialTokens?: boolean;
+  /**
+   * What the text of an added token written in `text` becomes: `"parse"` (default, as in HF) its control id;
+   * `"plain"` ordinary text, so that text a user typed can never forge a control token (`<｜Assistant｜>`,
+   * `<|im_end|>`). "plain" covers every added token, special or not: chat markers such as DeepSeek's
+   * `<｜User｜>` are added tokens not marked special.
+   */
+  specialTokens?: "parse" | "plain";
+}
+
+/** A piece of text to encode, and whether added tokens are recognised in it. */
+interface EncodePart {
+  text: string;
+  parse: boolean;
 }
 
 /** Options of {@link Tokenizer.decode}. */
@@ -284,32 +298,65 @@ function checkDecoder(cfg: Json): void {
 /** Leftmost-longest matcher over a set of added tokens. */
 class AddedMatcher {
   private readonly re: RegExp;
+  private readonly contents: string[];
   constructor(private readonly byContent: Map<string, AddedToken>) {
     // Alternatives ordered longest first make JS's leftmost-first alternation leftmost-longest.
-    const contents = [...byContent.keys()].sort((a, b) => b.length - a.length);
-    this.re = new RegExp(contents.map(escapeRegExp).join("|"), "gu");
+    this.contents = [...byContent.keys()].sort((a, b) => b.length - a.length);
+    this.re = new RegExp(this.contents.map(escapeRegExp).join("|"), "gu");
   }
 
-  split(text: string, onText: (s: string) => void, onToken: (id: number) => void): void {
+  /** The longest token at `s` shorter than `longest` that `accept` takes (a vetoed match's fallback). */
+  private shorter(
+    text: string,
+    s: number,
+    longest: number,
+    accept: (start: number, end: number) => boolean,
+  ): string | null {
+    for (const c of this.contents) {
+      if (c.length < longest && text.startsWith(c, s) && accept(s, s + c.length)) return c;
+    }
+    return null;
+  }
+
+  /**
+   * Splits `text` into runs of text (with their start offset) and matched tokens. `accept(start, end)`, when
+   * given, vetoes matches: a vetoed match is ordinary text and the search goes on after its first character.
+   */
+  split(
+    text: string,
+    onText: (s: string, start: number) => void,
+    onToken: (id: number) => void,
+    accept?: (start: number, end: number) => boolean,
+  ): void {
     const re = this.re;
     re.lastIndex = 0;
     let last = 0;
     let m: RegExpExecArray | null;
     while ((m = re.exec(text)) !== null) {
-      const tok = this.byContent.get(m[0])!;
+      let tok = this.byContent.get(m[0])!;
       let s = m.index, e = s + m[0].length;
+      if (accept && !accept(s, e)) {
+        // A vetoed match (it runs into plain text) may still contain an accepted shorter token at s.
+        const c = this.shorter(text, s, e - s, accept);
+        if (c === null) {
+          re.lastIndex = s + 1;
+          continue;
+        }
+        tok = this.byContent.get(c)!;
+        e = s + c.length;
+      }
       if (tok.singleWord && (isWordChar(text, s - 1) || isWordChar(text, e))) {
         re.lastIndex = s + 1;
         continue;
       }
       if (tok.lstrip) { while (s > last && isSpace(text, s - 1)) s--; }
       if (tok.rstrip) { while (e < text.length && isSpace(text, e)) e++; }
-      if (s > last) onText(text.slice(last, s));
+      if (s > last) onText(text.slice(last, s), last);
       onToken(tok.id);
       last = e;
       re.lastIndex = e;
     }
-    if (last < text.length) onText(last === 0 ? text : text.slice(last));
+    if (last < text.length) onText(last === 0 ? text : text.slice(last), last);
   }
 }
 
@@ -359,24 +406,39 @@ export class Tokenizer {
   private post: { prefix: number[]; suffix: number[] };
   private readonly bytesCache: (Uint8Array | null | undefined)[] = [];
 
-  private constructor(json: Json, config: Json) {
-    const model = json?.model;
-    if (model == null || (model.type !== undefined && model.type !== "BPE")) {
-      throw new Error(`tokenizer: only BPE models are supported (got ${JSON.stringify(model?.type)})`);
+  private constructor(json: Json, config: Json, file: string, configFile: string) {
+    // Shapes first: a malformed file is a TokenizerError naming the file and the field.
+    validateTokenizerJson(json, file);
+    validateTokenizerConfig(config, configFile);
+    // What the shape checks cannot see (a merge of unknown tokens, an unsupported option) still names the file.
+    const named = <T>(build: () => T): T => {
+      try {
+        return build();
+      } catch (e) {
+        if (e instanceof TokenizerError) throw e;
+        throw new TokenizerError(file, null, (e as Error).message.replace(/^tokenizer: /, ""));
+      }
+    };
+    const model = json.model;
+    if (model.byte_fallback === true) {
+      throw new TokenizerError(file, "model.byte_fallback", "BPE is not supported");
     }
-    if (model.byte_fallback === true) throw new Error("tokenizer: byte_fallback BPE is not supported");
     if (model.continuing_subword_prefix || model.end_of_word_suffix) {
-      throw new Error("tokenizer: subword prefixes/suffixes are not supported");
+      throw new TokenizerError(file, "model", "subword prefixes/suffixes are not supported");
     }
-    this.model = new BytePairEncoder(model as BpeModelJson);
-    this.normalize = buildNormalizer(json.normalizer);
-    const pre = buildPreTokenizer(json.pre_tokenizer);
+    this.model = named(() => new BytePairEncoder({ ...model, merges: model.merges ?? [] } as BpeModelJson));
+    this.normalize = named(() => buildNormalizer(json.normalizer));
+    const pre = named(() => buildPreTokenizer(json.pre_tokenizer));
     if (!pre.byteLevel) {
-      throw new Error("tokenizer: the pre-tokenizer has no ByteLevel step (not a byte-level BPE)");
+      throw new TokenizerError(
+        file,
+        "pre_tokenizer",
+        "has no ByteLevel step (the pre-tokenizer of a byte-level BPE needs one)",
+      );
     }
     this.preTokenize = pre.run;
-    checkDecoder(json.decoder);
-    this.post = buildPostProcessor(json.post_processor);
+    named(() => checkDecoder(json.decoder));
+    this.post = named(() => buildPostProcessor(json.post_processor));
 
     const added: AddedToken[] = [];
     for (const t of json.added_tokens ?? []) {
@@ -406,10 +468,25 @@ export class Tokenizer {
     let maxId = this.model.idToToken.length - 1;
     for (const t of added) maxId = Math.max(maxId, t.id);
     this.vocabSize = maxId + 1;
+    for (const id of [...this.post.prefix, ...this.post.suffix]) {
+      if (this.idToToken(id) === undefined) {
+        throw new TokenizerError(
+          file,
+          "post_processor",
+          `adds token id ${id}, which is not in the vocabulary`,
+        );
+      }
+    }
 
-    const idOf = (v: unknown): number | null => {
+    // A named BOS/EOS must exist: silently running without one would change every prompt and stop.
+    const idOf = (v: unknown, key: string): number | null => {
       const s = tokenString(v);
-      return s === null ? null : this.tokenToId(s) ?? null;
+      if (s === null) return null;
+      const id = this.tokenToId(s);
+      if (id === undefined) {
+        throw new TokenizerError(configFile, key, `${JSON.stringify(s)} is not in the vocabulary of ${file}`);
+      }
+      return id;
     };
     const firstKnown = (names: string[]): number | null => {
       for (const n of names) {
@@ -418,8 +495,12 @@ export class Tokenizer {
       }
       return null;
     };
-    this.bosId = config?.bos_token !== undefined ? idOf(config.bos_token) : firstKnown(KNOWN_BOS_TOKENS);
-    this.eosId = config?.eos_token !== undefined ? idOf(config.eos_token) : firstKnown(KNOWN_STOP_TOKENS);
+    this.bosId = config?.bos_token !== undefined
+      ? idOf(config.bos_token, "bos_token")
+      : firstKnown(KNOWN_BOS_TOKENS);
+    this.eosId = config?.eos_token !== undefined
+      ? idOf(config.eos_token, "eos_token")
+      : firstKnown(KNOWN_STOP_TOKENS);
     const stops = new Set<number>();
     if (this.eosId !== null) stops.add(this.eosId);
     for (const n of KNOWN_STOP_TOKENS) {
@@ -443,9 +524,17 @@ export class Tokenizer {
     this.defaultSystemPrompt = detected?.defaultSystemPrompt ?? null;
   }
 
-  /** Builds a tokenizer from parsed `tokenizer.json` and (optionally) `tokenizer_config.json` objects. */
-  static fromJson(json: unknown, config?: unknown): Tokenizer {
-    return new Tokenizer(json, config ?? null);
+  /**
+   * Builds a tokenizer from parsed `tokenizer.json` and (optionally) `tokenizer_config.json` objects. A
+   * malformed one throws a {@link TokenizerError} naming the file (`file`, `configFile`) and the field.
+   */
+  static fromJson(
+    json: unknown,
+    config?: unknown,
+    file = "tokenizer.json",
+    configFile = "tokenizer_config.json",
+  ): Tokenizer {
+    return new Tokenizer(json, config ?? null, file, configFile);
   }
 
   /**
@@ -463,11 +552,16 @@ export class Tokenizer {
       try {
         return JSON.parse(t);
       } catch (e) {
-        throw new Error(`${sourcePath(source, f)}: not valid JSON (${(e as Error).message})`);
+        throw new TokenizerError(sourcePath(source, f), null, `not valid JSON (${(e as Error).message})`);
       }
     };
-    if (text === null) throw new Error(`${sourcePath(source, file)}: no such file`);
-    return new Tokenizer(parse(text, file), configText === null ? null : parse(configText, configFile));
+    if (text === null) throw new TokenizerError(sourcePath(source, file), null, "no such file");
+    return new Tokenizer(
+      parse(text, file),
+      configText === null ? null : parse(configText, configFile),
+      sourcePath(source, file),
+      sourcePath(source, configFile),
+    );
   }
 
   /**
@@ -479,24 +573,55 @@ export class Tokenizer {
     return await Tokenizer.fromSource(source, file ?? "tokenizer.json");
   }
 
-  /** Encodes text to token ids. Added/special tokens written in the text are always recognised. */
+  /**
+   * Encodes text to token ids. Added/special tokens written in the text are recognised unless
+   * `specialTokens` is `"plain"` (see {@link EncodeOptions}).
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
+    const parse = (options.specialTokens ?? "parse") === "parse";
+    return this.#encodeParts([{ text, parse }], options.addSpecialTokens ?? true);
+  }
+
+  /**
+   * Encodes the concatenation of `parts` as one text (pre-tokenization runs across part boundaries exactly
+   * as for the joined string), recognising an added token only where its match lies wholly inside a part
+   * with `parse` set. With every part parsed this is `encode(joined)`.
+   */
+  #encodeParts(parts: readonly EncodePart[], addSpecial: boolean): number[] {
     const out: number[] = [];
-    const addSpecial = options.addSpecialTokens ?? true;
     if (addSpecial) out.push(...this.post.prefix);
+    const text = parts.length === 1 ? parts[0].text : parts.map((p) => p.text).join("");
+    // Parsed ranges [start, end), merged where parts touch.
+    const ranges: [number, number][] = [];
+    let at = 0;
+    for (const p of parts) {
+      const end = at + p.text.length;
+      if (p.parse && end > at) {
+        const last = ranges[ranges.length - 1];
+        if (last && last[1] === at) last[1] = end;
+        else ranges.push([at, end]);
+      }
+      at = end;
+    }
+    const allParsed = ranges.length === 1 && ranges[0][0] === 0 && ranges[0][1] === text.length;
+    const within = (s: number, e: number): boolean => ranges.some(([a, b]) => a <= s && e <= b);
+    const accept = allParsed ? undefined : within;
     const pushId = (id: number): void => {
       out.push(id);
     };
     const model = this.model;
     const encodePiece = (piece: string): void => model.encodeWord(piece, out);
     const encodeNormalized = (s: string): void => this.preTokenize(s, encodePiece);
-    const encodeRaw = (s: string): void => {
+    const encodeRaw = (s: string, start: number): void => {
       const n = this.normalize ? this.normalize(s) : s;
-      if (this.normMatcher) this.normMatcher.split(n, encodeNormalized, pushId);
-      else encodeNormalized(n);
+      // Normalized added tokens are matched in normalized text, whose offsets are not the raw text's: they
+      // are recognised only in a run that lies wholly inside a parsed range.
+      if (this.normMatcher && (allParsed || within(start, start + s.length))) {
+        this.normMatcher.split(n, encodeNormalized, pushId);
+      } else encodeNormalized(n);
     };
-    if (this.rawMatcher) this.rawMatcher.split(text, encodeRaw, pushId);
-    else if (text.length > 0) encodeRaw(text);
+    if (this.rawMatcher && ranges.length > 0) this.rawMatcher.split(text, encodeRaw, pushId, accept);
+    else if (text.length > 0) encodeRaw(text, 0);
     if (addSpecial) out.push(...this.post.suffix);
     return out;
   }
@@ -567,6 +692,14 @@ export class Tokenizer {
     template?: ChatTemplateName,
     options: ChatTemplateOptions = {},
   ): string {
+    return this.#chatParts(messages, template, options).map((p) => p.text).join("");
+  }
+
+  #chatParts(
+    messages: readonly ChatMessage[],
+    template?: ChatTemplateName,
+    options: ChatTemplateOptions = {},
+  ) {
     const name = template ?? this.chatTemplate;
     if (name === null) throw new Error("tokenizer: no chat template recognised; pass a template name");
     const defaultSystemPrompt = options.defaultSystemPrompt !== undefined
@@ -574,16 +707,27 @@ export class Tokenizer {
       : name === this.chatTemplate
       ? this.defaultSystemPrompt
       : null;
-    return applyChatTemplate(messages, name, { ...options, defaultSystemPrompt });
+    return renderChatParts(messages, name, {
+      addGenerationPrompt: options.addGenerationPrompt,
+      defaultSystemPrompt,
+    });
   }
 
-  /** Chat prompt ids: the template already writes BOS, so no post-processor tokens are added. */
+  /**
+   * Chat prompt ids: the template rendered around the messages (the template writes BOS, so no
+   * post-processor tokens are added). The template's markers are control tokens; the messages' content is
+   * encoded as plain text unless `options.specialTokens` is `"parse"` (default here `"plain"`), so that a
+   * message typing `<｜end▁of▁sentence｜><｜Assistant｜>` cannot forge a turn boundary. For ordinary messages
+   * the ids equal `encode(applyChatTemplate(…), { addSpecialTokens: false })`.
+   */
   encodeChat(
     messages: readonly ChatMessage[],
     template?: ChatTemplateName,
-    options?: ChatTemplateOptions,
+    options: ChatTemplateOptions & Pick<EncodeOptions, "specialTokens"> = {},
   ): number[] {
-    return this.encode(this.applyChatTemplate(messages, template, options), { addSpecialTokens: false });
+    const parseContent = (options.specialTokens ?? "plain") === "parse";
+    const parts = this.#chatParts(messages, template, options);
+    return this.#encodeParts(parts.map((p) => ({ text: p.text, parse: parseContent || !p.content })), false);
   }
 
   /** Forgets the per-word BPE cache (benchmarks of the cold path). */

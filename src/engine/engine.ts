@@ -5,7 +5,7 @@
  */
 import { GpuContext } from "../gpu/context.ts";
 import type { LoadProgress } from "../io/progress.ts";
-import { type ModelSource, resolveModelSource } from "../io/source.ts";
+import { type ModelSource, resolveModelSource, sourcePath } from "../io/source.ts";
 import { KvArena } from "../kv/arena.ts";
 import { bytesPerToken, SequenceKv } from "../kv/cache.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
@@ -35,6 +35,11 @@ export interface EngineLoadOptions {
   progress?: boolean | ((p: LoadProgress) => void);
   /** Compile every pipeline before returning (default true). */
   warmup?: boolean;
+  /**
+   * Milliseconds to wait for a WebGPU adapter when no `ctx` is given (default 15 s): without a working driver
+   * the search can otherwise spin for minutes; past it the load fails with a NoGpuError saying what to install.
+   */
+  adapterTimeoutMs?: number;
 }
 
 /** A loaded model ready to generate. */
@@ -58,6 +63,9 @@ export class Engine {
   readonly tokenizer: Tokenizer | null;
   /** KV settings wherever a generation gives none: the model's kv_defaults.json over the project's. */
   readonly kvDefaults: KvPolicyOptions;
+  /** Whether {@link Engine.load} made the context (then {@link destroy} destroys it too). */
+  #ownsCtx = false;
+  #destroyed = false;
 
   /** Wraps a model already on the GPU; {@link Engine.load} is the usual way to get an engine. */
   constructor(
@@ -80,14 +88,38 @@ export class Engine {
    */
   static async load(model: string | ModelSource, options: EngineLoadOptions = {}): Promise<Engine> {
     const source = resolveModelSource(model);
-    const ctx = options.ctx ?? await GpuContext.create();
-    const gpuModel = await GpuModel.load(ctx, source, { progress: options.progress });
-    const tokenizer = await source.size("tokenizer.json") === null
-      ? null
-      : await Tokenizer.fromSource(source);
-    const engine = new Engine(ctx, gpuModel, tokenizer, await loadKvDefaults(source));
-    if (options.warmup ?? true) await engine.warmup();
-    return engine;
+    const ownsCtx = options.ctx === undefined;
+    const ctx = options.ctx ?? await GpuContext.create({ adapterTimeoutMs: options.adapterTimeoutMs });
+    let gpuModel: GpuModel | null = null;
+    let engine: Engine | null = null;
+    try {
+      gpuModel = await GpuModel.load(ctx, source, { progress: options.progress });
+      const tokenizer = await source.size("tokenizer.json") === null
+        ? null
+        : await Tokenizer.fromSource(source);
+      // A tokenizer whose ids run past the model's embedding (a foreign or corrupt tokenizer.json) would fail
+      // mid-generation: refuse it here, naming both files.
+      if (tokenizer && tokenizer.vocabSize > gpuModel.config.vocabSize) {
+        throw new Error(
+          `${sourcePath(source, "tokenizer.json")}: token ids reach ${tokenizer.vocabSize - 1}, beyond ${
+            sourcePath(source, "config.json")
+          }'s vocab_size ${gpuModel.config.vocabSize}`,
+        );
+      }
+      engine = new Engine(ctx, gpuModel, tokenizer, await loadKvDefaults(source));
+      engine.#ownsCtx = ownsCtx;
+      if (options.warmup ?? true) await engine.warmup();
+      return engine;
+    } catch (e) {
+      // A failed load leaves nothing behind: the weights (and a context made here) go with it.
+      if (engine) engine.destroy();
+      else {
+        ctx.flush();
+        gpuModel?.destroy(ctx);
+        if (ownsCtx) ctx.destroy();
+      }
+      throw e;
+    }
   }
 
   /** Compiles the prefill (matmul) and decode (matvec) pipelines and both samplers by running them once. */
@@ -189,9 +221,19 @@ export class Engine {
     return generate(this, prompt, options);
   }
 
-  /** Frees GPU memory held by the engine (the model's weights stay until the device is destroyed). */
+  /**
+   * Frees every GPU buffer the engine made: activations, the model's weights, the pool's idle scratch, and the
+   * GPU context itself when {@link Engine.load} created it. Idempotent; the engine must not be used afterwards
+   * (sequences and runners it made should be destroyed first).
+   */
   destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
     this.forward.destroy();
+    this.ctx.flush(); // submits recorded work and runs the deferred destroys
+    this.model.destroy(this.ctx);
+    this.ctx.pool.trim();
+    if (this.#ownsCtx) this.ctx.destroy();
   }
 
   #arena(): KvArena {

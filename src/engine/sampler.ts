@@ -6,7 +6,7 @@
 import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import { sampleRows } from "../ops/sample.ts";
 
-/** How the next token is chosen. temperature 0 → greedy (argmax). */
+/** How the next token is chosen. temperature 0 (or below {@link MIN_TEMPERATURE}) → greedy (argmax). */
 export interface SamplingOptions {
   /** Softmax temperature (0 = greedy). */
   temperature: number;
@@ -20,6 +20,20 @@ export interface SamplingOptions {
 
 /** The default sampling: greedy. */
 export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+/**
+ * Temperatures below this sample greedily (as temperature 0). The kernel scales logits by 1/T in f32: at
+ * T = 1e-40 that is +Inf (f32 tops out at 3.4e38) and the draw is garbage. At T = 1e-4 a token whose logit
+ * trails the best by 0.01 — about the resolution f32 logits of magnitude 10–30 keep through a forward pass —
+ * already has relative probability e^-100 ≈ 4e-44, below f32's smallest normal number: lower temperatures
+ * can only differ from argmax on exact near-ties, while 1/T (1e4) keeps logits·(1/T) far from overflow.
+ */
+export const MIN_TEMPERATURE = 1e-4;
+
+/** True when `s` samples greedily: temperature 0, below {@link MIN_TEMPERATURE}, or not a number. */
+export function isGreedy(s: SamplingOptions): boolean {
+  return !(s.temperature >= MIN_TEMPERATURE);
+}
 
 /** One logits row's sampling: its options, and the decode step that feeds its RNG (0 = after prefill). */
 export interface RowSampling {
@@ -64,9 +78,13 @@ export class Sampler {
       );
     }
     const vocab = this.#vocab;
-    if (rows.every((r) => !(r.sampling.temperature > 0))) {
+    if (rows.every((r) => isGreedy(r.sampling))) {
       // All greedy (the common case for reasoning): one argmax over every row, ids packed.
-      sampleRows(this.#ctx, { logits, rows: B, vocab }, { ...rows[0].sampling, step: rows[0].step }, {
+      sampleRows(this.#ctx, { logits, rows: B, vocab }, {
+        ...rows[0].sampling,
+        temperature: 0,
+        step: rows[0].step,
+      }, {
         buffer: this.#ids,
         offset: 0,
         size: B * 4,
@@ -77,7 +95,7 @@ export class Sampler {
       sampleRows(
         this.#ctx,
         { logits, rows: 1, vocab, offset: b * vocab },
-        { ...r.sampling, step: r.step },
+        { ...r.sampling, temperature: isGreedy(r.sampling) ? 0 : r.sampling.temperature, step: r.step },
         { buffer: this.#ids, offset: b * SLOT_U32 * 4, size: 4 },
       );
     });

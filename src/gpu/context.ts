@@ -29,6 +29,25 @@ export interface ContextStats {
   readbacks: number;
 }
 
+/** GPU memory objects a context made and has not seen destroyed (see {@link GpuContext.liveBuffers}). */
+export interface LiveBuffers {
+  /** Buffers and textures alive. */
+  count: number;
+  /** Their bytes (a texture counts width × height × bytes per texel). */
+  bytes: number;
+}
+
+/** Bytes per texel of the formats the engine's textures use (others count 16, an upper bound). */
+const TEXEL_BYTES: Partial<Record<GPUTextureFormat, number>> = {
+  rgba32uint: 16,
+  rgba32float: 16,
+  rgba32sint: 16,
+  rg32float: 8,
+  r32float: 4,
+  r32uint: 4,
+  rgba8unorm: 4,
+};
+
 /** A WebGPU device with a buffer pool, pipeline cache and batched command recording. */
 export class GpuContext {
   readonly gpu: GpuDevice;
@@ -44,22 +63,61 @@ export class GpuContext {
   #encoder: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #pendingDestroy: GPUBuffer[] = [];
+  // Counters only: the context holds no reference to what it counts, so nothing is kept alive by counting.
+  #liveCount = 0;
+  #liveBytes = 0;
+  /** Bumped by destroy(): objects of an earlier device no longer count when destroyed. */
+  #generation = 0;
 
   constructor(gpu: GpuDevice) {
     this.gpu = gpu;
     this.device = gpu.device;
-    this.pool = new BufferPool(this.device);
+    this.pool = new BufferPool(this.device, (b) => this.#track(b, b.size));
     this.pipelines = new PipelineCache(this.device);
     this.#uniformAlign = Math.max(16, gpu.limits.minUniformBufferOffsetAlignment);
     // Validation errors outside an error scope would otherwise vanish silently (a dropped dispatch).
     this.device.addEventListener("uncapturederror", (e) => {
       console.error(`WebGPU error: ${(e as GPUUncapturedErrorEvent).error.message}`);
     });
-    this.#arena = this.device.createBuffer({
-      size: ARENA_BYTES,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
-      label: "uniform-arena",
-    });
+    this.#arena = this.#track(
+      this.device.createBuffer({
+        size: ARENA_BYTES,
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: "uniform-arena",
+      }),
+      ARENA_BYTES,
+    );
+  }
+
+  /**
+   * Counts `obj` as live until its `destroy()` is called (the instance's method is wrapped, so every way of
+   * destroying it — directly, by the pool, by {@link destroyLater} — is seen).
+   */
+  #track<T extends GPUBuffer | GPUTexture>(obj: T, bytes: number): T {
+    this.#liveCount++;
+    this.#liveBytes += bytes;
+    const destroy = obj.destroy.bind(obj);
+    const generation = this.#generation;
+    let live = true;
+    obj.destroy = () => {
+      if (live && generation === this.#generation) {
+        this.#liveCount--;
+        this.#liveBytes -= bytes;
+      }
+      live = false;
+      destroy();
+    };
+    return obj;
+  }
+
+  /**
+   * The buffers and textures this context made (its own, the pool's, and every one made through
+   * {@link createBuffer}, {@link upload} or {@link createTexture}: weights, activations, KV arenas, sampler
+   * ids) that are not destroyed yet. A leak check: after an engine is destroyed the count returns to what it
+   * was. Objects made directly on `ctx.device` are not seen.
+   */
+  liveBuffers(): LiveBuffers {
+    return { count: this.#liveCount, bytes: this.#liveBytes };
   }
 
   /** Acquires a device (see {@link requestGpuDevice}) and wraps it. */
@@ -80,7 +138,14 @@ export class GpuContext {
         `buffer "${label}" needs ${size} bytes, over this adapter's maxBufferSize ${this.gpu.limits.maxBufferSize}`,
       );
     }
-    return this.device.createBuffer({ size, usage, label });
+    return this.#track(this.device.createBuffer({ size, usage, label }), size);
+  }
+
+  /** Creates a texture counted by {@link liveBuffers} (weights' texture copies). */
+  createTexture(descriptor: GPUTextureDescriptor): GPUTexture {
+    const texture = this.device.createTexture(descriptor);
+    const bpt = TEXEL_BYTES[descriptor.format] ?? 16;
+    return this.#track(texture, texture.width * texture.height * texture.depthOrArrayLayers * bpt);
   }
 
   /** Creates a storage buffer holding `data`. */
@@ -201,6 +266,17 @@ export class GpuContext {
     await this.device.queue.onSubmittedWorkDone();
   }
 
+  /**
+   * Submits the queued buffer and texture writes and waits until the GPU has consumed them. Each write holds
+   * a staging copy of its bytes until then: a loader streaming a large tensor calls this every chunk so that
+   * host memory holds about one chunk, not every chunk written so far.
+   */
+  async settleWrites(): Promise<void> {
+    this.flush();
+    this.device.queue.submit([]);
+    await this.device.queue.onSubmittedWorkDone();
+  }
+
   /** Copies `bytes` of `buffer` from `offset` back to the CPU (flushes pending work). */
   async read(buffer: GPUBuffer, offset = 0, bytes: number = buffer.size - offset): Promise<ArrayBuffer> {
     const size = Math.ceil(bytes / 4) * 4;
@@ -233,13 +309,17 @@ export class GpuContext {
     return [Math.ceil(n / y), y];
   }
 
-  /** Releases the device. */
+  /** Releases the device (and with it every buffer and texture made on it). */
   destroy(): void {
     this.#endPass();
     this.#encoder = null;
+    this.#pendingDestroy = [];
     this.pool.trim();
     this.#arena.destroy();
     this.device.destroy();
+    this.#generation++;
+    this.#liveCount = 0;
+    this.#liveBytes = 0;
   }
 
   #commandEncoder(): GPUCommandEncoder {

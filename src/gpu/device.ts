@@ -52,19 +52,54 @@ export interface RequestGpuOptions {
   highPerformance?: boolean;
   /** Do not enable shader-f16 even when present (used to test the f32 paths). */
   disableF16?: boolean;
+  /**
+   * Milliseconds to wait for an adapter before giving up with {@link NoGpuError} (default
+   * {@link DEFAULT_ADAPTER_TIMEOUT_MS}). Without a working driver some WebGPU implementations search for
+   * minutes at full CPU and print nothing; the CLI reads `LETHE_ADAPTER_TIMEOUT_MS` into this.
+   */
+  adapterTimeoutMs?: number;
+  /**
+   * The WebGPU entry point to ask (default `navigator.gpu`); tests pass a stand-in.
+   * @internal
+   */
+  gpu?: Pick<GPU, "requestAdapter">;
 }
+
+/**
+ * How long {@link requestGpuDevice} waits for an adapter by default: a working driver answers in well
+ * under a second (lavapipe ~40 ms), so 15 s only ever cuts off a search that will not succeed.
+ */
+export const DEFAULT_ADAPTER_TIMEOUT_MS = 15_000;
 
 /** Acquires an adapter and a device with the adapter's real limits and the features the engine uses. */
 export async function requestGpuDevice(options: RequestGpuOptions = {}): Promise<GpuDevice> {
-  const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
+  const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new NoGpuError("navigator.gpu is undefined in this runtime");
+  const timeoutMs = options.adapterTimeoutMs ?? DEFAULT_ADAPTER_TIMEOUT_MS;
+  if (!(timeoutMs > 0)) throw new RangeError(`adapterTimeoutMs must be positive, got ${timeoutMs}`);
   let adapter: GPUAdapter | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    adapter = await gpu.requestAdapter({
-      powerPreference: options.highPerformance === false ? "low-power" : "high-performance",
-    });
+    const timeout = new Promise<"timeout">((resolve) =>
+      timer = setTimeout(() => resolve("timeout"), timeoutMs)
+    );
+    const found = await Promise.race([
+      gpu.requestAdapter({
+        powerPreference: options.highPerformance === false ? "low-power" : "high-performance",
+      }),
+      timeout,
+    ]);
+    if (found === "timeout") {
+      throw new NoGpuError(
+        `no adapter answered within ${timeoutMs / 1000} s — usually no working GPU driver is installed`,
+      );
+    }
+    adapter = found;
   } catch (e) {
+    if (e instanceof NoGpuError) throw e;
     throw new NoGpuError(`requestAdapter failed: ${(e as Error).message}`);
+  } finally {
+    clearTimeout(timer);
   }
   if (!adapter) throw new NoGpuError("requestAdapter returned null");
 

@@ -36,8 +36,12 @@ export class BufferPool {
   readonly #owned = new Set<GPUBuffer>();
   readonly #stats: PoolStats = { allocatedBytes: 0, liveBytes: 0, reused: 0, created: 0 };
 
-  constructor(device: GPUDevice) {
+  readonly #onCreate: ((buffer: GPUBuffer) => void) | undefined;
+
+  /** `onCreate` sees every buffer the pool creates (the context counts them as live). */
+  constructor(device: GPUDevice, onCreate?: (buffer: GPUBuffer) => void) {
     this.#device = device;
+    this.#onCreate = onCreate;
   }
 
   /** A buffer of at least `bytes` bytes with the given usage; its contents are undefined. */
@@ -52,6 +56,7 @@ export class BufferPool {
       return reused;
     }
     const buffer = this.#device.createBuffer({ size, usage, label });
+    this.#onCreate?.(buffer);
     this.#owned.add(buffer);
     this.#stats.created++;
     this.#stats.allocatedBytes += size;

@@ -65,46 +65,71 @@ export function isCpuAdapter(ctx: GpuContext): boolean {
   return ctx.gpu.isFallback || /llvmpipe|lavapipe|softpipe|swiftshader/i.test(ctx.gpu.description);
 }
 
-/**
- * Adds the texture copy of a weight from its raw bytes (the same bytes given to {@link uploadWeight}).
- * Returns false (and adds nothing) when a row is too wide for one texture row.
- */
-export function attachWeightTexture(ctx: GpuContext, w: Weight, bytes: Uint8Array): boolean {
+/** Bytes per texel of the texture copies (`rgba32uint`). */
+const TEXEL_BYTES = 16;
+/** Largest slab of a padded texture upload (rows whose byte length is not a multiple of 16 need a copy). */
+const SLAB_BYTES = 32 << 20;
+
+/** Creates the (empty) texture copies of `w`, or returns null when a row is too wide for one texture row. */
+function createWeightTextures(ctx: GpuContext, w: Weight): WeightTexture[] | null {
   const rowBytes = w.cols * dtypeBytes(w.dtype);
-  const texels = Math.ceil(rowBytes / 16);
+  const texels = Math.ceil(rowBytes / TEXEL_BYTES);
   const maxDim = ctx.device.limits.maxTextureDimension2D;
-  if (texels > maxDim) return false;
-  ctx.flush();
+  if (texels > maxDim) return null;
   const textures: WeightTexture[] = [];
-  const padded = texels * 16 !== rowBytes;
-  // Upload in slabs of at most ~32 MiB so padding never needs a second copy of a whole matrix.
-  const slabRows = Math.max(1, Math.min(maxDim, Math.floor((32 << 20) / (texels * 16))));
   for (let r = 0; r < w.rows; r += maxDim) {
     const n = Math.min(maxDim, w.rows - r);
-    const texture = ctx.device.createTexture({
+    const texture = ctx.createTexture({
       size: [texels, n],
       format: "rgba32uint",
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
       label: `${w.label}[${r}:${r + n}].tex`,
     });
-    for (let s = 0; s < n; s += slabRows) {
-      const m = Math.min(slabRows, n - s);
-      let data = bytes.subarray((r + s) * rowBytes, (r + s + m) * rowBytes);
-      if (padded) {
-        const p = new Uint8Array(m * texels * 16);
-        for (let i = 0; i < m; i++) p.set(data.subarray(i * rowBytes, (i + 1) * rowBytes), i * texels * 16);
-        data = p;
-      }
-      ctx.device.queue.writeTexture(
-        { texture, origin: [0, s] },
-        data as Uint8Array<ArrayBuffer>,
-        { bytesPerRow: texels * 16, rowsPerImage: m },
-        [texels, m],
-      );
-    }
     textures.push({ texture, view: texture.createView(), rowStart: r, rows: n, texels });
   }
+  return textures;
+}
+
+/** Writes rows [rowStart, rowStart + bytes / rowBytes) of `w` into its texture copies. */
+function writeWeightTextures(ctx: GpuContext, w: Weight, rowStart: number, bytes: Uint8Array): void {
+  const rowBytes = w.cols * dtypeBytes(w.dtype);
+  const rowEnd = rowStart + bytes.byteLength / rowBytes;
+  for (const t of w.textures ?? []) {
+    const a = Math.max(rowStart, t.rowStart), b = Math.min(rowEnd, t.rowStart + t.rows);
+    if (a >= b) continue;
+    const stride = t.texels * TEXEL_BYTES;
+    const padded = stride !== rowBytes;
+    // Unpadded rows go up in one write of the caller's bytes; padded ones in slabs of at most SLAB_BYTES, so
+    // padding never needs a second copy of a whole chunk.
+    const slabRows = padded ? Math.max(1, Math.floor(SLAB_BYTES / stride)) : b - a;
+    for (let s = a; s < b; s += slabRows) {
+      const m = Math.min(slabRows, b - s);
+      let data = bytes.subarray((s - rowStart) * rowBytes, (s - rowStart + m) * rowBytes);
+      if (padded) {
+        const p = new Uint8Array(m * stride);
+        for (let i = 0; i < m; i++) p.set(data.subarray(i * rowBytes, (i + 1) * rowBytes), i * stride);
+        data = p;
+      }
+      ctx.flush();
+      ctx.device.queue.writeTexture(
+        { texture: t.texture, origin: [0, s - t.rowStart] },
+        data as Uint8Array<ArrayBuffer>,
+        { bytesPerRow: stride, rowsPerImage: m },
+        [t.texels, m],
+      );
+    }
+  }
+}
+
+/**
+ * Adds the texture copy of a weight from its raw bytes (the same bytes given to {@link uploadWeight}).
+ * Returns false (and adds nothing) when a row is too wide for one texture row.
+ */
+export function attachWeightTexture(ctx: GpuContext, w: Weight, bytes: Uint8Array): boolean {
+  const textures = createWeightTextures(ctx, w);
+  if (!textures) return false;
   w.textures = textures;
+  writeWeightTextures(ctx, w, 0, bytes);
   return true;
 }
 
@@ -116,6 +141,80 @@ export function rowsPerChunk(cols: number, dtype: DType, maxBytes: number): numb
     throw new Error(`a single row of ${cols} ${dtype} values exceeds the binding limit ${maxBytes}`);
   }
   return fit >= 64 ? fit - (fit % 64) : fit;
+}
+
+/**
+ * A weight whose GPU storage exists and whose rows are written piece by piece ({@link createWeight}), so
+ * that a large matrix streams from its file in chunks: host memory holds one chunk, never the matrix.
+ */
+export interface WeightWriter {
+  /** The weight (its buffers and textures already allocated; contents undefined until written). */
+  readonly weight: Weight;
+  /** Queues the upload of rows [rowStart, rowStart + bytes.byteLength / rowBytes) (raw bytes, as stored). */
+  write(rowStart: number, bytes: Uint8Array): void;
+}
+
+/**
+ * Allocates a [rows, cols] weight of `dtype` on the GPU — row-chunked storage buffers within `maxChunkBytes`
+ * and/or the texture copy (see {@link UploadWeightOptions}) — for its rows to be written with
+ * {@link WeightWriter.write}. On failure nothing stays allocated; once returned, {@link destroyWeight} frees it.
+ */
+export function createWeight(
+  ctx: GpuContext,
+  label: string,
+  dtype: DType,
+  rows: number,
+  cols: number,
+  maxChunkBytes: number = ctx.maxBinding,
+  options: UploadWeightOptions = {},
+): WeightWriter {
+  const rowBytes = cols * dtypeBytes(dtype);
+  if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 1 || cols < 1) {
+    throw new Error(`weight ${label}: invalid shape [${rows}, ${cols}]`);
+  }
+  if (dtype !== "f32" && cols % 2 !== 0) {
+    throw new Error(`weight ${label}: ${dtype} needs an even column count, got ${cols}`);
+  }
+  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes, chunks: [] };
+  try {
+    const texture = options.texture ?? "auto";
+    if (texture === true || (texture === "auto" && isCpuAdapter(ctx))) {
+      w.textures = createWeightTextures(ctx, w) ?? undefined;
+    }
+    if (!(w.textures && options.keepBuffer === false)) {
+      const per = rowsPerChunk(cols, dtype, maxChunkBytes);
+      for (let r = 0; r < rows; r += per) {
+        const n = Math.min(per, rows - r);
+        w.chunks.push({
+          buffer: ctx.createBuffer(n * rowBytes, `${label}[${r}:${r + n}]`),
+          rowStart: r,
+          rows: n,
+        });
+      }
+    }
+  } catch (e) {
+    destroyWeight(w);
+    throw e;
+  }
+  const write = (rowStart: number, bytes: Uint8Array): void => {
+    const n = bytes.byteLength / rowBytes;
+    if (!Number.isInteger(n) || rowStart < 0 || rowStart + n > rows) {
+      throw new Error(
+        `weight ${label}: ${bytes.byteLength} bytes at row ${rowStart} are not whole rows of [${rows}, ${cols}] ${dtype}`,
+      );
+    }
+    writeWeightTextures(ctx, w, rowStart, bytes);
+    for (const c of w.chunks) {
+      const a = Math.max(rowStart, c.rowStart), b = Math.min(rowStart + n, c.rowStart + c.rows);
+      if (a >= b) continue;
+      ctx.write(
+        c.buffer,
+        bytes.subarray((a - rowStart) * rowBytes, (b - rowStart) * rowBytes),
+        (a - c.rowStart) * rowBytes,
+      );
+    }
+  };
+  return { weight: w, write };
 }
 
 /**
@@ -143,18 +242,75 @@ export function uploadWeight(
       } bytes for [${rows}, ${cols}] ${dtype}, got ${bytes.byteLength}`,
     );
   }
-  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes, chunks: [] };
-  const texture = options.texture ?? "auto";
-  const hasTexture = (texture === true || (texture === "auto" && isCpuAdapter(ctx))) &&
-    attachWeightTexture(ctx, w, bytes);
-  if (hasTexture && options.keepBuffer === false) return w;
-  const per = rowsPerChunk(cols, dtype, maxChunkBytes);
-  for (let r = 0; r < rows; r += per) {
-    const n = Math.min(per, rows - r);
-    const buffer = ctx.upload(bytes.subarray(r * rowBytes, (r + n) * rowBytes), `${label}[${r}:${r + n}]`);
-    w.chunks.push({ buffer, rowStart: r, rows: n });
+  const writer = createWeight(ctx, label, dtype, rows, cols, maxChunkBytes, options);
+  writer.write(0, bytes);
+  return writer.weight;
+}
+
+/** Where the first non-finite value of a tensor's bytes is, and how many there are. */
+export interface NonFiniteCount {
+  /** Values that are NaN or ±Inf. */
+  count: number;
+  /** Element index of the first one (-1 when there is none). */
+  first: number;
+}
+
+/** Words per block of the non-finite scan's fast pass (a block with a hit is rescanned exactly). */
+const SCAN_BLOCK = 4096;
+
+/** OR over words [from, to) of ((w >>> 1) & mask) + add: the fast pass of {@link countNonFinite}. */
+function carries(u: Uint32Array, from: number, to: number, mask: number, add: number): number {
+  let a = 0;
+  for (let i = from; i < to; i++) a |= ((u[i] >>> 1) & mask) + add;
+  return a;
+}
+
+/**
+ * Counts the NaN and ±Inf values among raw little-endian `bf16`/`f16`/`f32` bytes in one pass over a u32
+ * view (two 16-bit values per word). The fast pass is branch-free: a value is non-finite when its exponent
+ * bits are all ones, and with the word shifted right by one, adding the exponent field's lowest bit to the
+ * masked field carries into the bit above it exactly then (bit 14 for the low half, 30 for the high half —
+ * no int32 overflow); the carries are OR-ed over blocks of 4096 words, and only a block that shows one is
+ * rescanned to count and locate its values.
+ */
+export function countNonFinite(dtype: DType, bytes: Uint8Array): NonFiniteCount {
+  const size = dtypeBytes(dtype);
+  const n = Math.floor(bytes.byteLength / size);
+  const out: NonFiniteCount = { count: 0, first: -1 };
+  const found = (i: number): void => {
+    if (out.first < 0) out.first = i;
+    out.count++;
+  };
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
+  const words = Math.floor(aligned.byteLength / 4);
+  const u = new Uint32Array(aligned.buffer, aligned.byteOffset, words);
+  // The exponent field of a value (f32: of the word; 16-bit: of the low half; `hi`: of the high half), and
+  // for the fast pass the field shifted right by one in every lane, with the carry an all-ones field makes.
+  const exp = size === 4 ? 0x7f800000 : dtype === "bf16" ? 0x7f80 : 0x7c00;
+  const hi = size === 4 ? 0 : exp << 16;
+  const half = exp >>> 1;
+  const mask = size === 4 ? half : half | (half << 16);
+  const low = half & -half;
+  const add = size === 4 ? low : low | (low << 16);
+  const flag = size === 4 ? 0x40000000 : 0x40004000;
+  for (let b = 0; b < words; b += SCAN_BLOCK) {
+    const e = Math.min(words, b + SCAN_BLOCK);
+    if ((carries(u, b, e, mask, add) & flag) === 0) continue;
+    for (let i = b; i < e; i++) {
+      const w = u[i];
+      if (size === 4) {
+        if ((w & exp) === exp) found(i);
+      } else {
+        if ((w & exp) === exp) found(2 * i);
+        if ((w & hi) === hi) found(2 * i + 1);
+      }
+    }
   }
-  return w;
+  if (size === 2 && 2 * words < n) {
+    const last = aligned[aligned.byteLength - 2] | (aligned[aligned.byteLength - 1] << 8);
+    if ((last & exp) === exp) found(n - 1);
+  }
+  return out;
 }
 
 /** Frees a weight's buffers. */

@@ -71,11 +71,36 @@ export class ConfigError extends Error {
 
 type Json = Record<string, unknown>;
 
+/**
+ * Sane bounds of the size fields, checked before anything is built per layer or per token: every real
+ * checkpoint of the supported families lies far inside them (Llama-3.1-405B: 126 layers, hidden 16384,
+ * intermediate 53248, 128 heads; vocabularies up to 256k), and a config outside them is corrupt or hostile
+ * (`num_hidden_layers: 1e8` once made the loader build a 1.2-billion-entry tensor list and die of V8 OOM).
+ */
+export const CONFIG_BOUNDS: Readonly<Record<string, readonly [number, number]>> = {
+  num_hidden_layers: [1, 1024],
+  hidden_size: [1, 65536],
+  intermediate_size: [1, 262144],
+  num_attention_heads: [1, 1024],
+  num_key_value_heads: [1, 1024],
+  head_dim: [2, 1024],
+  vocab_size: [1, 4_194_304],
+  max_position_embeddings: [1, 16_777_216],
+  original_max_position_embeddings: [1, 16_777_216],
+};
+
+/** Most parameters a config may describe (dense models top out near 4·10¹¹); beyond it is absurd. */
+export const MAX_CONFIG_PARAMETERS = 1e12;
+
 function positiveInt(src: string, json: Json, key: string, fallback?: number): number {
   const v = json[key] ?? fallback;
   if (v === undefined) throw new ConfigError(`${src}: missing ${key}`);
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
     throw new ConfigError(`${src}: ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  }
+  const bounds = CONFIG_BOUNDS[key];
+  if (bounds && (v < bounds[0] || v > bounds[1])) {
+    throw new ConfigError(`${src}: "${key}" must be an integer in [${bounds[0]}, ${bounds[1]}], got ${v}`);
   }
   return v;
 }
@@ -158,9 +183,19 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
     throw new ConfigError(`${src}: mlp_bias true is not supported`);
   }
 
+  // Every size field is bounded first: nothing below allocates per layer or per token before these pass.
   const hiddenSize = positiveInt(src, c, "hidden_size");
+  const intermediateSize = positiveInt(src, c, "intermediate_size");
+  const numLayers = positiveInt(src, c, "num_hidden_layers");
+  const vocabSize = positiveInt(src, c, "vocab_size");
+  const maxPositionEmbeddings = positiveInt(src, c, "max_position_embeddings", 131072);
   const numHeads = positiveInt(src, c, "num_attention_heads");
   const numKvHeads = positiveInt(src, c, "num_key_value_heads", numHeads);
+  if (numKvHeads > numHeads) {
+    throw new ConfigError(
+      `${src}: "num_key_value_heads" ${numKvHeads} exceeds "num_attention_heads" ${numHeads}`,
+    );
+  }
   if (numHeads % numKvHeads !== 0) {
     throw new ConfigError(
       `${src}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`,
@@ -177,14 +212,37 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
     }
     headDim = hiddenSize / numHeads;
   }
+  if (headDim > CONFIG_BOUNDS.head_dim[1]) {
+    throw new ConfigError(
+      `${src}: head dimension ${headDim} (hidden_size / num_attention_heads) exceeds ${
+        CONFIG_BOUNDS.head_dim[1]
+      }`,
+    );
+  }
   if (headDim % 2 !== 0) throw new ConfigError(`${src}: head dimension ${headDim} must be even for RoPE`);
 
   let attentionBias: boolean;
   if (modelType === "qwen2") attentionBias = true;
   else attentionBias = bool(src, c, "attention_bias", false);
 
+  const tieWordEmbeddings = bool(src, c, "tie_word_embeddings", false);
+  checkParameterCount(src, {
+    hiddenSize,
+    intermediateSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize,
+    tieWordEmbeddings,
+    attentionBias,
+  });
+
   const bos = c.bos_token_id;
   const eos = c.eos_token_id;
+  if (Array.isArray(eos) && eos.length > 1024) {
+    throw new ConfigError(`${src}: "eos_token_id" lists ${eos.length} ids (at most 1024)`);
+  }
   const eosTokenIds = eos === undefined || eos === null
     ? []
     : Array.isArray(eos)
@@ -194,21 +252,73 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
   return {
     modelType,
     hiddenSize,
-    intermediateSize: positiveInt(src, c, "intermediate_size"),
-    numLayers: positiveInt(src, c, "num_hidden_layers"),
+    intermediateSize,
+    numLayers,
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: positiveInt(src, c, "vocab_size"),
+    vocabSize,
     rmsNormEps: positiveNumber(src, c, "rms_norm_eps", 1e-6),
     ropeTheta: positiveNumber(src, c, "rope_theta", 10000),
     ropeScaling: parseRopeScaling(src, c.rope_scaling),
-    tieWordEmbeddings: bool(src, c, "tie_word_embeddings", false),
+    tieWordEmbeddings,
     attentionBias,
     bosTokenId: bos === undefined || bos === null ? null : tokenId(src, "bos_token_id", bos),
     eosTokenIds,
-    maxPositionEmbeddings: positiveInt(src, c, "max_position_embeddings", 131072),
+    maxPositionEmbeddings,
   };
+}
+
+/**
+ * Checks that `bos_token_id` and every `eos_token_id` name a row of the embedding (below `vocab_size`);
+ * `source` names the file in the error. Model loads call it: {@link parseConfig} itself accepts such ids,
+ * because shape-faithful planning checkpoints (tools/make_checkpoint.ts with `--vocab`) keep their family's
+ * ids with a shrunk vocabulary, but no model can run with them.
+ */
+export function checkConfigTokenIds(config: ModelConfig, source = "config.json"): void {
+  const check = (key: string, id: number): void => {
+    if (id >= config.vocabSize) {
+      throw new ConfigError(
+        `${source}: "${key}" ${id} is outside the vocabulary (vocab_size ${config.vocabSize})`,
+      );
+    }
+  };
+  if (config.bosTokenId !== null) check("bos_token_id", config.bosTokenId);
+  config.eosTokenIds.forEach((id, i) =>
+    check(config.eosTokenIds.length > 1 ? `eos_token_id[${i}]` : "eos_token_id", id)
+  );
+}
+
+/** Parameters of the weights a configuration describes (an exact integer while every field is in bounds). */
+export function configParameterCount(
+  c: Pick<
+    ModelConfig,
+    | "hiddenSize"
+    | "intermediateSize"
+    | "numLayers"
+    | "numHeads"
+    | "numKvHeads"
+    | "headDim"
+    | "vocabSize"
+    | "tieWordEmbeddings"
+    | "attentionBias"
+  >,
+): number {
+  const h = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  const perLayer = 2 * h + 2 * q * h + 2 * kv * h + 3 * c.intermediateSize * h +
+    (c.attentionBias ? q + 2 * kv : 0);
+  return c.vocabSize * h * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayer + h;
+}
+
+function checkParameterCount(src: string, c: Parameters<typeof configParameterCount>[0]): void {
+  const n = configParameterCount(c);
+  if (!Number.isSafeInteger(n) || n > MAX_CONFIG_PARAMETERS) {
+    throw new ConfigError(
+      `${src}: the weights it describes hold ${n.toExponential(3)} parameters (${
+        (n * 2).toExponential(3)
+      } bytes in bf16), over the limit of ${MAX_CONFIG_PARAMETERS.toExponential(0)}`,
+    );
+  }
 }
 
 /**
@@ -303,13 +413,24 @@ export function expectedTensors(config: ModelConfig): TensorSpec[] {
 /** A checkpoint that does not match its config; `problems` lists every fault found. */
 export class CheckpointError extends Error {
   readonly problems: string[];
-  constructor(problems: string[]) {
+  /** `names`: how the message names the checkpoint and the config (their paths). */
+  constructor(problems: string[], names: CheckpointNames = {}) {
     super(
-      `checkpoint does not match its config (${problems.length} problem(s)):\n  ${problems.join("\n  ")}`,
+      `${names.checkpoint ?? "model.safetensors"} does not match ${
+        names.config ?? "config.json"
+      } (${problems.length} problem(s)):\n  ${problems.join("\n  ")}`,
     );
     this.name = "CheckpointError";
     this.problems = problems;
   }
+}
+
+/** How {@link CheckpointError} names the files (default `model.safetensors` and `config.json`). */
+export interface CheckpointNames {
+  /** The checkpoint: its single file or its index file. */
+  checkpoint?: string;
+  /** The config file. */
+  config?: string;
 }
 
 /** What {@link validateCheckpoint} needs from a checkpoint (a SafetensorsIndex fits). */
@@ -317,8 +438,15 @@ export interface TensorShapeSource {
   info(name: string): { shape: number[] } | undefined;
 }
 
-/** Checks every expected tensor is present with its shape; throws one CheckpointError listing all faults. */
-export function validateCheckpoint(config: ModelConfig, index: TensorShapeSource): void {
+/**
+ * Checks every expected tensor is present with its shape; throws one CheckpointError listing all faults (its
+ * message names the files as `names` says).
+ */
+export function validateCheckpoint(
+  config: ModelConfig,
+  index: TensorShapeSource,
+  names: CheckpointNames = {},
+): void {
   const problems: string[] = [];
   for (const spec of expectedTensors(config)) {
     const info = index.info(spec.name);
@@ -327,5 +455,5 @@ export function validateCheckpoint(config: ModelConfig, index: TensorShapeSource
       problems.push(`${spec.name} has shape [${info.shape}], expected [${spec.shape}]`);
     }
   }
-  if (problems.length) throw new CheckpointError(problems);
+  if (problems.length) throw new CheckpointError(problems, names);
 }

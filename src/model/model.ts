@@ -1,15 +1,40 @@
 /**
- * A model resident on the GPU: config, weights uploaded once (tensor by tensor, so peak host memory is one
- * tensor, not the checkpoint), and RoPE frequencies.
+ * A model resident on the GPU: config, weights uploaded once (tensor by tensor, large tensors in chunks of
+ * rows, so peak host memory is about one chunk, not a tensor or the checkpoint), and RoPE frequencies.
  */
 import type { GpuContext } from "../gpu/context.ts";
-import { uploadWeight, type Weight } from "../gpu/weights.ts";
+import {
+  countNonFinite,
+  createWeight,
+  destroyWeight,
+  type NonFiniteCount,
+  type Weight,
+} from "../gpu/weights.ts";
 import { uploadInvFreq } from "../ops/rope.ts";
 import { type LoadProgressOption, loadReporter } from "../io/progress.ts";
-import { type ModelSource, resolveModelSource } from "../io/source.ts";
-import { layerTensorNames, loadConfig, type ModelConfig, validateCheckpoint } from "./config.ts";
+import { type ModelSource, resolveModelSource, sourcePath } from "../io/source.ts";
+import {
+  checkConfigTokenIds,
+  layerTensorNames,
+  loadConfig,
+  type ModelConfig,
+  validateCheckpoint,
+} from "./config.ts";
 import { modelInvFreq } from "./rope_freq.ts";
-import { bytesToF32, SafetensorsIndex } from "./safetensors.ts";
+import { bytesToF32, SafetensorsError, SafetensorsIndex, type TensorInfo } from "./safetensors.ts";
+
+/**
+ * Bytes of a tensor read and uploaded at a time: larger tensors stream in chunks of whole rows (the next
+ * chunk is read while one is checked and uploaded), so peak host memory while loading is a few chunks and
+ * their staging copies, whatever the tensor's size — not one tensor (a 1.24 GB embedding once peaked at
+ * 1.3 GB over the weights themselves; streamed, ~0.1–0.2 GB: bench/load_memory.ts).
+ */
+export const LOAD_CHUNK_BYTES = 16 << 20;
+/**
+ * Uploaded bytes after which the loader waits for the GPU to consume its queued writes (freeing their staging
+ * copies): one chunk — a matrix kept both as a buffer and as a texture stages each chunk twice.
+ */
+const SETTLE_BYTES = 16 << 20;
 
 /** One decoder layer's weights. Matrices are [out_features, in_features]. */
 export interface LayerWeights {
@@ -67,6 +92,7 @@ export class GpuModel {
   readonly weightBytes: number;
   /** Where the model came from: its source's name (a directory, a URL, "files", "memory"). */
   readonly dir: string;
+  #destroyed = false;
 
   constructor(
     dir: string,
@@ -90,7 +116,9 @@ export class GpuModel {
 
   /**
    * Reads config.json and the safetensors checkpoint of a model source (or a local directory or URL),
-   * validates them and uploads every weight.
+   * validates them and uploads every weight. Large tensors stream in chunks of {@link LOAD_CHUNK_BYTES}
+   * (host memory holds about one chunk, not one tensor), every value is checked to be finite on the way, and
+   * a load that fails part-way frees what it uploaded.
    */
   static async load(
     ctx: GpuContext,
@@ -99,32 +127,79 @@ export class GpuModel {
   ): Promise<GpuModel> {
     const source = resolveModelSource(model);
     const config = await loadConfig(source);
+    checkConfigTokenIds(config, sourcePath(source, "config.json"));
     const index = await SafetensorsIndex.open(source);
+    // Everything uploaded so far, freed if a later tensor fails.
+    const weights: Weight[] = [];
+    const buffers: GPUBuffer[] = [];
     try {
-      validateCheckpoint(config, index);
+      validateCheckpoint(config, index, {
+        checkpoint: index.path,
+        config: sourcePath(source, "config.json"),
+      });
       const total = loadedTensorNames(config).reduce((s, name) => s + index.info(name)!.byteLength, 0);
       const progress = loadReporter(options.progress, `loading ${source.name}`, total);
       let bytes = 0;
+      let unsettled = 0;
+      const finite = (info: TensorInfo, nonFinite: NonFiniteCount): void => {
+        if (nonFinite.count > 0) {
+          throw new SafetensorsError(
+            info.file,
+            `has ${nonFinite.count} non-finite values (first at element ${nonFinite.first})`,
+            info.name,
+          );
+        }
+      };
       // Matrices are only multiplied, so on the CPU adapter they live as textures alone (the matvec fast path);
       // the embedding is also gathered and keeps its buffer (tied models multiply it too, as the LM head).
       const matrix = async (name: string, gathered = false): Promise<Weight> => {
         const info = index.info(name)!;
-        const data = await index.read(name);
-        bytes += data.byteLength;
         const [rows, cols] = info.shape;
         const texture = gathered && !config.tieWordEmbeddings ? false : "auto";
-        const weight = uploadWeight(ctx, name, info.engineDType, rows, cols, data, ctx.maxBinding, {
+        const writer = createWeight(ctx, name, info.engineDType, rows, cols, ctx.maxBinding, {
           texture,
           keepBuffer: gathered,
         });
-        progress.tensor(name, data.byteLength);
-        return weight;
+        weights.push(writer.weight);
+        const rowBytes = info.byteLength / rows;
+        const per = Math.max(1, Math.floor(LOAD_CHUNK_BYTES / rowBytes));
+        const bad: NonFiniteCount = { count: 0, first: -1 };
+        // The next chunk is read while this one is checked and uploaded (I/O overlaps the scan).
+        const read = (r: number): Promise<Uint8Array> => {
+          const p = index.readPart(name, r * rowBytes, Math.min(per, rows - r) * rowBytes);
+          p.catch(() => {}); // awaited below; never an unhandled rejection if the load stops first
+          return p;
+        };
+        let next = read(0);
+        for (let r = 0; r < rows; r += per) {
+          const data = await next;
+          if (r + per < rows) next = read(r + per);
+          const found = countNonFinite(info.engineDType, data);
+          if (found.count > 0) {
+            if (bad.first < 0) bad.first = r * cols + found.first;
+            bad.count += found.count;
+          }
+          if (bad.count === 0) writer.write(r, data);
+          bytes += data.byteLength;
+          unsettled += data.byteLength;
+          // Each queued write may hold a staging copy until the GPU consumes it: settle every few chunks.
+          if (unsettled >= SETTLE_BYTES) {
+            await ctx.settleWrites();
+            unsettled = 0;
+          }
+        }
+        finite(info, bad);
+        progress.tensor(name, info.byteLength);
+        return writer.weight;
       };
       const vector = async (name: string): Promise<GPUBuffer> => {
         const info = index.info(name)!;
         const data = await index.read(name);
+        finite(info, countNonFinite(info.engineDType, data));
         bytes += data.byteLength;
+        unsettled += data.byteLength;
         const buffer = ctx.upload(bytesToF32(info.dtype, data), name);
+        buffers.push(buffer);
         progress.tensor(name, data.byteLength);
         return buffer;
       };
@@ -151,12 +226,38 @@ export class GpuModel {
       const finalNorm = await vector("model.norm.weight");
       const lmHead = config.tieWordEmbeddings ? embed : await matrix("lm_head.weight");
       const invFreq = uploadInvFreq(ctx, modelInvFreq(config));
+      buffers.push(invFreq);
       await ctx.sync();
       progress.finish();
       return new GpuModel(source.name, config, { embed, layers, finalNorm, lmHead }, invFreq, bytes);
+    } catch (e) {
+      // Work recorded so far is submitted before its buffers go (destroying after submission is safe).
+      ctx.flush();
+      for (const w of weights) destroyWeight(w);
+      for (const b of buffers) b.destroy();
+      throw e;
     } finally {
       index.close();
     }
+  }
+
+  /**
+   * Frees every weight buffer and texture of the model (idempotent). Work already recorded on them is
+   * submitted first; the model must not be used afterwards.
+   */
+  destroy(ctx?: GpuContext): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    ctx?.flush();
+    const w = this.weights;
+    destroyWeight(w.embed);
+    if (w.lmHead !== w.embed) destroyWeight(w.lmHead);
+    for (const l of w.layers) {
+      for (const m of [l.q, l.k, l.v, l.o, l.gate, l.up, l.down]) destroyWeight(m);
+      for (const b of [l.inputNorm, l.postNorm, l.qBias, l.kBias, l.vBias]) b?.destroy();
+    }
+    w.finalNorm.destroy();
+    this.invFreq.destroy();
   }
 }
 

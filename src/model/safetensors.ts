@@ -22,6 +22,8 @@ const DTYPE_TO_ENGINE: Record<SafetensorsDType, DType> = { BF16: "bf16", F16: "f
 
 /** Largest header accepted (the reference implementation's limit): guards against absurd allocations. */
 const MAX_HEADER_BYTES = 100_000_000;
+/** Most dimensions a tensor may have. */
+const MAX_RANK = 8;
 
 /** Index file name of a sharded checkpoint. */
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -138,6 +140,12 @@ export function parseSafetensorsHeader(
         name,
       );
     }
+    if (shape.length > MAX_RANK) {
+      throw new SafetensorsError(file, `shape has ${shape.length} dimensions (at most ${MAX_RANK})`, name);
+    }
+    if (!Number.isSafeInteger(numel(shape as number[]) * DTYPE_BYTES[dtype])) {
+      throw new SafetensorsError(file, `shape [${shape}] holds more elements than can be addressed`, name);
+    }
     if (
       !Array.isArray(offsets) || offsets.length !== 2 ||
       !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)
@@ -176,18 +184,39 @@ export function parseSafetensorsHeader(
       byteLength: want,
     });
   }
-  // Overlapping tensors would alias each other's bytes: a corrupt or hostile file.
+  // The tensors must tile the data section exactly, as the reference implementation requires: overlapping
+  // tensors would alias each other's bytes, and a gap or trailing bytes mean the offsets (or the header
+  // length before them) are wrong — a header length one byte short still "loads", shifted by one byte.
   ranges.sort((a, b) => a.begin - b.begin || a.end - b.end);
-  for (let i = 1; i < ranges.length; i++) {
-    const prev = ranges[i - 1];
+  let expected = 0;
+  for (let i = 0; i < ranges.length; i++) {
     const cur = ranges[i];
-    if (cur.begin < prev.end) {
+    if (i > 0 && cur.begin < ranges[i - 1].end) {
+      const prev = ranges[i - 1];
       throw new SafetensorsError(
         file,
         `data [${cur.begin}, ${cur.end}) overlaps tensor "${prev.name}" [${prev.begin}, ${prev.end})`,
         cur.name,
       );
     }
+    if (cur.begin !== expected) {
+      throw new SafetensorsError(
+        file,
+        `data [${cur.begin}, ${cur.end}) leaves a gap of ${cur.begin - expected} bytes after ${
+          i > 0 ? `tensor "${ranges[i - 1].name}"` : "the header"
+        } (tensors must tile the data section)`,
+        cur.name,
+      );
+    }
+    expected = cur.end;
+  }
+  if (expected !== dataSize) {
+    throw new SafetensorsError(
+      file,
+      `the data section holds ${dataSize} bytes but its tensors cover ${expected}: ${
+        dataSize - expected
+      } trailing bytes (a wrong header length or a truncated header?)`,
+    );
   }
   return { dataStart, tensors, metadata };
 }
@@ -260,6 +289,7 @@ export class SafetensorsFile {
     if (n > BigInt(MAX_HEADER_BYTES)) {
       throw new SafetensorsError(path, `header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
     }
+    if (n < 2n) throw new SafetensorsError(path, `header length ${n} is shorter than "{}"`);
     const headerBytes = Number(n);
     const raw = 8 + headerBytes <= first.byteLength
       ? first.subarray(8, 8 + headerBytes)
@@ -284,6 +314,40 @@ export class SafetensorsFile {
     } catch (e) {
       throw new SafetensorsError(this.path, `cannot read its bytes (${message(e)})`, name);
     }
+  }
+
+  /**
+   * Bytes [begin, begin + length) of tensor `name`'s data (one range read): large tensors are streamed in
+   * chunks so that host memory holds one chunk, not the tensor.
+   */
+  async readPart(name: string, begin: number, length: number): Promise<Uint8Array> {
+    const info = this.tensors.get(name);
+    if (!info) throw new SafetensorsError(this.path, "no such tensor", name);
+    if (this.#closed) throw new SafetensorsError(this.path, "file is closed", name);
+    if (
+      !Number.isSafeInteger(begin) || !Number.isSafeInteger(length) || begin < 0 || length < 0 ||
+      begin + length > info.byteLength
+    ) {
+      throw new SafetensorsError(
+        this.path,
+        `bytes [${begin}, ${begin + length}) lie outside its ${info.byteLength} bytes`,
+        name,
+      );
+    }
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.#source.readRange(this.#file, info.offset + begin, length);
+    } catch (e) {
+      throw new SafetensorsError(
+        this.path,
+        `cannot read its bytes [${begin}, ${begin + length}) (${message(e)})`,
+        name,
+      );
+    }
+    if (bytes.byteLength !== length) {
+      throw new SafetensorsError(this.path, `read ${bytes.byteLength} bytes, expected ${length}`, name);
+    }
+    return bytes;
   }
 
   /** Ends reading: later reads throw. */
@@ -311,11 +375,14 @@ export class SafetensorsIndex {
   readonly tensors: Map<string, TensorInfo>;
   /** The open files (one unless sharded). */
   readonly files: SafetensorsFile[];
+  /** How messages name the checkpoint: the index file's path when sharded, else the single file's. */
+  readonly path: string;
   private readonly byFile: Map<string, SafetensorsFile>;
 
-  private constructor(files: SafetensorsFile[], tensors: Map<string, TensorInfo>) {
+  private constructor(files: SafetensorsFile[], tensors: Map<string, TensorInfo>, path: string) {
     this.files = files;
     this.tensors = tensors;
+    this.path = path;
     this.byFile = new Map(files.map((f) => [f.path, f]));
   }
 
@@ -364,6 +431,7 @@ export class SafetensorsIndex {
     source: ModelSource,
     shards: { file: string; path: string }[],
     weightMap?: Map<string, string>,
+    indexPath?: string,
   ): Promise<SafetensorsIndex> {
     const files: SafetensorsFile[] = [];
     try {
@@ -387,7 +455,7 @@ export class SafetensorsIndex {
           }
         }
       }
-      return new SafetensorsIndex(files, tensors);
+      return new SafetensorsIndex(files, tensors, indexPath ?? shards[0]?.path ?? sourcePath(source, ""));
     } catch (e) {
       for (const f of files) f.close();
       throw e;
@@ -429,7 +497,7 @@ export class SafetensorsIndex {
       if (!shards.some((s) => s.file === shard)) shards.push({ file: shard, path: p });
       weightMap.set(name, p);
     }
-    return await SafetensorsIndex.openFiles(source, shards, weightMap);
+    return await SafetensorsIndex.openFiles(source, shards, weightMap, indexPath);
   }
 
   /** Tensor names in checkpoint order. */
@@ -452,6 +520,13 @@ export class SafetensorsIndex {
     const info = this.tensors.get(name);
     if (!info) throw new SafetensorsError(this.files[0]?.path ?? "checkpoint", "no such tensor", name);
     return await this.byFile.get(info.file)!.read(name);
+  }
+
+  /** Bytes [begin, begin + length) of tensor `name` (see {@link SafetensorsFile.readPart}). */
+  async readPart(name: string, begin: number, length: number): Promise<Uint8Array> {
+    const info = this.tensors.get(name);
+    if (!info) throw new SafetensorsError(this.files[0]?.path ?? "checkpoint", "no such tensor", name);
+    return await this.byFile.get(info.file)!.readPart(name, begin, length);
   }
 
   /** Tensor `name` converted to f32. */

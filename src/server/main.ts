@@ -17,6 +17,7 @@ import {
   resolveKvOptions,
 } from "../kv/options.ts";
 import { startServer } from "./server.ts";
+import { DEFAULT_LIMITS, parseDuration } from "./limits.ts";
 import { prepareWebDir } from "./static.ts";
 import { DEFAULT_MODEL_DIR } from "../util/paths.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
@@ -40,6 +41,20 @@ const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
                          dist/web on start when missing or older than its sources)
   --help                 this text
 
+Limits and auth:
+  --api-key KEY          require Authorization: Bearer KEY on /v1/*, /metrics and /model/* (default: the
+                         LETHE_API_KEY environment variable; none: no auth). /health and the page stay open
+  --max-body BYTES       largest request body, K/M/G suffixes; 413 past it (default 4M)
+  --max-queue N          most requests waiting for admission; 429 with Retry-After past it (default 64)
+  --header-timeout T     a request's head must arrive within T, else 408 and the connection closes
+                         (default 10s)
+  --body-timeout T       a request's body must arrive within T once read, else 408 (default 30s)
+  --idle-timeout T       close kept-alive connections idle for T, and writes stalled for T (default 60s)
+  --request-timeout T    wall-clock limit of a request: a generation still running ends with finish_reason
+                         "length", one still queued gets 503 (default 600s). T: 500ms, 10s, 2m, 1h
+  --quiet-access-log     no access-log line per request on stderr
+  On SIGTERM the server drains: running requests finish, new ones get 503, then it exits 0 (SIGINT: at once).
+
 KV defaults for requests (the request fields kv_policy, kv_budget, … override them; settings not given come
 from the model directory's kv_defaults.json when it has one, else from the defaults below):
 ${kvHelpLines(23).join("\n")}
@@ -60,7 +75,7 @@ async function kvFromFlags(values: KvFlagValues, model: string): Promise<KvSetti
 /** Parses "512M", "1G", "1048576". */
 export function parseByteSize(s: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(s.trim());
-  if (!m) throw new Error(`not a byte size: ${s}`);
+  if (!m) throw new Error(`not a byte size (a number ≥ 0 with an optional K, M, G or T): ${s}`);
   const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2].toLowerCase()]!;
   return Math.floor(Number(m[1]) * mult);
 }
@@ -81,6 +96,14 @@ async function main(): Promise<void> {
       "no-align-rounds": { type: "boolean" },
       cors: { type: "string" },
       "no-web": { type: "boolean" },
+      "api-key": { type: "string" },
+      "max-body": { type: "string" },
+      "max-queue": { type: "string" },
+      "header-timeout": { type: "string" },
+      "body-timeout": { type: "string" },
+      "idle-timeout": { type: "string" },
+      "request-timeout": { type: "string" },
+      "quiet-access-log": { type: "boolean" },
       help: { type: "boolean" },
     },
   });
@@ -94,46 +117,100 @@ async function main(): Promise<void> {
     if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, got ${s}`);
     return n;
   };
+  const bytes = (name: string, s: string | undefined, def: number, min: number) => {
+    if (s === undefined) return def;
+    let n: number;
+    try {
+      n = parseByteSize(s);
+    } catch (e) {
+      throw new Error(`--${name}: ${(e as Error).message}`);
+    }
+    if (n < min) throw new Error(`--${name} must be at least ${min} bytes, got ${s}`);
+    return n;
+  };
+  const duration = (name: string, def: number) => {
+    const s = v[name as "idle-timeout"];
+    return s === undefined ? def : parseDuration(s, `--${name}`);
+  };
   const model = v.model ?? DEFAULT_MODEL_DIR;
   const kv = await kvFromFlags(v, model);
   if (v["chat-template"] !== undefined && !["deepseek-r1", "chatml", "llama3"].includes(v["chat-template"])) {
     throw new Error("--chat-template must be deepseek-r1, chatml or llama3");
   }
+  // Every flag is checked before the model loads, and again against the model (startServer) before listening.
+  const port = int("port", v.port, 8000, 0);
+  if (port > 65535) throw new Error(`--port must be at most 65535, got ${port}`);
+  const apiKey = v["api-key"] ?? Deno.env.get("LETHE_API_KEY");
+  if (apiKey !== undefined && !/^[\x21-\x7e]+$/.test(apiKey)) {
+    throw new Error(
+      `${v["api-key"] !== undefined ? "--api-key" : "LETHE_API_KEY"} must be non-empty printable ASCII ` +
+        "without spaces",
+    );
+  }
+  const options = {
+    modelId: v["model-id"],
+    chatTemplate: v["chat-template"] as ChatTemplateName | undefined,
+    hostname: v.host ?? "127.0.0.1",
+    port,
+    kvMemory: bytes("kv-memory", v["kv-memory"], 1024 ** 3, 1),
+    maxBatch: int("max-batch", v["max-batch"], 16, 1),
+    maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
+    maxQueue: int("max-queue", v["max-queue"], DEFAULT_LIMITS.maxQueue, 1),
+    maxBodyBytes: bytes("max-body", v["max-body"], DEFAULT_LIMITS.maxBodyBytes, 1024),
+    headerTimeoutMs: duration("header-timeout", DEFAULT_LIMITS.headerTimeoutMs),
+    bodyTimeoutMs: duration("body-timeout", DEFAULT_LIMITS.bodyTimeoutMs),
+    idleTimeoutMs: duration("idle-timeout", DEFAULT_LIMITS.idleTimeoutMs),
+    requestTimeoutMs: duration("request-timeout", DEFAULT_LIMITS.requestTimeoutMs),
+    apiKey,
+    accessLog: v["quiet-access-log"] ? undefined : (line: string) => console.error(`lethe: ${line}`),
+    alignRounds: !v["no-align-rounds"],
+    kv,
+    cors: v.cors,
+  };
   const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal() });
   const web = v["no-web"] ? null : await prepareWebDir(() => import("../../tools/build_web.ts"));
   if (web) console.error(`lethe: ${web.message}`);
   const server = startServer(engine, {
-    modelId: v["model-id"],
-    chatTemplate: v["chat-template"] as ChatTemplateName | undefined,
-    hostname: v.host ?? "127.0.0.1",
-    port: int("port", v.port, 8000, 0),
-    kvMemory: v["kv-memory"] !== undefined ? parseByteSize(v["kv-memory"]) : undefined,
-    maxBatch: int("max-batch", v["max-batch"], 16, 1),
-    maxTokens: int("max-tokens", v["max-tokens"], 256, 1),
-    alignRounds: !v["no-align-rounds"],
-    kv,
+    ...options,
     webDir: web?.dir ?? undefined,
     modelDir: web && !/^https?:/i.test(model) ? model : undefined,
-    cors: v.cors,
   });
   console.error(
     `lethe: serving ${model} at ${server.url} (kv ${kv.policy}, pool ${server.scheduler.options.kvMemory} bytes, ` +
-      `max batch ${server.scheduler.options.maxBatch})`,
+      `max batch ${server.scheduler.options.maxBatch}, max queue ${options.maxQueue}, ` +
+      `${apiKey !== undefined ? "API key required on /v1/*, /metrics and /model/*" : "no API key"})`,
   );
+  if (apiKey === undefined && !/^(127\.|::1$|localhost$)/.test(options.hostname)) {
+    console.error(
+      `lethe: warning: ${options.hostname} is reachable from other hosts and no --api-key is set`,
+    );
+  }
   // A line on stdout that scripts can wait for.
   console.log(`listening ${server.url}`);
-  const stop = async () => {
-    await server.shutdown();
+  let stopping = false;
+  // SIGTERM: drain (running requests finish, new ones get 503), then exit 0. SIGINT, or a second signal: at once.
+  const stop = async (drain: boolean) => {
+    if (stopping) {
+      console.error("lethe: stopping now");
+      await server.shutdown();
+      Deno.exit(0);
+    }
+    stopping = true;
+    if (drain) {
+      console.error("lethe: draining: running requests finish, new ones get 503");
+      await server.drain();
+    } else await server.shutdown();
     Deno.exit(0);
   };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", () => stop(false));
+  Deno.addSignalListener("SIGTERM", () => stop(true));
 }
 
 if (import.meta.main) {
   try {
     await main();
   } catch (e) {
+    // A ServerOptionError's message names its flag.
     console.error(`lethe serve: ${e instanceof Error ? e.message : e}`);
     Deno.exit(2);
   }

@@ -86,6 +86,11 @@ export interface ChatMessageIn {
 /** A chat request. */
 export interface ChatRequest extends ParsedRequest {
   messages: ChatMessageIn[];
+  /**
+   * Extension `parse_special_tokens`: control-token text in the messages (`<|im_end|>`, `<｜Assistant｜>`) is
+   * encoded as those tokens. Default false: it is plain text, so a message cannot forge a turn boundary.
+   */
+  parseSpecialTokens: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -303,7 +308,7 @@ export function parseChat(b: Json, d: RequestDefaults): ChatRequest {
     else wrongType(`${param}.content`, "a string", c);
     return { role: role === "developer" ? "system" : role, content };
   });
-  return { ...common, messages };
+  return { ...common, messages, parseSpecialTokens: optBool(b, "parse_special_tokens") ?? false };
 }
 
 /** Decides max_tokens once the prompt length is known; rejects prompts that do not fit the context. */

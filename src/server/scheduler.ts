@@ -34,7 +34,22 @@ export type FinishReason = "stop" | "length";
 export type JobEvent =
   | { type: "token"; id: number; text: string }
   | { type: "done"; finishReason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: "error"; message: string };
+  | {
+    type: "error";
+    message: string;
+    /**
+     * Why, when it is not an engine failure: `request_timeout` (its deadline passed while it was queued),
+     * `shutting_down` (the scheduler closed), `cancelled` (the client went away).
+     */
+    code?: "request_timeout" | "shutting_down" | "cancelled";
+  };
+
+/** Thrown by {@link Scheduler.submit} when {@link SchedulerOptions.maxQueue} requests already wait. */
+export class QueueFullError extends Error {
+  constructor(readonly queued: number) {
+    super(`${queued} requests are already waiting for admission; try again later`);
+  }
+}
 
 /** One generation request as the scheduler takes it. */
 export interface JobRequest {
@@ -52,6 +67,11 @@ export interface JobRequest {
   eos?: number[];
   /** Receives the job's tokens, then exactly one `done` or `error`. */
   onEvent: (e: JobEvent) => void;
+  /**
+   * Wall-clock deadline (`performance.now()` time): past it an active job ends with finish reason "length" (its
+   * KV freed at the next step boundary) and a queued one with an error of code `request_timeout`.
+   */
+  deadline?: number;
 }
 
 /** Server-wide scheduler settings. */
@@ -66,6 +86,11 @@ export interface SchedulerOptions {
    * request's output equals `Engine.generate`'s even while it shares the batch.
    */
   alignRounds?: boolean;
+  /**
+   * Most requests waiting for admission; {@link Scheduler.submit} throws {@link QueueFullError} past it
+   * (default: no bound).
+   */
+  maxQueue?: number;
 }
 
 /** Counters and gauges for /metrics. */
@@ -184,12 +209,28 @@ export class Scheduler {
    * For a policy that never prunes this is the whole generation (its cache is allocated once); else the prompt.
    */
   minimumBytes(promptTokens: number, maxTokens: number, kv: KvSettings): number {
-    const prunes = this.engine.policy(kv).prunes;
-    return this.#roundCap(prunes ? promptTokens + 16 : promptTokens + maxTokens) * this.tokenBytes;
+    return Scheduler.minimumBytes(this.engine, promptTokens, maxTokens, kv);
   }
 
-  /** Queues a request; events arrive through `onEvent`. */
+  /** {@link Scheduler.minimumBytes} for `engine`, before any scheduler runs on it (startup checks). */
+  static minimumBytes(engine: Engine, promptTokens: number, maxTokens: number, kv: KvSettings): number {
+    const prunes = engine.policy(kv).prunes;
+    return engine.kvSlots(prunes ? promptTokens + 16 : promptTokens + maxTokens) * engine.kvTokenBytes;
+  }
+
+  /** Whether {@link SchedulerOptions.maxQueue} requests already wait (the next submit would throw). */
+  get queueFull(): boolean {
+    return this.#queue.length >= (this.options.maxQueue ?? Infinity);
+  }
+
+  /** Whether no request is queued or running (a draining server may stop). */
+  get idle(): boolean {
+    return this.#queue.length === 0 && this.#active.length === 0;
+  }
+
+  /** Queues a request; events arrive through `onEvent`. Throws {@link QueueFullError} when the queue is full. */
   submit(req: JobRequest): JobHandle {
+    if (this.queueFull) throw new QueueFullError(this.#queue.length);
     const c = this.engine.model.config;
     const job: Job = {
       id: this.#nextId++,
@@ -251,7 +292,7 @@ export class Scheduler {
     this.#closed = true;
     this.#kick();
     await this.#loop;
-    for (const j of [...this.#queue, ...this.#active]) this.#fail(j, "server shutting down");
+    for (const j of [...this.#queue, ...this.#active]) this.#fail(j, "server shutting down", "shutting_down");
     this.#queue.length = 0;
     this.#active.length = 0;
     this.#runner.destroy();
@@ -267,7 +308,7 @@ export class Scheduler {
     if (job.finished || job.cancelled) return;
     job.cancelled = true;
     // Settle the request's handler (its client is gone, so nobody reads this).
-    job.req.onEvent({ type: "error", message: "cancelled: the client disconnected" });
+    job.req.onEvent({ type: "error", message: "cancelled: the client disconnected", code: "cancelled" });
     const q = this.#queue.indexOf(job);
     if (q >= 0) {
       // Queued jobs hold no KV: drop now.
@@ -310,6 +351,7 @@ export class Scheduler {
   async #run(): Promise<void> {
     while (!this.#closed) {
       try {
+        this.#expire();
         this.#reap();
         // A step recorded ahead whose jobs have all left is void.
         if (this.#active.length === 0) this.#runner.discardAhead();
@@ -359,12 +401,30 @@ export class Scheduler {
     job.admitted = false;
   }
 
-  #fail(job: Job, message: string): void {
+  #fail(job: Job, message: string, code?: "request_timeout" | "shutting_down"): void {
     this.#release(job);
     if (job.finished) return;
     job.finished = true;
     this.#m.requestsFailedTotal++;
-    job.req.onEvent({ type: "error", message });
+    job.req.onEvent({ type: "error", message, ...(code ? { code } : {}) });
+  }
+
+  /** Ends jobs past their deadline: queued ones fail (`request_timeout`), active ones finish with "length". */
+  #expire(): void {
+    const now = performance.now();
+    for (let i = this.#queue.length - 1; i >= 0; i--) {
+      const j = this.#queue[i];
+      if (j.req.deadline === undefined || now < j.req.deadline || j.cancelled) continue;
+      this.#queue.splice(i, 1);
+      // A preempted job has tokens already: it ends as an active one would.
+      if (j.ids.length > 0) this.#finish(j, "length");
+      else this.#fail(j, "the request timed out waiting for admission", "request_timeout");
+      this.#release(j);
+    }
+    // Finished active jobs leave the batch (and free their KV) at the next #reap, like any finished job.
+    for (const j of this.#active) {
+      if (j.req.deadline !== undefined && now >= j.req.deadline && !j.cancelled) this.#finish(j, "length");
+    }
   }
 
   /** The queue's head, its prompt (plus the tokens it had generated, if preempted) and whether it fits now. */

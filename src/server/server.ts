@@ -1,6 +1,9 @@
 /**
- * The OpenAI-compatible HTTP server: routes, response formats (JSON and server-sent events), /metrics.
- * Generation runs in the {@link Scheduler}; this module only translates requests and events.
+ * The OpenAI-compatible HTTP server: routes, response formats (JSON and server-sent events), /metrics, and
+ * what holds it up under abuse: body, head and time limits (enforced by the HTTP layer, `http.ts`), a bounded
+ * queue (429), an optional API key (401), 405 with `Allow` for wrong methods, an `X-Request-Id` on every
+ * response, an access log, and a graceful drain. Generation runs in the {@link Scheduler}; this module only
+ * translates requests and events.
  */
 import type { Engine } from "../engine/engine.ts";
 import { DEFAULT_POLICY, type KvSettings, resolveKvOptions } from "../kv/options.ts";
@@ -15,9 +18,18 @@ import {
   type RequestDefaults,
   resolveMaxTokens,
 } from "./protocol.ts";
-import { type FinishReason, type JobEvent, Scheduler, type SchedulerMetrics } from "./scheduler.ts";
+import {
+  type FinishReason,
+  type JobEvent,
+  QueueFullError,
+  Scheduler,
+  type SchedulerMetrics,
+} from "./scheduler.ts";
 import { ThinkSplitter } from "./text.ts";
 import { staticHandler } from "./static.ts";
+import { type Exchange, HttpError, serveHttp } from "./http.ts";
+import { ApiKeyAuth } from "./auth.ts";
+import { checkPromptSize, checkServerConfig, DEFAULT_LIMITS, requestId } from "./limits.ts";
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {
@@ -45,6 +57,33 @@ export interface ServerOptions {
   modelDir?: string;
   /** Origin allowed to read the page and model files cross-origin, or `*` (default: same origin only). */
   cors?: string;
+  /**
+   * API key: when set, `/v1/*`, `/metrics` and `/model/*` need `Authorization: Bearer <key>` (401 otherwise);
+   * `/health` and the page stay open (default: no key).
+   */
+  apiKey?: string;
+  /** Most bytes of a request body (413 past it; default 4 MiB). */
+  maxBodyBytes?: number;
+  /** Most bytes of a request head (431 past it; default 16 KiB). */
+  maxHeaderBytes?: number;
+  /** Most ms for a request's head to arrive (408 and closed past it; default 10 s). */
+  headerTimeoutMs?: number;
+  /** Most ms for a request's body to arrive once the server reads it (408; default 30 s). */
+  bodyTimeoutMs?: number;
+  /** Most ms a kept-alive connection idles, or a write to a client makes no progress (default 60 s). */
+  idleTimeoutMs?: number;
+  /**
+   * Wall-clock limit of a request from its first byte (default 600 s): a generation still running then ends
+   * with finish_reason "length", one still queued gets 503 `request_timeout`.
+   */
+  requestTimeoutMs?: number;
+  /** Most requests waiting for admission (429 with Retry-After past it; default 64). */
+  maxQueue?: number;
+  /**
+   * Receives one access-log line per request (method, path, status, body bytes, tokens, duration, request id;
+   * default: none — `deno task serve` writes them to stderr unless `--quiet-access-log`).
+   */
+  accessLog?: (line: string) => void;
 }
 
 /** A running server. */
@@ -57,8 +96,53 @@ export interface RunningServer {
   readonly url: string;
   /** The batching loop behind it (for its metrics). */
   readonly scheduler: Scheduler;
-  /** Stops accepting requests, ends the scheduler loop and waits for both. */
+  /**
+   * Stops accepting requests, ends the scheduler loop (requests still queued or running get an error) and waits
+   * for both.
+   */
   shutdown(): Promise<void>;
+  /**
+   * Graceful stop: new requests get 503 with Retry-After (and `/health` says "draining"), the requests already
+   * accepted run to their end, then the server shuts down. After `timeoutMs` (default: the request timeout) it
+   * shuts down whatever still runs.
+   */
+  drain(options?: { timeoutMs?: number }): Promise<void>;
+  /** Whether {@link drain} was called. */
+  readonly draining: boolean;
+}
+
+/** What the access log notes about an exchange. */
+interface Note {
+  id: string;
+  tokens?: { prompt: number; completion: number };
+}
+
+const GET_HEAD = ["GET", "HEAD"];
+
+/** An OpenAI-shaped error response with extra headers (Allow, WWW-Authenticate, Retry-After). */
+function errorResponse(
+  status: number,
+  message: string,
+  code: string | null,
+  extra: { param?: string | null; type?: string; headers?: Record<string, string> } = {},
+): Response {
+  const type = extra.type ?? (status >= 500 ? "server_error" : "invalid_request_error");
+  return Response.json(
+    { error: { message, type, param: extra.param ?? null, code } },
+    { status, headers: extra.headers },
+  );
+}
+
+/** Sets a header on a response, copying it when its headers are immutable. */
+function withHeader(res: Response, name: string, value: string): Response {
+  try {
+    res.headers.set(name, value);
+    return res;
+  } catch {
+    const headers = new Headers(res.headers);
+    headers.set(name, value);
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
 }
 
 const enc = new TextEncoder();
@@ -126,11 +210,35 @@ export function prometheus(m: SchedulerMetrics, modelId: string): string {
 export function startServer(engine: Engine, options: ServerOptions = {}): RunningServer {
   const c = engine.model.config;
   const modelId = options.modelId ?? engine.model.dir.replace(/\/+$/, "").split("/").pop() ?? "model";
-  const scheduler = new Scheduler(engine, {
-    kvMemory: options.kvMemory ?? 1024 ** 3,
-    maxBatch: options.maxBatch ?? 16,
-    alignRounds: options.alignRounds ?? true,
+  const limits = {
+    maxBodyBytes: options.maxBodyBytes ?? DEFAULT_LIMITS.maxBodyBytes,
+    maxHeaderBytes: options.maxHeaderBytes ?? DEFAULT_LIMITS.maxHeaderBytes,
+    headerTimeoutMs: options.headerTimeoutMs ?? DEFAULT_LIMITS.headerTimeoutMs,
+    bodyTimeoutMs: options.bodyTimeoutMs ?? DEFAULT_LIMITS.bodyTimeoutMs,
+    idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_LIMITS.idleTimeoutMs,
+    requestTimeoutMs: options.requestTimeoutMs ?? DEFAULT_LIMITS.requestTimeoutMs,
+    maxQueue: options.maxQueue ?? DEFAULT_LIMITS.maxQueue,
+  };
+  const kvMemory = options.kvMemory ?? 1024 ** 3;
+  const maxBatch = options.maxBatch ?? 16;
+  // A server that could serve nothing does not start (the error names the option and its flag).
+  checkServerConfig(engine, {
+    ...limits,
+    kvMemory,
+    maxBatch,
+    maxTokens: options.maxTokens ?? 256,
+    apiKey: options.apiKey,
+    kv: options.kv,
   });
+  const auth = options.apiKey !== undefined ? new ApiKeyAuth(options.apiKey) : null;
+  const scheduler = new Scheduler(engine, {
+    kvMemory,
+    maxBatch,
+    alignRounds: options.alignRounds ?? true,
+    maxQueue: limits.maxQueue,
+  });
+  const retryAfter = String(DEFAULT_LIMITS.retryAfterSeconds);
+  let draining = false;
   const defaults: RequestDefaults = {
     modelId,
     contextLength: c.maxPositionEmbeddings,
@@ -151,7 +259,10 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     promptIds: number[],
     kind: "completion" | "chat",
     startsInThought: boolean,
+    ex: Exchange,
   ): Response | Promise<Response> => {
+    const note = notes.get(ex);
+    const deadline = ex.started + limits.requestTimeoutMs;
     const maxTokens = resolveMaxTokens(
       p,
       promptIds.length,
@@ -173,11 +284,16 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     }`;
     const object = kind === "chat" ? "chat.completion" : "text_completion";
     const withIds = p.returnTokenIds || tok === null;
-    const usage = (e: { promptTokens: number; completionTokens: number }) => ({
-      prompt_tokens: e.promptTokens,
-      completion_tokens: e.completionTokens,
-      total_tokens: e.promptTokens + e.completionTokens,
-    });
+    const usage = (e: { promptTokens: number; completionTokens: number }) => {
+      if (note) note.tokens = { prompt: e.promptTokens, completion: e.completionTokens };
+      return {
+        prompt_tokens: e.promptTokens,
+        completion_tokens: e.completionTokens,
+        total_tokens: e.promptTokens + e.completionTokens,
+      };
+    };
+    // Checked here, synchronously before the submit below (the stream's start() runs in its constructor).
+    if (scheduler.queueFull) throw new QueueFullError(scheduler.metrics().queued);
 
     if (p.stream) {
       let handle: { cancel(): void } | null = null;
@@ -250,7 +366,12 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
               end();
             } else {
               send({
-                error: { message: e.message, type: "server_error", param: null, code: "generation_failed" },
+                error: {
+                  message: e.message,
+                  type: "server_error",
+                  param: null,
+                  code: e.code ?? "generation_failed",
+                },
               });
               end();
             }
@@ -263,6 +384,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
             stop: p.stop,
             ...(p.ignoreEos ? { eos: [] } : {}),
             onEvent,
+            deadline,
           });
         },
         cancel() {
@@ -290,6 +412,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
         kv: p.kv,
         stop: p.stop,
         ...(p.ignoreEos ? { eos: [] } : {}),
+        deadline,
         onEvent: (e: JobEvent) => {
           if (e.type === "token") {
             if (e.id >= 0) ids.push(e.id);
@@ -299,7 +422,12 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
             resolve(Response.json(final(e.finishReason, usage(e))));
           } else {
             req.signal.removeEventListener("abort", onAbort);
-            resolve(new ApiError(e.message, null, "generation_failed", 500, "server_error").response());
+            const busy = e.code === "request_timeout" || e.code === "shutting_down";
+            resolve(
+              busy
+                ? errorResponse(503, e.message, e.code!, { headers: { "retry-after": retryAfter } })
+                : new ApiError(e.message, null, "generation_failed", 500, "server_error").response(),
+            );
           }
         },
       });
@@ -347,86 +475,228 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
   };
 
   const statics = staticHandler({ webDir: options.webDir, modelDir: options.modelDir, cors: options.cors });
-  const handler = async (req: Request): Promise<Response> => {
-    const url = new URL(req.url);
-    const path = url.pathname.replace(/\/+$/, "") || "/";
-    try {
-      if (path === "/health") return Response.json({ status: "ok", model: modelId });
-      if (path === "/metrics") {
-        return new Response(prometheus(scheduler.metrics(), modelId), {
-          headers: { "content-type": "text/plain; version=0.0.4" },
-        });
-      }
-      if (path === "/v1/models") {
-        const card = {
-          id: modelId,
-          object: "model",
-          created,
-          owned_by: "lethe",
-          max_model_len: c.maxPositionEmbeddings,
-        };
-        return Response.json({ object: "list", data: [card] });
-      }
-      if (path === `/v1/models/${modelId}`) {
-        return Response.json({ id: modelId, object: "model", created, owned_by: "lethe" });
-      }
-      if (path === "/v1/completions" || path === "/v1/chat/completions") {
-        if (req.method !== "POST") {
-          throw new ApiError(`${path} takes POST`, null, "method_not_allowed", 405);
-        }
-        const body = await readJson(req);
-        if (path === "/v1/completions") {
-          const p = parseCompletion(body, defaults);
-          let ids: number[];
-          if (typeof p.prompt === "string") {
-            if (!tok) {
-              throw new ApiError(
-                `the model '${modelId}' has no tokenizer: send the prompt as an array of token ids`,
-                "prompt",
-                "no_tokenizer",
-              );
-            }
-            ids = engine.encode(p.prompt);
-          } else ids = p.prompt;
-          return await generate(req, p, ids, "completion", false);
-        }
-        const p = parseChat(body, defaults);
-        if (!tok) {
-          throw new ApiError(
-            `the model '${modelId}' has no tokenizer: chat needs one (use /v1/completions with token ids)`,
-            "messages",
-            "no_tokenizer",
-          );
-        }
-        const text = tok.applyChatTemplate(p.messages, template);
-        const ids = tok.encode(text, { addSpecialTokens: false });
-        return await generate(req, p, ids, "chat", /<think>\s*$/.test(text));
-      }
-      const file = await statics(req);
-      if (file) return file;
-      throw new ApiError(`no route for ${req.method} ${path}`, null, "not_found", 404);
-    } catch (e) {
-      if (e instanceof ApiError) return e.response();
-      console.error(e);
-      const msg = e instanceof Error ? e.message : String(e);
-      return new ApiError(msg, null, "internal_error", 500, "server_error").response();
+  const notes = new WeakMap<Exchange, Note>();
+
+  /** The methods a route takes, or null for a path that is not one of the API's. */
+  const allowFor = (path: string): string[] | null => {
+    if (
+      path === "/health" || path === "/metrics" || path === "/v1/models" || path === `/v1/models/${modelId}`
+    ) {
+      return GET_HEAD;
     }
+    if (path === "/v1/completions" || path === "/v1/chat/completions") return ["POST"];
+    return null;
+  };
+  const needsKey = (path: string) =>
+    auth !== null &&
+    (path === "/v1" || path.startsWith("/v1/") || path === "/metrics" || path.startsWith("/model/"));
+
+  /** The response for anything a route throws. */
+  const failure = (e: unknown, path: string): Response => {
+    if (e instanceof ApiError) return e.response();
+    if (e instanceof HttpError) {
+      const allow = e.status === 405 ? allowFor(path) : null;
+      return errorResponse(e.status, e.message, e.code, {
+        headers: allow ? { allow: allow.join(", ") } : {},
+      });
+    }
+    if (e instanceof QueueFullError) {
+      return errorResponse(429, e.message, "queue_full", {
+        type: "rate_limit_error",
+        headers: { "retry-after": retryAfter },
+      });
+    }
+    console.error(e);
+    const msg = e instanceof Error ? e.message : String(e);
+    return errorResponse(500, msg, "internal_error");
   };
 
-  const server = Deno.serve({
+  const route = async (req: Request, ex: Exchange): Promise<Response> => {
+    const url = new URL(req.url);
+    const path = url.pathname.replace(/\/+$/, "") || "/";
+    const method = req.method;
+    if (needsKey(path) && !(await auth!.check(req.headers.get("authorization")))) {
+      return errorResponse(
+        401,
+        req.headers.has("authorization")
+          ? "invalid API key (send Authorization: Bearer <key>)"
+          : "this server needs an API key: send Authorization: Bearer <key>",
+        "invalid_api_key",
+        { headers: { "www-authenticate": 'Bearer realm="lethe"' } },
+      );
+    }
+    const allow = allowFor(path);
+    if (allow !== null && !allow.includes(method)) {
+      return errorResponse(405, `${path} takes ${allow.join(" or ")}, not ${method}`, "method_not_allowed", {
+        headers: { allow: allow.join(", ") },
+      });
+    }
+    if (path === "/health") {
+      if (draining) {
+        return Response.json({ status: "draining", model: modelId }, {
+          status: 503,
+          headers: { "retry-after": retryAfter },
+        });
+      }
+      return Response.json({ status: "ok", model: modelId });
+    }
+    if (path === "/metrics") {
+      return new Response(prometheus(scheduler.metrics(), modelId), {
+        headers: { "content-type": "text/plain; version=0.0.4" },
+      });
+    }
+    if (path === "/v1/models") {
+      const card = {
+        id: modelId,
+        object: "model",
+        created,
+        owned_by: "lethe",
+        max_model_len: c.maxPositionEmbeddings,
+      };
+      return Response.json({ object: "list", data: [card] });
+    }
+    if (path === `/v1/models/${modelId}`) {
+      return Response.json({ id: modelId, object: "model", created, owned_by: "lethe" });
+    }
+    if (path === "/v1/completions" || path === "/v1/chat/completions") {
+      if (draining) {
+        return errorResponse(503, "the server is shutting down; try another instance", "draining", {
+          headers: { "retry-after": retryAfter },
+        });
+      }
+      // Refused before its body is read.
+      if (scheduler.queueFull) throw new QueueFullError(scheduler.metrics().queued);
+      const body = await readJson(new Request(req.url, { method: "POST", body: await ex.body() }));
+      if (path === "/v1/completions") {
+        const p = parseCompletion(body, defaults);
+        let ids: number[];
+        if (typeof p.prompt === "string") {
+          if (!tok) {
+            throw new ApiError(
+              `the model '${modelId}' has no tokenizer: send the prompt as an array of token ids`,
+              "prompt",
+              "no_tokenizer",
+            );
+          }
+          await checkPromptSize([p.prompt], countTokens, c.maxPositionEmbeddings, "prompt");
+          ids = engine.encode(p.prompt);
+        } else ids = p.prompt;
+        return await generate(req, p, ids, "completion", false, ex);
+      }
+      const p = parseChat(body, defaults);
+      if (!tok) {
+        throw new ApiError(
+          `the model '${modelId}' has no tokenizer: chat needs one (use /v1/completions with token ids)`,
+          "messages",
+          "no_tokenizer",
+        );
+      }
+      await checkPromptSize(
+        p.messages.map((m) => m.content),
+        countTokens,
+        c.maxPositionEmbeddings,
+        "messages",
+      );
+      const text = tok.applyChatTemplate(p.messages, template);
+      // Message content is plain text (no forged control tokens) unless the request opts in.
+      const specialTokens = p.parseSpecialTokens ? "parse" : "plain";
+      const ids = tok.encodeChat(p.messages, template, { specialTokens });
+      return await generate(req, p, ids, "chat", /<think>\s*$/.test(text), ex);
+    }
+    if (path.startsWith("/v1/") || path === "/v1") {
+      throw new ApiError(`no route for ${method} ${path}`, null, "not_found", 404);
+    }
+    const file = await statics(req);
+    if (file) return file.status >= 400 ? asApiError(file) : file;
+    throw new ApiError(`no route for ${method} ${path}`, null, "not_found", 404);
+  };
+  /** A static file's plain-text error in the API's error shape, its headers (Allow, Content-Range, CORS) kept. */
+  const asApiError = async (res: Response): Promise<Response> => {
+    if (!(res.headers.get("content-type") ?? "").startsWith("text/plain")) return res;
+    const message = (await res.text()).trim() || `HTTP ${res.status}`;
+    const codes: Record<number, string> = {
+      400: "invalid_request",
+      404: "not_found",
+      405: "method_not_allowed",
+      416: "range_not_satisfiable",
+    };
+    const code = codes[res.status] ?? null;
+    const out = errorResponse(res.status, message, code);
+    for (const [k, v] of res.headers) {
+      if (k !== "content-type" && k !== "content-length") out.headers.set(k, v);
+    }
+    return out;
+  };
+  const countTokens = (piece: string) => tok!.encode(piece, { addSpecialTokens: false }).length;
+
+  const http = serveHttp({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? 0,
-    onListen: () => {},
-  }, handler);
-  const addr = server.addr as Deno.NetAddr;
+    maxBodyBytes: limits.maxBodyBytes,
+    maxHeaderBytes: limits.maxHeaderBytes,
+    headerTimeoutMs: limits.headerTimeoutMs,
+    bodyTimeoutMs: limits.bodyTimeoutMs,
+    idleTimeoutMs: limits.idleTimeoutMs,
+    async handler(req, ex) {
+      const note: Note = { id: requestId(req.headers.get("x-request-id")) };
+      notes.set(ex, note);
+      let res: Response;
+      try {
+        res = await route(req, ex);
+      } catch (e) {
+        res = failure(e, ex.path.replace(/\/+$/, "") || "/");
+      }
+      if (draining) res = withHeader(res, "connection", "close");
+      return withHeader(res, "x-request-id", note.id);
+    },
+    errorResponse(e, ex) {
+      const note: Note = { id: requestId(ex.headers.get("x-request-id")) };
+      notes.set(ex, note);
+      return withHeader(failure(e, ex.path.replace(/\/+$/, "") || "/"), "x-request-id", note.id);
+    },
+    onComplete(ex, status, bytes, ok) {
+      if (!options.accessLog) return;
+      const note = notes.get(ex);
+      const tokens = note?.tokens
+        ? ` prompt_tokens=${note.tokens.prompt} completion_tokens=${note.tokens.completion}`
+        : "";
+      const ms = (performance.now() - ex.started).toFixed(1);
+      options.accessLog(
+        `access method=${ex.method} path=${ex.path} status=${status} bytes=${bytes}${tokens} ms=${ms} ` +
+          `id=${note?.id ?? "-"}${ok ? "" : " aborted=1"}`,
+      );
+    },
+  });
+  const addr = http.addr;
+  let stopped: Promise<void> | null = null;
+  const shutdown = () =>
+    stopped ??= (async () => {
+      const closed = http.close();
+      // Pending requests get an error now, so that their responses end.
+      await scheduler.close();
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([closed, new Promise((r) => (t = setTimeout(r, 5000)))]);
+      clearTimeout(t);
+      http.abort();
+      await closed;
+    })();
   return {
     port: addr.port,
     hostname: addr.hostname,
-    url: `http://${addr.hostname}:${addr.port}`,
+    url: `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}`,
     scheduler,
-    async shutdown() {
-      await server.shutdown();
-      await scheduler.close();
+    get draining() {
+      return draining;
+    },
+    shutdown,
+    async drain(o: { timeoutMs?: number } = {}) {
+      draining = true;
+      const until = performance.now() + (o.timeoutMs ?? limits.requestTimeoutMs);
+      // Accepted requests run on; new ones get 503 at once (and count as busy only while they are answered).
+      while (!(scheduler.idle && http.busy === 0) && performance.now() < until) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await shutdown();
     },
   };
 }
