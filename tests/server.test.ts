@@ -353,7 +353,13 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
       ["token id outside the vocabulary", "/v1/completions", { prompt: [1, 512] }],
       ["prompt of the wrong type", "/v1/completions", { prompt: { a: 1 } }],
       ["text prompt without a tokenizer", "/v1/completions", { prompt: "Once upon a time" }],
-      ["unknown model", "/v1/completions", { model: "gpt-5", prompt }],
+      ["tools (not implemented)", "/v1/completions", { prompt, tools: [{ type: "function" }] }],
+      ["response_format json (not implemented)", "/v1/completions", {
+        prompt,
+        response_format: { type: "json_object" },
+      }],
+      ["logprobs (not implemented)", "/v1/completions", { prompt, logprobs: 2 }],
+      ["presence_penalty (not implemented)", "/v1/completions", { prompt, presence_penalty: 0.5 }],
       ["temperature of the wrong type", "/v1/completions", { prompt, temperature: "hot" }],
       ["temperature out of range", "/v1/completions", { prompt, temperature: -1 }],
       ["top_p out of range", "/v1/completions", { prompt, top_p: 1.5 }],
@@ -379,7 +385,25 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
       assert(e && typeof e.message === "string" && e.message.length > 0, `${name}: no message`);
       assertEquals(e.type, "invalid_request_error", name);
       assert("param" in e && "code" in e, `${name}: no param/code`);
+      // A field the server does not implement is named, never silently ignored.
+      if (name.includes("not implemented")) assertEquals(e.code, "unsupported_parameter", name);
     }
+    // An unknown model is a 404, as OpenAI and vLLM answer it.
+    const unknown = await post(`${url}/v1/completions`, { model: "gpt-5", prompt });
+    const uj = await unknown.json();
+    assertEquals([unknown.status, uj.error.code, uj.error.param], [404, "model_not_found", "model"]);
+    // Neutral values of those fields pass.
+    const neutral = await post(`${url}/v1/completions`, {
+      prompt,
+      max_tokens: 2,
+      temperature: 0,
+      tools: [],
+      response_format: { type: "text" },
+      logprobs: false,
+      presence_penalty: 0,
+      frequency_penalty: 0,
+    });
+    assertEquals(neutral.status, 200);
     const ok = await post(`${url}/v1/completions`, { prompt, max_tokens: 3, temperature: 0 });
     assertEquals(ok.status, 200);
     assertEquals((await ok.json()).choices[0].token_ids.length, 3);
@@ -575,7 +599,8 @@ Deno.test(
       } catch (e) {
         status = (e as { status: number }).status;
       }
-      assertEquals(status, 400);
+      // An unknown model is a 404 (OpenAI's and vLLM's answer), which the client raises as NotFoundError.
+      assertEquals(status, 404);
     });
 
     await server.shutdown();

@@ -152,6 +152,40 @@ function optString(b: Json, k: string): string | undefined {
   return v;
 }
 
+/**
+ * OpenAI fields this server does not implement, and the values that would ask for them: a request that sets one
+ * gets a 400 naming it, never an answer that silently ignored it. (`null` and the neutral values pass.)
+ */
+const UNSUPPORTED: [field: string, neutral: (v: unknown) => boolean][] = [
+  ["tools", (v) => Array.isArray(v) && v.length === 0],
+  ["tool_choice", (v) => v === "none"],
+  ["functions", (v) => Array.isArray(v) && v.length === 0],
+  ["function_call", (v) => v === "none"],
+  ["response_format", (v) => typeof v === "object" && v !== null && (v as Json).type === "text"],
+  ["logprobs", (v) => v === false || v === 0],
+  ["top_logprobs", (v) => v === 0],
+  ["logit_bias", (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0],
+  ["best_of", (v) => v === 1],
+  ["presence_penalty", (v) => v === 0],
+  ["frequency_penalty", (v) => v === 0],
+  ["repetition_penalty", (v) => v === 1],
+  ["min_p", (v) => v === 0],
+  ["suffix", (v) => v === ""],
+  ["echo", (v) => v === false],
+];
+
+function rejectUnsupported(b: Json): void {
+  for (const [field, neutral] of UNSUPPORTED) {
+    const v = b[field];
+    if (v === undefined || v === null || neutral(v)) continue;
+    throw new ApiError(
+      `'${field}' is not supported by this server (got ${JSON.stringify(v)?.slice(0, 80)}); leave it out`,
+      field,
+      "unsupported_parameter",
+    );
+  }
+}
+
 /** Fields shared by both endpoints. */
 function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): ParsedRequest {
   const model = optString(b, "model");
@@ -160,8 +194,10 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
       `the model '${model}' does not exist; this server serves '${d.modelId}'`,
       "model",
       "model_not_found",
+      404,
     );
   }
+  rejectUnsupported(b);
   const n = optNumber(b, "n", 1, 1, true);
   void n;
   let maxTokens: number | null = null;
