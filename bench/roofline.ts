@@ -129,11 +129,35 @@ export const DECODE_SHAPES: [number, number][] = [[1536, 1536], [256, 1536], [89
   1536,
 ]];
 
+const ROOFLINE_HELP = `Usage: deno task bench:roofline [--json] [--quick]
+
+Roofline of the decode kernels on this WebGPU adapter: the copy ceiling and each matvec's achieved
+bandwidth, measured in one run.
+
+  --json                 print JSON rows instead of a table
+  --quick                one small matvec and fewer samples
+  -h, --help             this help
+`;
+
 async function main(): Promise<void> {
-  const args = parseArgs({
-    args: Deno.args,
-    options: { json: { type: "boolean", default: false }, quick: { type: "boolean", default: false } },
-  });
+  let args;
+  try {
+    args = parseArgs({
+      args: Deno.args,
+      options: {
+        json: { type: "boolean", default: false },
+        quick: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}\nRun with --help for the options.`);
+    Deno.exit(2);
+  }
+  if (args.values.help) {
+    console.log(ROOFLINE_HELP);
+    return;
+  }
   const quick = args.values.quick;
   const ctx = await GpuContext.create();
   // A failed pipeline or bind group makes dispatches no-ops and the figures fantasies: fail instead.

@@ -28,26 +28,60 @@ import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string" },
-    n: { type: "string", default: "16" },
-    "max-tokens": { type: "string", default: "448" },
-    "prompt-tokens": { type: "string", default: "32" },
-    fit: { type: "string", default: "4" },
-    "kv-memory": { type: "string" },
-    policy: { type: "string", default: "lethe" },
-    "kv-budget": { type: "string", default: "64" },
-    "max-batch": { type: "string", default: "16" },
-    json: { type: "boolean", default: false },
-    "token-ids": { type: "boolean", default: false },
-    families: { type: "string" },
-    "lethe-gamma": { type: "string" },
-    "kv-recent-ratio": { type: "string" },
-    "no-align-rounds": { type: "boolean", default: false },
-  },
-});
+const SERVE_HELP = `Usage: deno task bench:serve [options]
+
+Serving throughput under a KV memory cap: full KV against a pruning policy, N concurrent requests over HTTP.
+
+  --model DIR            model directory (default: the bundled lethe-reasoner-tiny)
+  --n N                  concurrent requests (default 16)
+  --max-tokens N         tokens per request (default 448)
+  --prompt-tokens N      prompt length of token-id prompts (default 32)
+  --fit K|1,2,4          KV pool sized for K full-KV requests; a list sweeps pool sizes (default 4)
+  --kv-memory BYTES      KV pool size instead of --fit (e.g. 64MiB)
+  --policy NAME          the pruning policy compared with full (default lethe)
+  --kv-budget N          its per-layer budget (default 64)
+  --max-batch N          largest decode batch (default 16)
+  --families LIST        held-out task families to use (e.g. sum)
+  --lethe-gamma G        Lethe's γ
+  --kv-recent-ratio R    recent window ratio
+  --no-align-rounds      prune each sequence on its own schedule
+  --token-ids            random token-id prompts even when held-out task files exist
+  --json                 print JSON instead of a table
+  -h, --help             this help
+`;
+
+let parsedArgs;
+try {
+  parsedArgs = parseArgs({
+    args: Deno.args,
+    options: {
+      help: { type: "boolean", short: "h", default: false },
+      model: { type: "string" },
+      n: { type: "string", default: "16" },
+      "max-tokens": { type: "string", default: "448" },
+      "prompt-tokens": { type: "string", default: "32" },
+      fit: { type: "string", default: "4" },
+      "kv-memory": { type: "string" },
+      policy: { type: "string", default: "lethe" },
+      "kv-budget": { type: "string", default: "64" },
+      "max-batch": { type: "string", default: "16" },
+      json: { type: "boolean", default: false },
+      "token-ids": { type: "boolean", default: false },
+      families: { type: "string" },
+      "lethe-gamma": { type: "string" },
+      "kv-recent-ratio": { type: "string" },
+      "no-align-rounds": { type: "boolean", default: false },
+    },
+  });
+} catch (e) {
+  console.error(`error: ${(e as Error).message}\nRun with --help for the options.`);
+  Deno.exit(2);
+}
+const v = parsedArgs.values;
+if (v.help) {
+  console.log(SERVE_HELP);
+  Deno.exit(0);
+}
 
 const modelDir = v.model ?? DEFAULT_MODEL_DIR;
 const N = Number(v.n);

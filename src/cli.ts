@@ -243,7 +243,9 @@ export async function main(args: string[]): Promise<number> {
       }
       if (cli.chat) {
         // The template's markers are control tokens; the prompt's text is plain unless --chat-special-tokens.
-        const template = engine.tokenizer.chatTemplate ?? "deepseek-r1";
+        // The model's own chat_template when it has one, else the family its tokenizer looks like.
+        const tok = engine.tokenizer;
+        const template = tok.chatTemplateSource ? undefined : tok.chatTemplate ?? "deepseek-r1";
         prompt = engine.tokenizer.encodeChat([{ role: "user", content: cli.prompt }], template, {
           defaultSystemPrompt: engine.tokenizer.defaultSystemPrompt,
           specialTokens: cli.chatSpecialTokens ? "parse" : "plain",
@@ -281,16 +283,12 @@ export async function main(args: string[]): Promise<number> {
       out("\n");
       const s = result.stats;
       if (!cli.quiet) {
+        const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
         console.error(
-          `[${s.prefill_tokens} prompt tokens at ${
-            s.prefill_tok_s.toFixed(1)
-          } tok/s, ${s.decode_tokens} generated at ` +
-            `${s.decode_tok_s.toFixed(2)} tok/s; KV ${s.kv_policy}: peak ${
-              (s.kv_bytes_peak / 1024).toFixed(1)
-            } KiB ` +
-            `(FullKV would hold ${
-              (s.kv_bytes_full_equivalent / 1024).toFixed(1)
-            } KiB), ${s.prune_rounds} pruning rounds]`,
+          `[${s.prefill_tokens} prompt tokens at ${s.prefill_tok_s.toFixed(1)} tok/s, ` +
+            `${s.decode_tokens} generated at ${s.decode_tok_s.toFixed(2)} tok/s; KV ${s.kv_policy}: ` +
+            `peak ${kib(s.kv_bytes_peak)} allocated, ${kib(s.kv_bytes_live_peak)} live; ` +
+            `full KV at the end: ${kib(s.kv_bytes_full_equivalent)}; ${s.prune_rounds} pruning rounds]`,
         );
       }
     }

@@ -13,7 +13,6 @@ import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { Engine } from "../src/engine/engine.ts";
 import type { GenerateOptions, GenerationStats } from "../src/engine/generate.ts";
 import { startServer } from "../src/server/server.ts";
-import { applyChatTemplate } from "../tokenizer/mod.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 import { buildWeb } from "../tools/build_web.ts";
 
@@ -75,10 +74,11 @@ const SHOWN = `(() => {
 /** The prompt ids `deno task generate --chat --prompt P` runs. */
 function chatIds(engine: Engine, prompt: string): number[] {
   const tok = engine.tokenizer!;
-  const text = applyChatTemplate([{ role: "user", content: prompt }], tok.chatTemplate ?? "deepseek-r1", {
+  const template = tok.chatTemplateSource ? undefined : tok.chatTemplate ?? "deepseek-r1";
+  return tok.encodeChat([{ role: "user", content: prompt }], template, {
     defaultSystemPrompt: tok.defaultSystemPrompt,
+    specialTokens: "plain",
   });
-  return tok.encode(text, { addSpecialTokens: false });
 }
 
 Deno.test({

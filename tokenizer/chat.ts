@@ -1,9 +1,11 @@
 /**
- * Chat templates for the model families Lethe serves, written out in TypeScript.
+ * Chat templates: the model's own Jinja `chat_template`, or one of three families written out in TypeScript.
  *
- * Hugging Face ships chat templates as Jinja programs in `tokenizer_config.json`. Lethe does not interpret
- * Jinja: it recognises which family a template belongs to (by the marker tokens it prints) and renders that
- * family's format directly. Families:
+ * Hugging Face ships chat templates as Jinja programs in `tokenizer_config.json`. When a model has one,
+ * {@link JinjaChatTemplate} renders it with `@huggingface/jinja` (the interpreter transformers.js uses), with
+ * the variables transformers passes (`messages`, `add_generation_prompt`, `bos_token`, `eos_token` and the
+ * config's other special tokens; `raise_exception` and `strftime_now` come with the interpreter). Without
+ * one, the family renderers below are the fallback:
  * - `deepseek-r1`: DeepSeek-R1 and its distills (Qwen and Llama based).
  *   `<｜begin▁of▁sentence｜>{last system}<｜User｜>{u}<｜Assistant｜>{a}<｜end▁of▁sentence｜>…<｜Assistant｜><think>\n`.
  *   As in the official template, an assistant turn keeps only the text after its last `</think>`.
@@ -12,10 +14,12 @@
  *   a system message, which {@link detectChatTemplate} reports so callers can reproduce it.
  * - `llama3`: the plain Llama-3 header format (`<|start_header_id|>{role}<|end_header_id|>\n\n{trimmed}<|eot_id|>`).
  *
- * Tool calls and the date preamble of Llama-3.1's long template are not reproduced.
+ * The family renderers do not reproduce tool calls or the date preamble of Llama-3.1's long template; the
+ * Jinja path renders whatever the model's template does.
  *
  * @module
  */
+import { Template } from "@huggingface/jinja";
 
 /** One chat turn. */
 export interface ChatMessage {
@@ -146,14 +150,7 @@ export function detectChatTemplate(
   config: unknown,
   hasToken: (token: string) => boolean = () => false,
 ): DetectedChatTemplate | null {
-  let text: string | null = null;
-  const ct = (config as { chat_template?: unknown } | null | undefined)?.chat_template;
-  if (typeof ct === "string") {
-    text = ct;
-  } else if (Array.isArray(ct)) {
-    const entry = ct.find((t) => t?.name === "default") ?? ct[0];
-    if (typeof entry?.template === "string") text = entry.template;
-  }
+  const text = chatTemplateSource(config);
   if (text !== null) {
     if (text.includes("<｜Assistant｜>")) return { name: "deepseek-r1", defaultSystemPrompt: null };
     if (text.includes("<|im_start|>")) {
@@ -168,4 +165,186 @@ export function detectChatTemplate(
   if (hasToken("<|im_start|>")) return { name: "chatml", defaultSystemPrompt: null };
   if (hasToken("<|start_header_id|>")) return { name: "llama3", defaultSystemPrompt: null };
   return null;
+}
+
+/** The `chat_template` text of a `tokenizer_config.json` (a string, or the "default" entry of a list), or null. */
+export function chatTemplateSource(config: unknown): string | null {
+  const ct = (config as { chat_template?: unknown } | null | undefined)?.chat_template;
+  if (typeof ct === "string") return ct;
+  if (Array.isArray(ct)) {
+    const entry = ct.find((t) => t?.name === "default") ?? ct[0];
+    if (typeof entry?.template === "string") return entry.template;
+  }
+  return null;
+}
+
+/** Special-token fields of `tokenizer_config.json` that transformers passes to chat templates. */
+const SPECIAL_TOKEN_KEYS = [
+  "bos_token",
+  "eos_token",
+  "unk_token",
+  "sep_token",
+  "pad_token",
+  "cls_token",
+  "mask_token",
+] as const;
+
+/** A special token as the config spells it: a string, or an added-token object with `content`. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === "string") return v;
+  const content = (v as { content?: unknown } | null | undefined)?.content;
+  return typeof content === "string" ? content : undefined;
+}
+
+/** The variables transformers passes to a chat template besides the messages: the config's special tokens. */
+export function chatTemplateVariables(config: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (config === null || typeof config !== "object") return out;
+  const c = config as Record<string, unknown>;
+  for (const key of SPECIAL_TOKEN_KEYS) {
+    const t = tokenText(c[key]);
+    if (t !== undefined) out[key] = t;
+  }
+  const extra = c.additional_special_tokens;
+  if (Array.isArray(extra)) {
+    const list = extra.map(tokenText).filter((t): t is string => t !== undefined);
+    (out as Record<string, unknown>).additional_special_tokens = list;
+  }
+  return out;
+}
+
+/** Options of {@link JinjaChatTemplate.render} and {@link JinjaChatTemplate.renderParts}. */
+export interface JinjaChatTemplateOptions {
+  /** End with the prompt that opens the assistant's turn (default true; passed as `add_generation_prompt`). */
+  addGenerationPrompt?: boolean;
+  /**
+   * A system message put first when the first message is not a system message (default none: the
+   * template's own default, such as Qwen2.5's, applies).
+   */
+  defaultSystemPrompt?: string | null;
+}
+
+/** Private-use markers around a content placeholder's index: templates print them unchanged. */
+const PH_OPEN = "\uE000", PH_CLOSE = "\uE001";
+const PH_RE = /\uE000(\d+)\uE001/g;
+
+/**
+ * A model's own Jinja chat template (`chat_template` of `tokenizer_config.json`), rendered with
+ * `@huggingface/jinja`. It is parsed on first use; a template that does not parse or render throws an error
+ * naming the config file.
+ */
+export class JinjaChatTemplate {
+  /** The template's Jinja source. */
+  readonly source: string;
+  /** Variables passed to every rendering (special tokens from the config). */
+  readonly variables: Readonly<Record<string, unknown>>;
+  /** The config file named in errors. */
+  readonly file: string;
+  #parsed: Template | null = null;
+
+  constructor(source: string, variables: Record<string, unknown> = {}, file = "tokenizer_config.json") {
+    this.source = source;
+    this.variables = variables;
+    this.file = file;
+  }
+
+  /** Builds the template of a parsed `tokenizer_config.json`, or returns null when it has no `chat_template`. */
+  static fromConfig(config: unknown, file = "tokenizer_config.json"): JinjaChatTemplate | null {
+    const source = chatTemplateSource(config);
+    return source === null ? null : new JinjaChatTemplate(source, chatTemplateVariables(config), file);
+  }
+
+  #run(messages: readonly ChatMessage[], options: JinjaChatTemplateOptions): string {
+    try {
+      this.#parsed ??= new Template(this.source);
+      return this.#parsed.render({
+        ...this.variables,
+        messages,
+        add_generation_prompt: options.addGenerationPrompt ?? true,
+      });
+    } catch (e) {
+      throw new Error(`${this.file}: chat_template failed to render: ${(e as Error).message}`);
+    }
+  }
+
+  #messages(messages: readonly ChatMessage[], options: JinjaChatTemplateOptions): ChatMessage[] {
+    const sys = options.defaultSystemPrompt;
+    const list = messages.map((m) => ({ ...m }));
+    if (sys != null && messages[0]?.role !== "system") list.unshift({ role: "system", content: sys });
+    return list;
+  }
+
+  /** Renders messages to prompt text, as transformers' `apply_chat_template(..., tokenize=False)` does. */
+  render(messages: readonly ChatMessage[], options: JinjaChatTemplateOptions = {}): string {
+    return this.#run(this.#messages(messages, options), options);
+  }
+
+  /**
+   * Renders as {@link render}, split into template text and message content ({@link ChatPart}). The template
+   * is rendered a second time with a placeholder for each message's content, which locates the content in the
+   * real rendering; where the template changes content (trims it, or keeps the text after `</think>`), the
+   * usual transformations are recognised. Throws when the content cannot be located.
+   */
+  renderParts(messages: readonly ChatMessage[], options: JinjaChatTemplateOptions = {}): ChatPart[] {
+    const list = this.#messages(messages, options);
+    const real = this.#run(list, options);
+    const contents = list.map((m) => String(m.content ?? ""));
+    const marked = this.#run(list.map((m, i) => ({ ...m, content: `${PH_OPEN}${i}${PH_CLOSE}` })), options);
+    // marked = T0 ph T1 ph … Tn
+    const segments: string[] = [];
+    const slots: number[] = [];
+    let at = 0;
+    for (const m of marked.matchAll(PH_RE)) {
+      segments.push(marked.slice(at, m.index));
+      slots.push(Number(m[1]));
+      at = m.index + m[0].length;
+    }
+    segments.push(marked.slice(at));
+    if (!real.startsWith(segments[0])) throw this.#untracked();
+    const chosen: string[] = [];
+    const failed = new Set<string>();
+    const match = (j: number, pos: number): boolean => {
+      if (j === slots.length) return pos === real.length;
+      const key = `${j}:${pos}`;
+      if (failed.has(key)) return false;
+      for (const c of contentVariants(contents[slots[j]])) {
+        const next = segments[j + 1];
+        if (real.startsWith(c, pos) && real.startsWith(next, pos + c.length)) {
+          chosen[j] = c;
+          if (match(j + 1, pos + c.length + next.length)) return true;
+        }
+      }
+      failed.add(key);
+      return false;
+    };
+    if (!match(0, segments[0].length)) throw this.#untracked();
+    const out: ChatPart[] = [];
+    const push = (text: string, content: boolean): void => {
+      if (text === "") return;
+      const last = out[out.length - 1];
+      if (last && last.content === content) last.text += text;
+      else out.push({ text, content });
+    };
+    push(segments[0], false);
+    for (let j = 0; j < slots.length; j++) {
+      push(chosen[j], true);
+      push(segments[j + 1], false);
+    }
+    return out;
+  }
+
+  #untracked(): Error {
+    return new Error(
+      `${this.file}: chat_template transforms message content in a way Lethe cannot separate from the ` +
+        `template's text; encode with specialTokens: "parse"`,
+    );
+  }
+}
+
+/** Ways chat templates commonly print a message's content: as is, trimmed, or after its last `</think>`. */
+function contentVariants(content: string): string[] {
+  const cut = content.lastIndexOf("</think>");
+  const after = cut >= 0 ? content.slice(cut + "</think>".length) : content;
+  const all = [content, content.trim(), after, after.trim(), content.trimStart(), content.trimEnd()];
+  return [...new Set(all)];
 }

@@ -18,8 +18,8 @@ import { type ModelSource, readSourceText, resolveFileSpec, sourcePath } from ".
 import { BytePairEncoder } from "./bpe.ts";
 import type { BpeModelJson } from "./bpe.ts";
 import { byteLevelToBytes } from "./bytes.ts";
-import { detectChatTemplate, renderChatParts } from "./chat.ts";
-import type { ChatMessage, ChatTemplateName, ChatTemplateOptions } from "./chat.ts";
+import { detectChatTemplate, JinjaChatTemplate, renderChatParts } from "./chat.ts";
+import type { ChatMessage, ChatPart, ChatTemplateName, ChatTemplateOptions } from "./chat.ts";
 import { escapeRegExp, onigToRegExp } from "./regex.ts";
 import { TokenizerError, validateTokenizerConfig, validateTokenizerJson } from "./validate.ts";
 
@@ -393,6 +393,13 @@ export class Tokenizer {
   readonly chatTemplate: ChatTemplateName | null;
   /** Default system prompt of the recognised template (Qwen2.5's ChatML), or null. */
   readonly defaultSystemPrompt: string | null;
+  /**
+   * The Jinja source of the model's own chat template (`chat_template` of `tokenizer_config.json`), rendered
+   * in place of the {@link chatTemplate} family; null when the config has none (or only a text that never
+   * reads `messages`, which cannot render a conversation).
+   */
+  readonly chatTemplateSource: string | null;
+  readonly #jinja: JinjaChatTemplate | null;
   /** Added tokens, in file order. */
   readonly addedTokens: readonly AddedToken[];
 
@@ -522,6 +529,9 @@ export class Tokenizer {
     const detected = detectChatTemplate(config, (t) => this.addedByContent.has(t));
     this.chatTemplate = detected?.name ?? null;
     this.defaultSystemPrompt = detected?.defaultSystemPrompt ?? null;
+    const jinja = JinjaChatTemplate.fromConfig(config, configFile);
+    this.#jinja = jinja !== null && /\bmessages\b/.test(jinja.source) ? jinja : null;
+    this.chatTemplateSource = this.#jinja?.source ?? null;
   }
 
   /**
@@ -684,22 +694,34 @@ export class Tokenizer {
   }
 
   /**
-   * Renders a chat prompt with the recognised template (or the one named). Qwen2.5's default system prompt
-   * is applied when its template was recognised and no `defaultSystemPrompt` option is given.
+   * Renders a chat prompt with the model's own template ({@link chatTemplateSource}) when it has one and no other
+   * family than {@link chatTemplate} is named; otherwise with the named (or recognised) family, where
+   * Qwen2.5's default system prompt is applied when its template was recognised and no `defaultSystemPrompt`
+   * option is given. A `defaultSystemPrompt` option with the model's template is a system message put first.
    */
   applyChatTemplate(
     messages: readonly ChatMessage[],
     template?: ChatTemplateName,
     options: ChatTemplateOptions = {},
   ): string {
+    const jinja = this.#jinjaFor(template);
+    if (jinja !== null) return jinja.render(messages, options);
     return this.#chatParts(messages, template, options).map((p) => p.text).join("");
+  }
+
+  /** The model's Jinja template when it applies to a call naming `template`. */
+  #jinjaFor(template: ChatTemplateName | undefined): JinjaChatTemplate | null {
+    if (this.#jinja === null) return null;
+    return template === undefined || template === this.chatTemplate ? this.#jinja : null;
   }
 
   #chatParts(
     messages: readonly ChatMessage[],
     template?: ChatTemplateName,
     options: ChatTemplateOptions = {},
-  ) {
+  ): ChatPart[] {
+    const jinja = this.#jinjaFor(template);
+    if (jinja !== null) return jinja.renderParts(messages, options);
     const name = template ?? this.chatTemplate;
     if (name === null) throw new Error("tokenizer: no chat template recognised; pass a template name");
     const defaultSystemPrompt = options.defaultSystemPrompt !== undefined
@@ -726,6 +748,12 @@ export class Tokenizer {
     options: ChatTemplateOptions & Pick<EncodeOptions, "specialTokens"> = {},
   ): number[] {
     const parseContent = (options.specialTokens ?? "plain") === "parse";
+    if (parseContent) {
+      return this.#encodeParts(
+        [{ text: this.applyChatTemplate(messages, template, options), parse: true }],
+        false,
+      );
+    }
     const parts = this.#chatParts(messages, template, options);
     return this.#encodeParts(parts.map((p) => ({ text: p.text, parse: parseContent || !p.content })), false);
   }

@@ -53,6 +53,41 @@ const textImports: esbuild.Plugin = {
   },
 };
 
+/**
+ * Resolves bare imports that deno.json maps to `npm:` packages (the library's `@huggingface/jinja`) to the
+ * package's ES module entry in Deno's npm cache (`deno info --json` fetches it there when missing).
+ */
+const npmImports: esbuild.Plugin = {
+  name: "deno-npm-imports",
+  setup(build) {
+    const imports: Record<string, string> = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).imports ??
+      {};
+    const bare = Object.keys(imports).filter((k) => imports[k].startsWith("npm:"));
+    if (bare.length === 0) return;
+    const escaped = bare.map((k) => k.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&"));
+    build.onResolve({ filter: new RegExp(`^(${escaped.join("|")})$`) }, async (args) => {
+      const spec = imports[args.path];
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["info", "--json", spec],
+        cwd: ROOT,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) {
+        return { errors: [{ text: `deno info ${spec}: ${new TextDecoder().decode(out.stderr)}` }] };
+      }
+      const info = JSON.parse(new TextDecoder().decode(out.stdout));
+      const pkg = info.npmPackages?.[info.modules?.[0]?.npmPackage];
+      if (!pkg?.localPath) return { errors: [{ text: `deno info ${spec}: no local package` }] };
+      const manifest = JSON.parse(await Deno.readTextFile(`${pkg.localPath}/package.json`));
+      const dot = manifest.exports?.["."];
+      const entry = (typeof dot === "string" ? dot : dot?.import?.default ?? dot?.import ?? dot?.default) ??
+        manifest.module ?? manifest.main ?? "index.js";
+      return { path: `${pkg.localPath}/${String(entry).replace(/^\.\//, "")}` };
+    });
+  },
+};
+
 /** Bundles `web/main.ts` into `<outDir>/lethe.js` and copies the page's assets from `web/`. */
 export async function buildWeb(options: BuildWebOptions = {}): Promise<BuildWebResult> {
   const t0 = performance.now();
@@ -72,7 +107,7 @@ export async function buildWeb(options: BuildWebOptions = {}): Promise<BuildWebR
       write: false,
       metafile: true,
       logLevel: "silent",
-      plugins: [textImports],
+      plugins: [npmImports, textImports],
     });
   } catch (e) {
     const errors = (e as { errors?: esbuild.Message[] }).errors;
@@ -142,6 +177,14 @@ export function describeBuild(r: BuildWebResult): string {
 }
 
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(`Usage: deno task build:web [--out DIR] [--no-minify]
+
+Bundles the browser page (web/main.ts and the library it imports) with esbuild into one ES module,
+DIR/lethe.js (+ source map), and copies web/index.html and web/style.css beside it (default DIR: dist/web).
+deno task serve builds it on start when it is missing or older than its sources.`);
+    Deno.exit(0);
+  }
   const outIdx = Deno.args.indexOf("--out");
   const outDir = outIdx >= 0 ? Deno.args[outIdx + 1] : undefined;
   try {

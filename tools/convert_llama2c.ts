@@ -198,13 +198,14 @@ export async function convertLlama2c(src: string, dst: string): Promise<Llama2cH
 
 if (import.meta.main) {
   const args = Deno.args;
-  if (args.length !== 2 || args.includes("--help") || args.includes("-h")) {
-    console.error(
+  const help = args.includes("--help") || args.includes("-h");
+  if (args.length !== 2 || help) {
+    (help ? console.log : console.error)(
       "usage: deno run -A tools/convert_llama2c.ts SRC.bin DST_DIR\n" +
         "Converts a llama2.c legacy checkpoint to a Hugging Face directory (config.json + model.safetensors, F32),\n" +
         "permuting wq/wk rows to HF's rotate_half RoPE layout.",
     );
-    Deno.exit(args.length === 2 ? 0 : 2);
+    Deno.exit(help ? 0 : 2);
   }
   try {
     const h = await convertLlama2c(args[0], args[1]);

@@ -22,7 +22,7 @@ import {
   type TaskSample,
 } from "../src/eval/harness.ts";
 import { replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
-import { CountProgress } from "../src/util/progress.ts";
+import { CountProgress, formatDuration } from "../src/util/progress.ts";
 import { DEFAULT_MODEL_DIR, exists } from "../src/util/paths.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -120,6 +120,29 @@ async function results(args: string[]): Promise<void> {
   }
   await Deno.writeTextFile(file, replaceMarkedSection(doc, resultsSection(entries)));
   console.log(`${file}: evaluation section from ${entries.length} result set(s)`);
+}
+
+/** The quick form of an evaluation, suggested before a long run. */
+export const QUICK_EVAL_FLAGS = "--policies full,lethe --budgets 64 --no-ablation";
+
+/**
+ * The line printed before a run: how many cells, an estimate when one is known, and the quick form when the
+ * run is long and the flags that shorten it were not given.
+ */
+export function planHint(
+  cells: number,
+  unitsPerCell: number,
+  unit: string,
+  estimateS: number | null,
+  given: { policies: boolean; budgets: boolean; noAblation: boolean },
+): string {
+  const est = estimateS === null ? "" : `, about ${formatDuration(estimateS)}`;
+  let line = `eval: ${cells} cells × ${unitsPerCell} ${unit}${est}`;
+  const long = cells > 8 || (estimateS !== null && estimateS > 120);
+  if (long && !(given.policies && given.budgets && given.noAblation)) {
+    line += `; for a quick look: ${QUICK_EVAL_FLAGS}`;
+  }
+  return line;
 }
 
 async function main(): Promise<void> {
@@ -247,6 +270,7 @@ async function main(): Promise<void> {
   const outDir = resolve(v.out ?? join(ROOT, "bench/eval", `${model}${dataTag}`));
   const created = new Date().toISOString();
   let budgets = numbers(v.budgets, "budgets") ?? [];
+  const given = { policies: !!v.policies, budgets: !!v.budgets, noAblation: !!v["no-ablation"] };
   const settings: Record<string, unknown> = {
     policies,
     taus,
@@ -286,6 +310,7 @@ async function main(): Promise<void> {
     settings.tokens = tokens;
     settings.prompt = prompt;
     const cells = plan(budgets);
+    if (!v.quiet) console.error(planHint(cells.length, tokens, "tokens", null, given));
     bar = new CountProgress(`eval ${model}`, cells.length * tokens, !v.quiet);
     const r = await runFidelity(engine, prompt, tokens, {
       kv: kvBase,
@@ -321,6 +346,8 @@ async function main(): Promise<void> {
     settings.batch = Number(v.batch);
     const fixed = budgets.length > 0;
     const cells = fixed ? plan(budgets) : plan([]).slice(0, 1);
+    if (!v.quiet && fixed) console.error(planHint(cells.length, samples.length, "samples", null, given));
+    const started = performance.now();
     bar = new CountProgress(`eval ${model}`, cells.length * samples.length, !v.quiet);
     let traceBudget = fixed ? traceBudgetOf(budgets) : null;
     const opts = {
@@ -339,6 +366,13 @@ async function main(): Promise<void> {
         traceBudget = traceBudgetOf(budgets);
         const rest = plan(budgets).slice(1);
         bar!.setTotal((rest.length + 1) * samples.length);
+        if (!v.quiet) {
+          // The rest cost about what full did, each: a rough estimate, said before the long part.
+          const fullS = (performance.now() - started) / 1000;
+          const hint = planHint(rest.length + 1, samples.length, "samples", fullS * rest.length, given);
+          const nl = Deno.stderr.isTerminal() ? "\n" : ""; // the bar is mid-line on a terminal
+          console.error(`${nl}${hint} (full took ${formatDuration(fullS)})`);
+        }
         return rest;
       },
     };

@@ -6,7 +6,6 @@
  * `globalThis.__lethe` holds `{ ids, text, stats, … }`, or "error" and `{ error }`.
  */
 import {
-  applyChatTemplate,
   type ChatMessage,
   DEFAULT_SAMPLING,
   type Engine,
@@ -180,10 +179,13 @@ async function load(c: ModelChoice): Promise<LoadedModel> {
 function renderChat(engine: Engine, messages: ChatMessage[]): { ids: number[]; startsInThought: boolean } {
   const tok = engine.tokenizer;
   if (!tok) throw new Error("this model has no tokenizer.json: chat needs one");
-  const text = applyChatTemplate(messages, tok.chatTemplate ?? "deepseek-r1", {
-    defaultSystemPrompt: tok.defaultSystemPrompt,
-  });
-  return { ids: tok.encode(text, { addSpecialTokens: false }), startsInThought: /<think>\s*$/.test(text) };
+  // As `deno task generate --chat`: the model's own chat_template when it has one, message text encoded as
+  // plain text (typed special-token text cannot forge a turn).
+  const template = tok.chatTemplateSource ? undefined : tok.chatTemplate ?? "deepseek-r1";
+  const options = { defaultSystemPrompt: tok.defaultSystemPrompt };
+  const text = tok.applyChatTemplate(messages, template, options);
+  const ids = tok.encodeChat(messages, template, { ...options, specialTokens: "plain" });
+  return { ids, startsInThought: /<think>\s*$/.test(text) };
 }
 
 interface RunSettings {

@@ -49,7 +49,10 @@ export interface ServerOptions {
   maxTokens?: number;
   /** Default KV policy options (`--kv`, `--kv-budget`). */
   kv?: KvSettings;
-  /** Chat template (default: the one the tokenizer names, else deepseek-r1). */
+  /**
+   * Chat template family (default: the model's own `chat_template` from tokenizer_config.json; without one, the
+   * family the tokenizer names, else deepseek-r1).
+   */
   chatTemplate?: ChatTemplateName;
   /** Directory of the built browser page, served at `/` (default: no page). */
   webDir?: string;
@@ -250,7 +253,9 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
   const created = Math.floor(Date.now() / 1000);
   let counter = 0;
   const tok = engine.tokenizer;
-  const template: ChatTemplateName = options.chatTemplate ?? tok?.chatTemplate ?? "deepseek-r1";
+  // Undefined: the model's own Jinja template.
+  const template: ChatTemplateName | undefined = options.chatTemplate ??
+    (tok?.chatTemplateSource ? undefined : tok?.chatTemplate ?? "deepseek-r1");
 
   /** Submits a job and returns either an SSE stream or the final JSON. */
   const generate = (

@@ -1,4 +1,7 @@
-/** One-line progress bars on stderr, redrawn in place; silent when disabled. */
+/**
+ * One-line progress bars on stderr, redrawn in place when stderr is a terminal; silent when disabled. When
+ * stderr is a pipe or a file there are no `\r` redraws: a plain line at most every 30 s, and the final one.
+ */
 
 /** Formats a byte count as B/KB/MB/GB (decimal). */
 export function formatBytes(n: number): string {
@@ -8,9 +11,22 @@ export function formatBytes(n: number): string {
   return `${(n / 1e9).toFixed(2)} GB`;
 }
 
-function duration(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  return s >= 60 ? `${Math.floor(s / 60)}m${Math.round(s % 60)}s` : `${s.toFixed(0)}s`;
+/** Formats seconds as "42s", "1m05s" or "2h03m": rounded to whole seconds first, then split. */
+export function formatDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return "?";
+  const t = Math.round(s);
+  if (t < 60) return `${t}s`;
+  if (t < 3600) return `${Math.floor(t / 60)}m${String(t % 60).padStart(2, "0")}s`;
+  return `${Math.floor(t / 3600)}h${String(Math.floor(t / 60) % 60).padStart(2, "0")}m`;
+}
+
+/** Whether stderr is a terminal (false without the permission to ask, or outside Deno). */
+function stderrIsTerminal(): boolean {
+  try {
+    return Deno.stderr.isTerminal();
+  } catch {
+    return false;
+  }
 }
 
 /** Progress of a task counted in bytes or in items: bar, percent, amount (and rate), elapsed, ETA, detail. */
@@ -24,6 +40,8 @@ export class Progress {
   #detail = "";
   #lastDraw = 0;
   #lastLen = 0;
+  #lastPlain = performance.now();
+  readonly #tty = stderrIsTerminal();
 
   constructor(label: string, total: number, enabled = true, unit: "bytes" | "items" = "items") {
     this.#label = label;
@@ -79,7 +97,15 @@ export class Progress {
       : `${this.#done}/${this.#total}`;
     const line =
       `${this.#label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0)}% ` +
-      `${amount} ${duration(secs)} elapsed, ETA ${duration(eta)} ${this.#detail}`.trimEnd();
+      `${amount} ${formatDuration(secs)} elapsed, ETA ${formatDuration(eta)} ${this.#detail}`.trimEnd();
+    if (!this.#tty) {
+      // A pipe or a file: whole lines only, the last one and one every 30 s at most.
+      const now = performance.now();
+      if (!final && now - this.#lastPlain < 30_000) return;
+      this.#lastPlain = now;
+      Deno.stderr.writeSync(new TextEncoder().encode(`${line}\n`));
+      return;
+    }
     const pad = " ".repeat(Math.max(0, this.#lastLen - line.length));
     this.#lastLen = line.length;
     Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}${pad}${final ? "\n" : ""}`));
