@@ -173,6 +173,13 @@ Deno.test("KV arena: regions never overlap, freed ranges merge and are reused, s
     }
     check();
   }
+  // Some seeds free every region by the end (about 1 in 200): hold one, so the checks below see a live region.
+  if (live.length === 0) {
+    const r = arena.alloc(0, A);
+    ctx.write(r.pos.buffer, new Uint32Array(r.capacity).fill(tag), r.pos.offset);
+    live.push({ r, tag: tag++ });
+    check();
+  }
   for (const { r, tag } of live) {
     const got = await ctx.readU32(r.pos.buffer, r.pos.offset, r.capacity);
     assert(got.every((x) => x === tag), `region tagged ${tag} kept its contents`);
