@@ -23,6 +23,7 @@ import {
 import type { KvPolicyOptions } from "./kv/policy.ts";
 import { NoGpuError } from "./gpu/device.ts";
 import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
+import { statsLine } from "./util/stats_line.ts";
 import type { ChatMessage } from "../tokenizer/chat.ts";
 
 const HELP = `Usage: deno task chat [options]
@@ -193,15 +194,6 @@ export class ThoughtSplitter {
     this.#pending = "";
     return t;
   }
-}
-
-const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
-
-function statsLine(s: GenerationStats): string {
-  return `${s.prefill_tokens} prompt tokens at ${s.prefill_tok_s.toFixed(1)} tok/s, ${s.decode_tokens} ` +
-    `generated at ${s.decode_tok_s.toFixed(2)} tok/s; KV ${s.kv_policy}: peak ${kib(s.kv_bytes_peak)} ` +
-    `allocated, ${kib(s.kv_bytes_live_peak)} live; full KV at the end: ${kib(s.kv_bytes_full_equivalent)}; ` +
-    `${s.prune_rounds} pruning rounds`;
 }
 
 /** Runs the chat; returns the exit code. */

@@ -21,6 +21,7 @@ import {
 } from "./kv/options.ts";
 import { NoGpuError } from "./gpu/device.ts";
 import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
+import { statsLine } from "./util/stats_line.ts";
 
 /** Directory of the model that ships with the project: lethe-reasoner-tiny (see tools/train/README.md). */
 export { DEFAULT_MODEL_DIR };
@@ -283,13 +284,7 @@ export async function main(args: string[]): Promise<number> {
       out("\n");
       const s = result.stats;
       if (!cli.quiet) {
-        const kib = (b: number) => `${(b / 1024).toFixed(1)} KiB`;
-        console.error(
-          `[${s.prefill_tokens} prompt tokens at ${s.prefill_tok_s.toFixed(1)} tok/s, ` +
-            `${s.decode_tokens} generated at ${s.decode_tok_s.toFixed(2)} tok/s; KV ${s.kv_policy}: ` +
-            `peak ${kib(s.kv_bytes_peak)} allocated, ${kib(s.kv_bytes_live_peak)} live; ` +
-            `full KV at the end: ${kib(s.kv_bytes_full_equivalent)}; ${s.prune_rounds} pruning rounds]`,
-        );
+        console.error(`[${statsLine(s)}]`);
       }
     }
     return 0;
