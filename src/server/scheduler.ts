@@ -143,6 +143,8 @@ interface Job {
   readonly stop: StopStrings;
   /** Projected peak KV bytes (grows to the largest seen after a preemption). */
   reserve: number;
+  /** Whether its policy ever prunes (decided once at submit: admission asks every step). */
+  readonly prunes: boolean;
   /** Its row in the runner's batch while it holds a cache (step counts survive a preemption). */
   row: RunnerRow;
   /** Whether `row.seq` is a live cache (false while queued). */
@@ -232,6 +234,8 @@ export class Scheduler {
   submit(req: JobRequest): JobHandle {
     if (this.queueFull) throw new QueueFullError(this.#queue.length);
     const c = this.engine.model.config;
+    // The request's policy, built once: its reservation and whether it prunes never change.
+    const policy = this.engine.policy(req.kv);
     const job: Job = {
       id: this.#nextId++,
       req,
@@ -240,7 +244,8 @@ export class Scheduler {
         ? new IncrementalDecoder(this.engine.tokenizer, { skipSpecialTokens: true })
         : null,
       stop: new StopStrings(req.stop),
-      reserve: this.#projectedBytes(req),
+      reserve: this.#projectedBytes(req, policy.reserveTokens(c.numLayers)),
+      prunes: policy.prunes,
       row: { seq: null as never, sampling: req.sampling, step: 0, next: 0 },
       admitted: false,
       ids: [],
@@ -320,10 +325,9 @@ export class Scheduler {
     this.#kick();
   }
 
-  /** Projected peak KV bytes of a request (see the module comment). */
-  #projectedBytes(req: JobRequest): number {
+  /** Projected peak KV bytes of a request whose policy reserves `perLayer` tokens (see the module comment). */
+  #projectedBytes(req: JobRequest, perLayer: number | null): number {
     const full = this.#roundCap(req.promptIds.length + req.maxTokens) * this.tokenBytes;
-    const perLayer = this.engine.policy(req.kv).reserveTokens(this.engine.model.config.numLayers);
     if (perLayer === null) return full;
     const steady = this.#roundCap(perLayer) * this.tokenBytes;
     const prefill = this.#roundCap(req.promptIds.length + 16) * this.tokenBytes;
@@ -332,7 +336,7 @@ export class Scheduler {
 
   /** Initial cache capacity: the whole generation when nothing is ever pruned (no growth), else the prompt + a little. */
   #initialCapacity(job: Job, tokens: number): number {
-    if (!this.engine.policy(job.req.kv).prunes) return job.req.promptIds.length + job.req.maxTokens;
+    if (!job.prunes) return job.req.promptIds.length + job.req.maxTokens;
     return tokens + 16;
   }
 
