@@ -26,8 +26,10 @@ export type { EngineLoadOptions } from "./src/engine/engine.ts";
 export type { GenerateOptions, GenerationResult, GenerationStats } from "./src/engine/generate.ts";
 export type { PruneRound } from "./src/engine/rounds.ts";
 export { DEFAULT_SAMPLING } from "./src/engine/sampler.ts";
-export type { SamplingOptions } from "./src/engine/sampler.ts";
+export type { SamplingOptions, TokenLogprobs } from "./src/engine/sampler.ts";
 export { NoGpuError } from "./src/gpu/device.ts";
+export type { GpuPath } from "./src/gpu/device.ts";
+export type { WeightsOption } from "./src/model/model.ts";
 export type { Llama3RopeScaling, ModelConfig, ModelType } from "./src/model/config.ts";
 // Where model files come from.
 export { filesSource, memorySource, urlSource } from "./src/io/source.ts";

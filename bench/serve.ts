@@ -8,7 +8,8 @@
  * requests, so full runs that many at a time while the pruned requests, whose caches stay near the budget,
  * decode more at once. `--fit 1,2,4` sweeps pool sizes: full and the pruned policy under each, in one run.
  * `--no-align-rounds` serves the pruned policy with each sequence's rounds on its own schedule (see
- * `SchedulerOptions.alignRounds`).
+ * `SchedulerOptions.alignRounds`). `--kv-dtype int8` stores the pruned policy's K/V as int8 (full stays f16, or
+ * `--full-kv-dtype`): the pool is always sized in full f16 requests, what a real engine would hold.
  *
  * Model: models/lethe-reasoner-tiny unless --model says otherwise.
  *
@@ -24,6 +25,7 @@ import "../src/io/deno_fs.ts"; // local model paths and the terminal progress ba
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import type { PolicyName } from "../src/kv/policy.ts";
+import { isKvDtype, type KvDtype, KV_DTYPES } from "../src/ops/kv_layout.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
@@ -40,6 +42,8 @@ Serving throughput under a KV memory cap: full KV against a pruning policy, N co
   --kv-memory BYTES      KV pool size instead of --fit (e.g. 64MiB)
   --policy NAME          the pruning policy compared with full (default lethe)
   --kv-budget N          its per-layer budget (default 64)
+  --kv-dtype DTYPE       how the pruned policy stores K/V: f16 | f32 | int8 (default f16)
+  --full-kv-dtype DTYPE  how full stores K/V (default f16; the pool is sized in full f16 requests)
   --max-batch N          largest decode batch (default 16)
   --families LIST        held-out task families to use (e.g. sum)
   --lethe-gamma G        Lethe's γ
@@ -64,6 +68,8 @@ try {
       "kv-memory": { type: "string" },
       policy: { type: "string", default: "lethe" },
       "kv-budget": { type: "string", default: "64" },
+      "kv-dtype": { type: "string", default: "f16" },
+      "full-kv-dtype": { type: "string", default: "f16" },
       "max-batch": { type: "string", default: "16" },
       json: { type: "boolean", default: false },
       "token-ids": { type: "boolean", default: false },
@@ -89,6 +95,13 @@ const maxTokens = Number(v["max-tokens"]);
 const promptTokens = Number(v["prompt-tokens"]);
 const budget = Number(v["kv-budget"]);
 const policy = v.policy as PolicyName;
+const dtypes = { pruned: v["kv-dtype"] as KvDtype, full: v["full-kv-dtype"] as KvDtype };
+for (const [flag, d] of [["--kv-dtype", dtypes.pruned], ["--full-kv-dtype", dtypes.full]]) {
+  if (!isKvDtype(d)) {
+    console.error(`error: ${flag} must be one of ${KV_DTYPES.join(", ")}, got ${JSON.stringify(d)}`);
+    Deno.exit(2);
+  }
+}
 
 const engine = await Engine.load(modelDir);
 const c = engine.model.config;
@@ -139,7 +152,8 @@ const longestPrompt = taskMode ? Math.max(...tasks.map((t) => t.promptTokens)) :
 if (!taskMode && promptTokens + maxTokens > c.maxPositionEmbeddings) {
   throw new Error(`--prompt-tokens + --max-tokens exceeds the context ${c.maxPositionEmbeddings}`);
 }
-const tokenBytes = c.numLayers * (2 * c.numKvHeads * c.headDim * 4 + 8);
+// Pools are sized in full-KV requests stored as f16, whatever the runs store.
+const tokenBytes = engine.kvTokenBytes("f16");
 const fullRequestBytes = Math.ceil(Math.min(longestPrompt + maxTokens, c.maxPositionEmbeddings) / 16) * 16 *
   tokenBytes;
 const fits = v.fit.split(",").map((f) => Number(f.trim()));
@@ -184,7 +198,7 @@ async function metrics(url: string): Promise<Record<string, number>> {
   return out;
 }
 
-async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
+async function run(kvPolicy: PolicyName, kvMemory: number, dtype: KvDtype): Promise<RunResult> {
   const server = startServer(engine, {
     kvMemory,
     maxBatch: Number(v["max-batch"]),
@@ -193,6 +207,7 @@ async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
     alignRounds: !v["no-align-rounds"],
     kv: {
       policy: kvPolicy,
+      dtype,
       budget,
       // Unset: the model's kv_defaults.json, else the documented defaults.
       ...(v["kv-recent-ratio"] !== undefined ? { recentRatio: Number(v["kv-recent-ratio"]) } : {}),
@@ -246,7 +261,7 @@ async function run(kvPolicy: PolicyName, kvMemory: number): Promise<RunResult> {
   const ok = results.filter((r): r is number[] => r !== null && (taskMode || r.length === maxTokens));
   const generated = results.reduce((s, r) => s + (r?.length ?? 0), 0);
   return {
-    policy: kvPolicy === "full" ? "full" : `${kvPolicy}(budget ${budget})`,
+    policy: `${kvPolicy === "full" ? "full" : `${kvPolicy}(budget ${budget})`} ${dtype}`,
     completed: ok.length,
     failed: (taskMode ? tasks.length : N) - ok.length,
     generated_tokens: generated,
@@ -284,9 +299,9 @@ const results: PoolResult[] = [];
 for (const kvMemory of pools) {
   const fit = kvMemory / fullRequestBytes;
   console.error(`KV pool ${kvMemory} bytes (${fit.toFixed(2)} full-KV requests)`);
-  const full = await run("full", kvMemory);
+  const full = await run("full", kvMemory, dtypes.full);
   console.error(`  full done in ${full.wall_s.toFixed(1)} s`);
-  const pruned = await run(policy, kvMemory);
+  const pruned = await run(policy, kvMemory, dtypes.pruned);
   console.error(`  ${policy} done in ${pruned.wall_s.toFixed(1)} s`);
   const agree = full.outputs.map((f, i) => {
     const p = pruned.outputs[i];

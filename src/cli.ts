@@ -19,7 +19,8 @@ import {
   kvSettingsFromFlags,
   resolveKvOptions,
 } from "./kv/options.ts";
-import { NoGpuError } from "./gpu/device.ts";
+import { type GpuPath, NoGpuError, parseGpuPath } from "./gpu/device.ts";
+import { parseWeightsOption, type WeightsOption } from "./model/model.ts";
 import { DEFAULT_MODEL_DIR } from "./util/paths.ts";
 import { statsLine } from "./util/stats_line.ts";
 
@@ -48,12 +49,26 @@ Sampling (default greedy):
   --top-k K              keep the K most likely tokens, 0 = off (default 0)
   --top-p P              nucleus sampling mass, 1 = off (default 1)
   --seed S               RNG seed; the same seed gives the same output (default 0)
+  --min-p P              keep tokens at least P × as likely as the best one, after temperature (0 = off)
+  --presence-penalty X   in [-2, 2]: subtract X from a token's logit once it was generated (OpenAI; 0 = off)
+  --frequency-penalty X  in [-2, 2]: subtract X per time a token was generated (OpenAI; 0 = off)
+  --repetition-penalty R > 0: divide positive logits (multiply negative) of prompt and generated tokens by R
+                         (HF/vLLM; 1 = off). Penalties also apply to greedy decoding.
 
 KV cache policy:
 ${kvHelpLines(23).join("\n")}
   --kv-trace FILE        write one JSON line per pruning round
   KV settings not given come from the model directory's kv_defaults.json when it has one (the bundled
   reasoner's: recent ratio 0.7, γ 0.9, chosen by its evaluation), else from the defaults above.
+
+Weights and GPU:
+  --weights FORMAT       stored (default: as the checkpoint stores them, a quantized one included), q8 or q4:
+                         quantize bf16/f16/f32 matrices while loading (groups of 32 values, one f16 scale
+                         each; embedding and LM head too) — ~0.53× / ~0.28× bf16's bytes, and as much less
+                         read per token. deno task quantize SRC DST writes such a checkpoint once.
+  --gpu-path PATH        auto (default; LETHE_GPU_PATH when set), texture or storage: texture copies of the
+                         weights (fast on CPU adapters such as lavapipe) or storage buffers only (what real
+                         GPUs and browsers run); auto picks texture on a CPU adapter only
 
 Output:
   --json                 print one JSON object (prompt_ids, ids, text, stats) instead of streaming
@@ -105,10 +120,30 @@ function adapterTimeoutMs(): number | undefined {
   return ms;
 }
 
+/** `LETHE_GPU_PATH` when set and readable (the switch tests and scripts use), else undefined. */
+function envGpuPath(): string | undefined {
+  try {
+    return Deno.env.get("LETHE_GPU_PATH") || undefined;
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+/** Runs a validator, turning its RangeError into a UsageError (exit code 2, no stack). */
+function usage<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw e instanceof RangeError ? new UsageError(e.message) : e;
+  }
+}
+
 /** Parses CLI arguments into engine inputs; throws UsageError on bad input. */
 export function parseCli(args: string[]): {
   help: boolean;
   model: string;
+  weights: WeightsOption;
+  gpuPath: GpuPath;
   prompt: string | null;
   promptIds: number[] | null;
   chat: boolean;
@@ -126,6 +161,8 @@ export function parseCli(args: string[]): {
       allowPositionals: false,
       options: {
         model: { type: "string" },
+        weights: { type: "string" },
+        "gpu-path": { type: "string" },
         prompt: { type: "string" },
         "prompt-ids": { type: "string" },
         chat: { type: "boolean" },
@@ -136,6 +173,10 @@ export function parseCli(args: string[]): {
         "top-k": { type: "string" },
         "top-p": { type: "string" },
         seed: { type: "string" },
+        "min-p": { type: "string" },
+        "presence-penalty": { type: "string" },
+        "frequency-penalty": { type: "string" },
+        "repetition-penalty": { type: "string" },
         ...KV_FLAG_OPTIONS,
         "kv-trace": { type: "string" },
         json: { type: "boolean" },
@@ -182,6 +223,8 @@ export function parseCli(args: string[]): {
   return {
     help: v.help ?? false,
     model: v.model ?? DEFAULT_MODEL_DIR,
+    weights: usage(() => parseWeightsOption(v.weights ?? "stored", "--weights")),
+    gpuPath: usage(() => parseGpuPath(v["gpu-path"] ?? envGpuPath() ?? "auto", v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH")),
     prompt: v.prompt ?? null,
     promptIds,
     chat: v.chat ?? false,
@@ -197,6 +240,28 @@ export function parseCli(args: string[]): {
         topK: num("top-k", v["top-k"], 0, (x) => isInt(x) && x >= 0, "an integer ≥ 0"),
         topP: num("top-p", v["top-p"], 1, (x) => x > 0 && x <= 1, "in (0, 1]"),
         seed: num("seed", v.seed, 0, (x) => isInt(x) && x >= 0 && x < 2 ** 32, "an integer in [0, 2^32)"),
+        minP: num("min-p", v["min-p"], 0, (x) => x >= 0 && x <= 1, "in [0, 1]"),
+        presencePenalty: num(
+          "presence-penalty",
+          v["presence-penalty"],
+          0,
+          (x) => x >= -2 && x <= 2,
+          "in [-2, 2]",
+        ),
+        frequencyPenalty: num(
+          "frequency-penalty",
+          v["frequency-penalty"],
+          0,
+          (x) => x >= -2 && x <= 2,
+          "in [-2, 2]",
+        ),
+        repetitionPenalty: num(
+          "repetition-penalty",
+          v["repetition-penalty"],
+          1,
+          (x) => x > 0,
+          "a number > 0",
+        ),
       },
       kv,
     },
@@ -235,6 +300,8 @@ export async function main(args: string[]): Promise<number> {
     const engine = await Engine.load(cli.model, {
       progress: cli.quiet ? false : undefined,
       adapterTimeoutMs: adapterTimeoutMs(),
+      weights: cli.weights,
+      gpuPath: cli.gpuPath,
     });
     let prompt: string | number[];
     if (cli.promptIds) prompt = cli.promptIds;

@@ -1,5 +1,7 @@
 import { attentionDecodeBatch, attentionPrefill, decodeBatchMax } from "../src/ops/attention.ts";
+import { type KvDtype, kvLayout } from "../src/ops/kv_layout.ts";
 import { attentionDecodeRef, attentionPrefillRef, type AttentionShape } from "../src/ref/attention.ts";
+import { decodeKvRows, encodeKvRows } from "../src/ref/kv_codec.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 
 // f32 throughout; the GPU sums in a different order (split-K chunks, vec4 dots) than the f64 reference.
@@ -361,4 +363,87 @@ Deno.test("prefill window scores accumulate with decay; q, out and scores at off
     throw new Error("window scores outside range");
   }
   for (const b of [gq, gk, gv, out, sc]) b.destroy();
+});
+
+Deno.test("attention reads f16 and int8 K/V (decode batch with mixed dtypes, prefill; both K/V paths) as the reference over the decoded values", async () => {
+  const ctx = await gpuContext();
+  const shapes = [SHAPES[1], SHAPES[3], { nHeads: 12, nKvHeads: 2, headDim: 128 }];
+  for (const shape of shapes) {
+    const qRow = shape.nHeads * shape.headDim;
+    // Stored words of `rows` random rows (NaN words past them), and the values attention must see.
+    const stored = (dtype: KvDtype, rows: number, capacity: number) => {
+      const layout = kvLayout(dtype, shape.nKvHeads, shape.headDim);
+      const raw = (scale: number) => {
+        const x = randomF32(rows * layout.values, next, scale);
+        const words = new Uint32Array(capacity * layout.words).fill(0x7fc00000);
+        words.set(encodeKvRows(layout, x, rows));
+        return { words, seen: decodeKvRows(layout, words, rows) };
+      };
+      return { k: raw(3), v: raw(1) };
+    };
+    // Decode: one batch with a sequence of each dtype (the op splits runs by dtype).
+    const lens = [130, 7, 300];
+    const dtypes: KvDtype[] = ["f16", "int8", "f32"];
+    const data = dtypes.map((d, i) => stored(d, lens[i], lens[i] + 5));
+    const q = randomF32(lens.length * qRow, next, 3);
+    const gq = ctx.upload(q, "q");
+    const bufs = data.map((x) => ({ k: ctx.upload(x.k.words, "k"), v: ctx.upload(x.v.words, "v") }));
+    const out = ctx.createBuffer(q.length * 4, "out");
+    for (const texture of [false, true]) {
+      poison(ctx, out);
+      attentionDecodeBatch(ctx, {
+        ...shape,
+        q: gq,
+        out,
+        texture,
+        seqs: dtypes.map((dtype, i) => ({ k: bufs[i].k, v: bufs[i].v, len: lens[i], dtype })),
+      });
+      const o = await ctx.readF32(out);
+      dtypes.forEach((dtype, i) => {
+        const ref = attentionDecodeRef(
+          shape,
+          q.subarray(i * qRow, (i + 1) * qRow),
+          data[i].k.seen,
+          data[i].v.seen,
+          lens[i],
+        );
+        assertClose(
+          o.subarray(i * qRow, (i + 1) * qRow),
+          ref.out,
+          OUT_BOUND,
+          `decode ${dtype} hd=${shape.headDim} texture=${texture}`,
+        );
+      });
+    }
+    // Prefill over each dtype, with window scores.
+    for (const dtype of ["f16", "int8"] as KvDtype[]) {
+      const T = 19, start = 30, n = start + T;
+      const x = stored(dtype, n, n + 3);
+      const qp = randomF32(T * qRow, next, 3);
+      const ref = attentionPrefillRef(shape, qp, x.k.seen, x.v.seen, T, start, 8);
+      const gqp = ctx.upload(qp, "q"), gk = ctx.upload(x.k.words, "k"), gv = ctx.upload(x.v.words, "v");
+      const o = ctx.createBuffer(qp.length * 4, "out"), sc = ctx.createBuffer(n * 4, "scores");
+      for (const texture of [false, true]) {
+        poison(ctx, o);
+        poison(ctx, sc);
+        attentionPrefill(ctx, {
+          ...shape,
+          q: gqp,
+          k: gk,
+          v: gv,
+          kvDtype: dtype,
+          out: o,
+          T,
+          start,
+          window: { buffer: sc, size: 8 },
+          texture,
+        });
+        const what = `prefill ${dtype} hd=${shape.headDim} texture=${texture}`;
+        assertClose(await ctx.readF32(o), ref.out, OUT_BOUND, `${what} out`);
+        assertClose(await ctx.readF32(sc), ref.score, SCORE_BOUND, `${what} scores`);
+      }
+      for (const b of [gqp, gk, gv, o, sc]) b.destroy();
+    }
+    for (const b of [gq, out, ...bufs.flatMap((x) => [x.k, x.v])]) b.destroy();
+  }
 });

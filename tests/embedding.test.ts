@@ -1,7 +1,9 @@
 import { embedding } from "../src/ops/embedding.ts";
 import { embeddingRef } from "../src/ref/elementwise.ts";
 import { type DType, encode } from "../src/dtype.ts";
-import { destroyWeight, uploadWeight } from "../src/gpu/weights.ts";
+import { createWeight, destroyWeight, uploadWeight } from "../src/gpu/weights.ts";
+import { quantizeRows } from "../src/model/quantize.ts";
+import { dequantizeRef } from "../src/ref/quant.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
 
 // A gather only moves and widens values (bf16/f16 → f32 is exact), so the result must be bit-exact: bound 0.
@@ -71,4 +73,34 @@ Deno.test("embedding from a real bf16 [60000, 1536] table over the 128 MiB bindi
   );
   destroyWeight(w);
   for (const b of [gids, out]) b.destroy();
+});
+
+Deno.test("embedding dequantizes q8 / q4 tables (padded last group, chunks) exactly as the CPU reference", async () => {
+  const ctx = await gpuContext();
+  const seed = freshSeed();
+  console.log(`seed ${seed}`);
+  const next = rng(seed);
+  for (const format of ["q8", "q4"] as const) {
+    for (const [rows, cols] of [[300, 72], [64, 1536]]) {
+      const q = quantizeRows(format, randomF32(rows * cols, next, 2), rows, cols);
+      const rowBytes = q.data.byteLength / rows;
+      const writer = createWeight(ctx, `E_${format}`, format, rows, cols, 13 * rowBytes);
+      writer.write(0, q.data, q.scales);
+      const w = writer.weight;
+      if (w.chunks.length < 2) throw new Error("test must exercise chunking");
+      const ids: number[] = [0, rows - 1, 13, 12, rows];
+      while (ids.length < 30) ids.push(Math.floor(next() * rows));
+      const gids = ctx.upload(new Uint32Array(ids), "ids");
+      const out = ctx.createBuffer(ids.length * cols * 4, "out");
+      poison(ctx, out);
+      embedding(ctx, w, gids, out, ids.length);
+      const table = dequantizeRef(format, q.data, q.scales, rows, cols);
+      const want = new Float32Array(ids.length * cols);
+      ids.forEach((id, t) => id < rows && want.set(table.subarray(id * cols, (id + 1) * cols), t * cols));
+      // q · scale is one f32 product of exact operands on both sides: bit-exact.
+      assertClose(await ctx.readF32(out), want, 0, `embedding ${format} [${rows}, ${cols}]`);
+      destroyWeight(w);
+      for (const b of [gids, out]) b.destroy();
+    }
+  }
 });

@@ -19,6 +19,7 @@ import {
   charts,
   END_MARKER,
   headline,
+  headlineText,
   markdownReport,
   replaceMarkedSection,
   resultsSection,
@@ -299,7 +300,7 @@ Deno.test("end to end: stories260K fidelity, full agrees with itself with zero K
   }
 });
 
-Deno.test("budget comparison: Lethe ahead, tied, behind, or without a peer at equal memory", () => {
+Deno.test("budget comparison: figures alone without per-sample outcomes (untested)", () => {
   const cell = (policy: string, budget: number, accuracy: number, live: number) =>
     ({ policy, budget, accuracy, kv_live_peak_ratio: live, ablation: false }) as unknown as CellResult;
   const results = {
@@ -319,14 +320,72 @@ Deno.test("budget comparison: Lethe ahead, tied, behind, or without a peer at eq
       cell("pyramidkv", 512, 0.9, 0.6), // same accuracy with less memory: the best baseline shown
     ],
   } as unknown as EvalResults;
+  const cmp = budgetComparison(results);
   assertEquals(
-    budgetComparison(results).map((x) => [x.budget, x.best.policy, x.verdict]),
+    cmp.map((x) => [x.budget, x.best.policy, x.verdict]),
     [[32, "streaming", "tied"], [64, "h2o", "yes"], [128, "h2o", "no"], [256, "snapkv", "–"], [
       512,
       "pyramidkv",
       "tied",
     ]],
   );
+  assert(cmp.every((x) => !x.tested && x.test === null));
+});
+
+Deno.test("budget comparison: with per-sample outcomes, ahead or behind only with McNemar p < 0.05", () => {
+  // 20 samples; `right` lists the samples a cell gets right.
+  const cell = (policy: string, budget: number, right: (i: number) => boolean, live = 0.2) => {
+    const predictions = Array.from({ length: 20 }, (_, i) => [`walk:${i}`, "x", right(i)]);
+    const correct = predictions.filter((p) => p[2]).length;
+    return {
+      policy,
+      budget,
+      accuracy: correct / 20,
+      correct,
+      n: 20,
+      kv_live_peak_ratio: live,
+      ablation: false,
+      predictions,
+    } as unknown as CellResult;
+  };
+  const results = {
+    kind: "tasks",
+    cells: [
+      // 64: Lethe right on 0..17, h2o on 0..9: 8 vs 0 discordant, p = 2/256 → yes.
+      cell("lethe", 64, (i) => i < 18),
+      cell("h2o", 64, (i) => i < 10),
+      // 96: Lethe 12 right vs streaming 10 (2 vs 0, p = 0.5): higher accuracy but a tie.
+      cell("lethe", 96, (i) => i < 12),
+      cell("streaming", 96, (i) => i < 10),
+      // 128: h2o right on 6 more (0 vs 6, p = 0.03125) → no, though streaming is tied with Lethe.
+      cell("lethe", 128, (i) => i < 10),
+      cell("streaming", 128, (i) => i < 10),
+      cell("h2o", 128, (i) => i < 16),
+      // 256: ahead of h2o (p 0.0078) but not of streaming (p 1) → tied.
+      cell("lethe", 256, (i) => i < 18),
+      cell("h2o", 256, (i) => i < 10),
+      cell("streaming", 256, (i) => i < 18 && i !== 3 || i === 19),
+    ],
+  } as unknown as EvalResults;
+  const cmp = budgetComparison(results);
+  assertEquals(cmp.map((x) => [x.budget, x.best.policy, x.verdict, x.tested]), [
+    [64, "h2o", "yes", true],
+    [96, "streaming", "tied", true],
+    [128, "h2o", "no", true],
+    [256, "streaming", "tied", true],
+  ]);
+  assertEquals([cmp[0].test!.aOnly, cmp[0].test!.bOnly], [8, 0]);
+  assert(Math.abs(cmp[0].test!.p - 2 / 256) < 1e-12, `p ${cmp[0].test!.p}`);
+  assert(Math.abs(cmp[2].test!.p - 0.03125) < 1e-12, `p ${cmp[2].test!.p}`);
+  // The Markdown shows the difference, its interval and the test beside each verdict.
+  const md = headlineText({
+    ...results,
+    cells: [cell("full", null as never, () => true, 1), ...results.cells],
+  });
+  assert(md.includes("| +40.0 points ["), md);
+  assert(md.includes("McNemar p = 0.008 (8 vs 0 of 20) | yes |"), md);
+  assert(md.includes("McNemar p = 0.031 (0 vs 6 of 20) | no |"), md);
+  assert(md.includes("10,000 paired resamples"), md);
 });
 
 /** A model with a real tokenizer and a chat template: the shipped reasoner. */
@@ -388,4 +447,40 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
   } finally {
     engine.destroy();
   }
+});
+
+Deno.test("eval --add-to: a run's cells join committed results only when its full reproduces theirs", async () => {
+  const { addCells } = await import("../tools/eval.ts");
+  const cell = (policy: string, budget: number | null, right: boolean[], peak: number, ablation = false) =>
+    ({
+      policy,
+      budget,
+      label: budget === null ? policy : `${policy}@${budget}`,
+      ablation,
+      kv_bytes_peak: peak,
+      kv_bytes_live_peak: peak / 2,
+      kv_peak_ratio: 0,
+      kv_live_peak_ratio: 0,
+      kv_reduction: 0,
+      predictions: right.map((ok, i) => [`walk:${i}`, "x", ok]),
+    }) as unknown as CellResult;
+  const results = (cells: CellResult[], budgets: number[]) =>
+    ({ kind: "tasks", model: "m", budgets, cells, settings: { argv: ["a"] } }) as unknown as EvalResults;
+  const target = results([
+    cell("full", null, [true, true], 1000),
+    cell("lethe", 64, [true, false], 100),
+    cell("lethe", 128, [true, true], 200),
+    cell("lethe", 64, [false, false], 100, true),
+  ], [64, 128]);
+  // The new run's full measured other bytes (another machine's run): ratios are against the committed full.
+  const run = results([cell("full", null, [true, true], 2000), cell("rkv", 64, [false, true], 50)], [64]);
+  const merged = addCells(target, run, "d");
+  assertEquals(merged.cells.map((c) => c.label), ["full", "lethe@64", "rkv@64", "lethe@128", "lethe@64"]);
+  const rkv = merged.cells[2];
+  assertEquals([rkv.kv_peak_ratio, rkv.kv_live_peak_ratio, rkv.kv_reduction], [0.05, 0.05, 0.95]);
+  assertEquals((merged.settings.added as { cells: string[] }[])[0].cells, ["rkv@64"]);
+  // Adding again replaces the cell instead of duplicating it.
+  assertEquals(addCells(merged, run, "d").cells.length, 5);
+  const other = results([cell("full", null, [true, false], 1000), cell("rkv", 64, [true, true], 50)], [64]);
+  nodeAssert.throws(() => addCells(target, other, "d"), /--add-to d: this run's full does not reproduce/);
 });

@@ -1,11 +1,12 @@
 /**
  * The GPU forward against independent results: stories260K's golden logits (from a C implementation), and
  * random-weight Qwen2 / Llama-3 checkpoints against the plain CPU reference forward, for prefill and 50 decode
- * steps, batch 1 and 4.
+ * steps, batch 1 and 4 — each on both kernel paths (texture and storage buffers).
  */
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { Engine } from "../src/engine/engine.ts";
 import { RefModel } from "../src/ref/forward.ts";
+import type { GpuPath } from "../src/gpu/device.ts";
 import { assertClose, gpuContext, relError } from "./helpers.ts";
 import { GOLDEN_DIR, randomCheckpoint, STORIES_DIR, TINY_LLAMA3, TINY_QWEN2 } from "./support/models.ts";
 
@@ -16,15 +17,29 @@ interface Golden {
   greedy: number[];
 }
 
-async function engineFor(dir: string): Promise<Engine> {
-  return await Engine.load(dir, { ctx: await gpuContext(), progress: false });
+async function engineFor(dir: string, path?: GpuPath): Promise<Engine> {
+  return await Engine.load(dir, { ctx: await gpuContext(path), progress: false });
 }
 
-for (const file of ["golden_bos.json", "golden_prompt4.json"]) {
-  Deno.test(`stories260K on the GPU matches ${file} (logits ≤ 1e-4 relative; greedy up to the first near-tie)`, async () => {
+/**
+ * Both kernel paths: "texture" (weights as texture copies, what a CPU adapter runs by default) and "storage"
+ * (storage buffers only: what every real GPU and browser runs), forced on whatever adapter runs the tests.
+ */
+const PATHS: readonly GpuPath[] = ["texture", "storage"];
+
+// The storage path runs the longer golden only (it covers the same kernels), to keep the suite short.
+const GOLDENS = [["golden_bos.json", "texture"], ["golden_prompt4.json", "texture"], [
+  "golden_prompt4.json",
+  "storage",
+]] as const;
+for (const [file, path] of GOLDENS) {
+  Deno.test(`stories260K on the GPU (${path} path) matches ${file} (logits ≤ 1e-4 relative; greedy up to the first near-tie)`, async () => {
     const golden: Golden = JSON.parse(await Deno.readTextFile(`${GOLDEN_DIR}/${file}`));
-    const engine = await engineFor(STORIES_DIR);
-    const seq = engine.newSequence({ policy: "full" }, golden.positions);
+    const engine = await engineFor(STORIES_DIR, path);
+    assertEquals(engine.ctx.gpu.useTextures, path === "texture");
+    assertEquals(engine.model.weights.layers[0].q.textures !== undefined, path === "texture");
+    // f32 K/V: the golden logits come from an f32 reference (f16 KV, the default, is ~5e-4 off at step 0).
+    const seq = engine.newSequence({ policy: "full", dtype: "f32" }, golden.positions);
     const vocab = engine.model.config.vocabSize;
     let logitsBuf = engine.forward.prefill(seq, golden.prompt);
     const steps = golden.positions - golden.prompt.length;
@@ -57,10 +72,11 @@ for (const file of ["golden_bos.json", "golden_prompt4.json"]) {
   });
 }
 
-for (const [name, shape] of [["qwen2", TINY_QWEN2], ["llama3", TINY_LLAMA3]] as const) {
-  Deno.test(`random ${name} checkpoint: GPU logits match the CPU reference (prefill + 50 decode steps, batch 1 and 4)`, async () => {
+const SHAPES = [["qwen2", TINY_QWEN2], ["llama3", TINY_LLAMA3]] as const;
+for (const [[name, shape], path] of PATHS.flatMap((p) => SHAPES.map((s) => [s, p] as const))) {
+  Deno.test(`random ${name} checkpoint (${path} path): GPU logits match the CPU reference (prefill + 50 decode steps, batch 1 and 4)`, async () => {
     const dir = await randomCheckpoint(name, shape);
-    const engine = await engineFor(dir);
+    const engine = await engineFor(dir, path);
     const ref = await RefModel.load(dir);
     const vocab = engine.model.config.vocabSize;
     const bound = 2e-3; // bf16 weights read exactly; f32 accumulation on the GPU vs f64 on the CPU

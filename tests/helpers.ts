@@ -1,12 +1,20 @@
 /** Shared test helpers: one GPU context per test file, seeded random inputs, poisoning, error measures. */
 import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { GpuContext } from "../src/gpu/context.ts";
+import { type GpuPath, parseGpuPath } from "../src/gpu/device.ts";
 
-let shared: Promise<GpuContext> | null = null;
+const shared = new Map<GpuPath, Promise<GpuContext>>();
 
-/** One GPU context shared by the tests of a file (creating devices is slow on the CPU adapter). */
-export function gpuContext(): Promise<GpuContext> {
-  return shared ??= GpuContext.create();
+/**
+ * One GPU context per kernel path shared by the tests of a file (creating devices is slow on the CPU
+ * adapter). The default path is `LETHE_GPU_PATH` (auto, texture or storage) when set, else "auto"; tests that
+ * cover both paths ask for "texture" and "storage".
+ */
+export function gpuContext(path?: GpuPath): Promise<GpuContext> {
+  const p = path ?? parseGpuPath(Deno.env.get("LETHE_GPU_PATH") ?? "auto", "LETHE_GPU_PATH");
+  let c = shared.get(p);
+  if (!c) shared.set(p, c = GpuContext.create({ gpuPath: p }));
+  return c;
 }
 
 /** Fresh random seed per run (printed so a failure can be replayed with LETHE_TEST_SEED). */

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { parseCli } from "../src/cli.ts";
 import { parseKvDefaults } from "../src/kv/defaults.ts";
 import {
+  checkKvOptions,
   KV_FLAG_OPTIONS,
   KV_SETTINGS,
   kvLibraryName,
@@ -82,6 +83,14 @@ const TABLE: { name: KvSettingName; flag: string; field: string; good: number[];
     good: [1, 4],
     bad: [0, 3.5, -2],
   },
+  { name: "rkvLambda", flag: "--rkv-lambda", field: "rkv_lambda", good: [0, 0.1, 1], bad: [-0.1, 1.01] },
+  {
+    name: "rkvThreshold",
+    flag: "--rkv-threshold",
+    field: "rkv_threshold",
+    good: [-1, 0.5, 1],
+    bad: [-1.5, 1.01],
+  },
 ];
 
 /** Values of the wrong JSON type: every JSON front end and the library reject them. */
@@ -120,7 +129,15 @@ const request = (extra: Record<string, unknown>) =>
 Deno.test("kv options: the schema lists every setting once, under one flag, field and file key", () => {
   assertEquals(KV_SETTINGS.map((s) => s.name), [
     "policy",
+    "dtype",
     ...TABLE.map((r) => r.name),
+  ]);
+  const dtype = kvSetting("dtype");
+  assertEquals([dtype.flag, dtype.field, dtype.fileKey, dtype.default], [
+    "--kv-dtype",
+    "kv_dtype",
+    "kv_dtype",
+    "f16",
   ]);
   for (const r of TABLE) {
     const s = kvSetting(r.name);
@@ -232,7 +249,7 @@ Deno.test("kv options: the policy is a name from the list; a model's kv_defaults
   assertEquals([wrongType.param, wrongType.code], ["kv_policy", "invalid_type"]);
   assertThrows(
     () => parseKvDefaults('{"kv_policy": "lethe"}', "f"),
-    /^Error: f: unknown key "kv_policy" \(a run chooses its policy, not the model\); accepted: kv_budget, kv_sink, kv_recent_ratio, kv_window, lethe_tau, lethe_segments, lethe_gamma, lethe_interval, note$/,
+    /^Error: f: unknown key "kv_policy" \(a run chooses its policy, not the model\); accepted: kv_dtype, kv_budget, kv_sink, kv_recent_ratio, kv_window, lethe_tau, lethe_segments, lethe_gamma, lethe_interval, rkv_lambda, rkv_threshold, note$/,
   );
 });
 
@@ -309,6 +326,7 @@ const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 Deno.test("kv options: --help of generate and serve lists every KV flag with its default", async () => {
   const defaults: Record<string, string> = {
     "--kv": "full",
+    "--kv-dtype": "f16",
     ...Object.fromEntries(TABLE.map((r) => [r.flag, String(read(DEFAULT_KV_OPTIONS, r.name))])),
   };
   assertEquals(defaults["--kv-budget"], "256");
@@ -331,7 +349,10 @@ Deno.test("kv options: generate and serve reject a bad KV flag with exit code 2,
       const [args, want] of [
         [["--kv-sink=-1"], '--kv-sink must be an integer in [0, 1000000000], got "-1"'],
         [["--lethe-tau", "1e308"], '--lethe-tau must be a number in (1, 1000000], got "1e308"'],
-        [["--kv", "nope"], '--kv must be one of full, streaming, h2o, snapkv, pyramidkv, lethe, got "nope"'],
+        [
+          ["--kv", "nope"],
+          '--kv must be one of full, streaming, h2o, snapkv, pyramidkv, lethe, rkv, got "nope"',
+        ],
         // Checked before the model loads, over its kv_defaults.json (stories260K has none: budget 256).
         [
           ["--kv", "lethe", "--kv-sink", "255", "--model", STORIES_DIR, "--prompt-ids", "1"],
@@ -349,4 +370,32 @@ Deno.test("kv options: generate and serve reject a bad KV flag with exit code 2,
       assert(!r.stderr.includes("    at "), "no stack trace");
     }
   }
+});
+
+Deno.test("kv options: the KV dtype is a name from the list, through the CLI, a request, kv_defaults.json and the library", () => {
+  for (const good of ["f16", "f32", "int8"]) {
+    assertEquals(parseCli(["--kv-dtype", good]).options.kv?.dtype, good);
+    assertEquals(request({ kv_dtype: good }).kv.dtype, good);
+    assertEquals(parseKvDefaults(`{"kv_dtype": "${good}"}`, "f").dtype, good);
+  }
+  for (const bad of ["fp8", "", "F16", "bf16"]) {
+    assertThrows(
+      () => parseCli(["--kv-dtype", bad]),
+      new RegExp(`--kv-dtype must be one of f16, f32, int8, got "${bad}"`),
+    );
+    const e = attempt(() => request({ kv_dtype: bad }));
+    assert(e instanceof ApiError);
+    assertEquals([e.param, e.code], ["kv_dtype", "invalid_value"]);
+    assertThrows(
+      () => parseKvDefaults(`{"kv_dtype": "${bad}"}`, "f"),
+      /"kv_dtype" must be one of f16, f32, int8/,
+    );
+    assertThrows(
+      () => checkKvOptions({ ...DEFAULT_KV_OPTIONS, dtype: bad as never }),
+      /kv\.dtype must be one of/,
+    );
+  }
+  const wrongType = attempt(() => request({ kv_dtype: 8 }));
+  assert(wrongType instanceof ApiError);
+  assertEquals([wrongType.param, wrongType.code], ["kv_dtype", "invalid_type"]);
 });

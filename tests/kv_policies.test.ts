@@ -87,18 +87,19 @@ async function checkInvariants(
 Deno.test("policies at budget 32: sinks, recent window, budgets and kept positions hold after every step", async () => {
   const engine = await stories();
   const L = engine.model.config.numLayers;
-  const row = engine.model.config.numKvHeads * engine.model.config.headDim;
   const prompt = [1, 400, 300, 200];
-  for (const policy of ["streaming", "h2o", "pyramidkv", "lethe"] as const) {
+  for (const policy of ["streaming", "h2o", "pyramidkv", "lethe", "rkv"] as const) {
     const budget = 32;
     const seq = engine.newSequence({ policy, budget, window: 8 });
     const p = seq.policy;
-    const caps = Array.from({ length: L }, (_, l) => p.decodeCap(l, L));
+    // R-KV caps every layer at the budget through its rounds, not on the GPU.
+    const caps = Array.from({ length: L }, (_, l) => p.decodeCap(l, L) ?? (policy === "rkv" ? budget : null));
     // The recent window a policy guarantees: the evictor protects recentWindow(l) positions; Lethe protects its
     // recent window at rounds.
     const recent = Array.from({ length: L }, (_, l) => Math.min(p.recentWindow(l, L), caps[l] ?? Infinity));
     // Every token's K row as first written (layer 0), to check that compaction moves rows with their positions.
-    const firstRow = new Map<number, Float32Array>();
+    const firstRow = new Map<number, Uint32Array>();
+    const row = seq.kv.layout.words;
     let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, 512);
     await maybePrune(engine, seq, 0, true);
     // 72 steps: every policy is at its cap, and Lethe has run rounds, from step ~30 on.
@@ -117,7 +118,8 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
       );
       const L0 = seq.kv.layers[0];
       const [views] = await seq.kv.views();
-      const k = await engine.ctx.readF32(L0.k.buffer, L0.k.offset, L0.len * row);
+      // Stored words (any KV dtype): moves copy them bit for bit.
+      const k = await engine.ctx.readU32(L0.k.buffer, L0.k.offset, L0.len * row);
       for (let s = 0; s < L0.len; s++) {
         const pos = views.positions[s];
         const r = k.slice(s * row, (s + 1) * row);
@@ -152,9 +154,14 @@ Deno.test("one readback for a batch's due rounds equals each sequence's round on
   const engine = await stories();
   const prompts = [[1, 400, 300], [1, 17, 33, 250, 9], [1, 88]];
   const steps = 48;
+  // R-KV too: its key redundancy is computed for every due sequence of the batch in the same readback.
+  for (const policy of ["lethe", "rkv"] as const) await sameRounds(engine, prompts, steps, policy);
+});
+
+async function sameRounds(engine: Engine, prompts: number[][], steps: number, policy: "lethe" | "rkv") {
   const run = async (batched: boolean) => {
     // Different budgets, so rounds fall due at different steps for different sequences.
-    const seqs = prompts.map((_, i) => engine.newSequence({ policy: "lethe", budget: 8 + 4 * i }));
+    const seqs = prompts.map((_, i) => engine.newSequence({ policy, budget: 8 + 4 * i }));
     const next = await prefillEach(engine, seqs, prompts);
     const ids: number[][] = prompts.map(() => []);
     let rounds = 0;
@@ -172,9 +179,9 @@ Deno.test("one readback for a batch's due rounds equals each sequence's round on
   };
   const one = await run(false);
   const many = await run(true);
-  assert(one.rounds >= 10, `only ${one.rounds} rounds`);
-  assertEquals(many, one);
-});
+  assert(one.rounds >= 10, `${policy}: only ${one.rounds} rounds`);
+  assertEquals(many, one, policy);
+}
 
 Deno.test("aligned rounds: a batch's Lethe rounds fall on the same steps once all have filled, within budget", async () => {
   const engine = await stories();
@@ -253,4 +260,29 @@ Deno.test("Engine.generate (next step recorded before the id is read) equals one
       );
     }
   }
+});
+
+Deno.test("Lethe at budget 32 decodes the same on the texture and the storage-buffer paths (ids, rounds, KV bytes)", async () => {
+  const prompt = [1, 400, 300, 200, 17, 33];
+  const results = [];
+  for (const path of ["texture", "storage"] as const) {
+    const engine = await Engine.load(STORIES_DIR, { ctx: await gpuContext(path), progress: false });
+    assertEquals(engine.ctx.gpu.useTextures, path === "texture");
+    const r = await engine.generate(prompt, {
+      maxTokens: 80,
+      kv: { policy: "lethe", budget: 32 },
+      sampling: { temperature: 0 },
+    });
+    engine.destroy();
+    results.push(r);
+  }
+  const [tex, buf] = results;
+  assert(tex.stats.prune_rounds > 0, "no pruning round ran: the test shows nothing");
+  assertEquals(buf.ids, tex.ids, "greedy ids");
+  assertEquals(buf.stats.prune_rounds, tex.stats.prune_rounds, "rounds");
+  assertEquals(
+    [buf.stats.kv_bytes_peak, buf.stats.kv_bytes_live_peak],
+    [tex.stats.kv_bytes_peak, tex.stats.kv_bytes_live_peak],
+    "KV peaks",
+  );
 });

@@ -1,16 +1,20 @@
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
+import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert";
 import {
   avgPool1d,
   hoyer,
   keepList,
+  maxPool1d,
   partitionSlots,
   pyramidBudgets,
+  rkvScores,
+  softmax,
   splitPool,
   tauBreakpoint,
 } from "../src/kv/select.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, type LayerView } from "../src/kv/policy.ts";
 import { createPolicy } from "../src/kv/policies/mod.ts";
 import { letheDecide } from "../src/kv/policies/lethe.ts";
+import { rkvBuffer, rkvDecide, rkvPolicy, rkvRecent } from "../src/kv/policies/rkv.ts";
 import { freshSeed, rng } from "./helpers.ts";
 
 const near = (a: number, b: number, eps = 1e-4) => assert(Math.abs(a - b) <= eps, `${a} != ${b}`);
@@ -87,7 +91,7 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
   const seed = freshSeed();
   const next = rng(seed);
   const layers = 4;
-  for (const name of ["streaming", "h2o", "snapkv", "pyramidkv", "lethe"]) {
+  for (const name of ["streaming", "h2o", "snapkv", "pyramidkv", "lethe", "rkv"]) {
     const options: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 24, window: 8 };
     const policy = createPolicy(name, options);
     const state: { pos: number[]; score: number[] }[] = [];
@@ -95,11 +99,15 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
     for (let l = 0; l < layers; l++) {
       state.push({ pos: [...Array(prompt).keys()], score: Array.from({ length: prompt }, () => next()) });
     }
+    // Key redundancy (random, per KV head) where the policy asks for it, as the round's readback adds it.
     const view = () =>
       state.map((s) => ({
         len: s.pos.length,
         positions: Uint32Array.from(s.pos),
         scores: Float32Array.from(s.score),
+        ...(policy.keyRedundancy === null
+          ? {}
+          : { redundancy: Float32Array.from({ length: 2 * s.pos.length }, () => next() * 2 - 1) }),
       }));
     const apply = (keep: (Uint32Array | null)[]) =>
       keep.forEach((k, l) => {
@@ -145,7 +153,101 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
         assertEquals(new Set(pos).size, pos.length, `${name}: duplicate positions`);
       }
       if (name === "lethe") assert(total <= options.budget * layers, `lethe: total ${total} over budget`);
+      if (name === "rkv") {
+        for (const st of state) assert(st.pos.length <= options.budget, `rkv: ${st.pos.length} over budget`);
+      }
       if (name === "snapkv") assertEquals(state[0].pos.length, options.budget + step);
     }
   }
+});
+
+Deno.test("max pooling and softmax: hand-computed values", () => {
+  assertEquals([...maxPool1d([0, 5, 0, 0, 0, 0, 1], 3)], [5, 5, 5, 0, 0, 1, 1]);
+  assertEquals([...maxPool1d([3, 1, 2], 7)], [3, 3, 3]);
+  const p = softmax([0, Math.log(3)]); // e^0 : e^ln3 = 1 : 3
+  near(p[0], 0.25, 1e-12);
+  near(p[1], 0.75, 1e-12);
+  const big = softmax([1000, 1000]); // no overflow
+  near(big[0], 0.5, 1e-12);
+});
+
+Deno.test("R-KV scores: λ·importance − (1 − λ)·redundancy over the candidates, hand-computed", () => {
+  // 4 slots, candidates 1 and 2; pool 1 (none) to keep the arithmetic visible.
+  // Importance over candidates: 3 / (3 + 1) = 0.75 and 0.25.
+  // Redundancy, 2 heads: head 0 [_, ln 3, 0, _] → softmax over candidates 0.75, 0.25; head 1 equal → 0.5, 0.5;
+  // mean over heads: 0.625, 0.375.
+  const scores = [9, 3, 1, 9];
+  const red = [7, Math.log(3), 0, 7, /* head 1 */ 7, 2, 2, 7];
+  const s = rkvScores(scores, red, 4, [1, 2], 0.1, 1);
+  near(s[1], 0.1 * 0.75 - 0.9 * 0.625); // −0.4875
+  near(s[2], 0.1 * 0.25 - 0.9 * 0.375); // −0.3125: the less redundant token wins at λ = 0.1
+  assertEquals([s[0], s[3]], [0, 0]);
+  // λ = 1: importance only, the attended token wins.
+  const t = rkvScores(scores, red, 4, [1, 2], 1, 1);
+  near(t[1], 0.75);
+  near(t[2], 0.25);
+  // Max pooling (kernel 3) lifts slot 2 to its neighbour's 9: importance 9/(9 + 9) each → 0.5, 0.5.
+  const u = rkvScores(scores, red, 4, [1, 2], 1, 3);
+  near(u[1], 0.5);
+  near(u[2], 0.5);
+  // All-zero attention: uniform importance.
+  const z = rkvScores([0, 0, 0, 0], red, 4, [1, 2], 1, 1);
+  near(z[1], 0.5);
+  assertThrows(() => rkvScores(scores, [1, 2, 3], 4, [1], 0.1), /not a multiple of 4 slots/);
+});
+
+Deno.test("R-KV decision: sinks and recent kept, the least redundant important candidates fill the target", () => {
+  // Budget 16 → buffer 4, target 12; sink 2; recent round(0.25 · 16) = 4. 20 slots, positions 0..19:
+  // protected 0, 1, 16..19; 14 candidates (2..15) compete for 12 − 6 = 6 places.
+  const o: KvPolicyOptions = {
+    ...DEFAULT_KV_OPTIONS,
+    budget: 16,
+    sink: 2,
+    recentRatio: 0.25,
+    rkvLambda: 0.5,
+  };
+  assertEquals([rkvBuffer(o), rkvRecent(o)], [4, 4]);
+  const len = 20;
+  // Equal attention everywhere, one head: redundancy decides. Slots 2..7 are distinct (redundancy 0), 8..15
+  // copies of each other (redundancy 1).
+  const l: LayerView = {
+    len,
+    positions: Uint32Array.from({ length: len }, (_, i) => i),
+    scores: new Float32Array(len).fill(1),
+    redundancy: Float32Array.from({ length: len }, (_, i) => (i >= 8 && i < 16 ? 1 : 0)),
+  };
+  const d = rkvDecide([l, { ...l, len: 12 }], o, 12);
+  assertEquals([...d.keep[0]!], [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19]);
+  assertEquals(d.keep[1], null); // already at the target
+  // λ = 1 with attention 5 on slots 10 and 12: max pooling (kernel 7, ±3) spreads it over slots 7..15.
+  const att = new Float32Array(len).fill(1);
+  att[10] = 5;
+  att[12] = 5;
+  const e = rkvDecide([{ ...l, scores: att }], { ...o, rkvLambda: 1 }, 12);
+  // Pooled importance 5 at slots 7..15 (9 slots): top 6 by score, ties to the lower slot: 7..12.
+  assertEquals([...e.keep[0]!], [0, 1, 7, 8, 9, 10, 11, 12, 16, 17, 18, 19]);
+  // A round without redundancy is a wiring fault, named as such.
+  let msg = "";
+  try {
+    rkvDecide([{ ...l, redundancy: undefined }], o, 12);
+  } catch (err) {
+    msg = (err as Error).message;
+  }
+  assert(msg.includes("key redundancy"), msg);
+});
+
+Deno.test("R-KV policy: rounds when an append would pass the budget, cut to budget − buffer, declares its kernel", () => {
+  const o: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 32, rkvThreshold: 0.4 };
+  const p = rkvPolicy(o);
+  assertEquals([p.keyRedundancy, p.decodeGamma, p.decodeCap(0, 4), p.steadyTokens(4)], [
+    0.4,
+    0.875,
+    null,
+    32,
+  ]);
+  assertEquals(p.wantsRound(1, [31, 31]), false);
+  assertEquals(p.wantsRound(1, [32, 32]), true);
+  assertEquals(p.mayRoundEarly(1, [24, 24]), false); // at the target (32 − 8)
+  assertEquals(p.mayRoundEarly(1, [25, 25]), true);
+  assertEquals(createPolicy("rkv", o).name, "rkv");
 });

@@ -1,11 +1,14 @@
 /**
  * matvec against the CPU reference. Relative error bounds (max |gpu − ref| / max |ref|), per weight dtype:
  * bf16 2e-5, f16 2e-5, f32 2e-5 — the reference uses the same dtype-rounded weights, so the only difference
- * is f32 summation order (the GPU accumulates in f32, the reference in f64).
+ * is f32 summation order (the GPU accumulates in f32, the reference in f64). q8 / q4 (2e-5 too): the reference
+ * multiplies the CPU dequantization (src/ref/quant.ts) of the same stored bytes.
  */
 import { matvec } from "../src/ops/matvec.ts";
 import { matvecRef, matvecRowsRef } from "../src/ref/linear.ts";
-import { attachWeightTexture, destroyWeight, uploadWeight, type Weight } from "../src/gpu/weights.ts";
+import { attachWeightTexture, createWeight, destroyWeight, uploadWeight, type Weight } from "../src/gpu/weights.ts";
+import { type QuantFormat, quantizeRows } from "../src/model/quantize.ts";
+import { dequantizeRef } from "../src/ref/quant.ts";
 import { type DType, encode, roundTo } from "../src/dtype.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
@@ -152,4 +155,92 @@ Deno.test("matvec: a bf16 [50000, 1536] weight over 128 MiB (several chunks and 
   }
   destroyWeight(w);
   for (const b of [gx, gb, gy]) b.destroy();
+});
+
+/** Quantizes random weights on the host and uploads them as a q8 / q4 weight (with a texture copy if asked). */
+function quantWeight(
+  ctx: GpuContext,
+  format: QuantFormat,
+  rows: number,
+  cols: number,
+  next: () => number,
+  texture: boolean,
+  maxChunkBytes?: number,
+): { w: Weight; values: Float32Array } {
+  const q = quantizeRows(format, randomF32(rows * cols, next), rows, cols);
+  const writer = createWeight(ctx, "wq", format, rows, cols, maxChunkBytes, { texture });
+  writer.write(0, q.data, q.scales);
+  return { w: writer.weight, values: dequantizeRef(format, q.data, q.scales, rows, cols) };
+}
+
+for (const format of ["q8", "q4"] as const) {
+  Deno.test(`matvec ${format}: dequantizing kernels on both paths against the CPU dequantization (padded groups, batches, chunks)`, async () => {
+    const ctx = await gpuContext();
+    const seed = freshSeed();
+    console.log(`seed ${seed}`);
+    const next = rng(seed);
+    // cols: whole groups, a padded last group (172 = 5 groups + 12), one short group; a chunked case.
+    const cases: [number, number, number, boolean, boolean, number | undefined][] = [
+      [37, 64, 1, true, false, undefined],
+      [300, 172, 3, false, true, undefined],
+      [70, 20, 8, true, true, undefined],
+      [129, 2048, 11, false, false, undefined],
+      [203, 96, 5, true, false, 1000],
+    ];
+    for (const path of ["texture", "buffer"] as const) {
+      for (const [rows, cols, batch, bias, accumulate, maxChunkBytes] of cases) {
+        const { w, values } = quantWeight(ctx, format, rows, cols, next, path === "texture", maxChunkBytes);
+        const x = randomF32(batch * cols, next);
+        const b = bias ? randomF32(rows, next) : undefined;
+        const y0 = accumulate ? randomF32(batch * rows, next) : undefined;
+        const gx = ctx.upload(x, "x"), gb = b ? ctx.upload(b, "bias") : undefined;
+        const gy = ctx.createBuffer(batch * rows * 4, "y");
+        if (y0) ctx.write(gy, y0);
+        else poison(ctx, gy);
+        matvec(ctx, w, gx, gy, { batch, bias: gb, accumulate, path });
+        const got = await ctx.readF32(gy);
+        const want = matvecRef(values, rows, cols, x, batch, { bias: b, accumulate: y0 });
+        let terms = 0;
+        for (let i = 0; i < batch; i++) {
+          for (let r = 0; r < rows; r++) {
+            let t = Math.abs(b?.[r] ?? 0) + Math.abs(y0?.[i * rows + r] ?? 0);
+            for (let k = 0; k < cols; k++) t += Math.abs(values[r * cols + k] * x[i * cols + k]);
+            terms = Math.max(terms, t);
+          }
+        }
+        assertClose(got, want, 2e-5, `matvec ${format} ${path} [${rows}, ${cols}] batch ${batch}`, terms);
+        destroyWeight(w);
+        for (const buf of [gx, gb, gy]) buf?.destroy();
+      }
+    }
+  });
+}
+
+Deno.test("quantizeRows: q8 / q4 round-trip within half a step of each group's scale; zero groups stay zero", () => {
+  const seed = freshSeed();
+  console.log(`seed ${seed}`);
+  const next = rng(seed);
+  const rows = 5, cols = 70;
+  const v = randomF32(rows * cols, next, 3);
+  v.fill(0, 32, 64); // row 0's second group all zero
+  for (const format of ["q8", "q4"] as const) {
+    const q = quantizeRows(format, v, rows, cols);
+    const back = dequantizeRef(format, q.data, q.scales, rows, cols);
+    const qmax = format === "q8" ? 127 : 7;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g * 32 < cols; g++) {
+        let amax = 0;
+        for (let c = g * 32; c < Math.min(cols, g * 32 + 32); c++) amax = Math.max(amax, Math.abs(v[r * cols + c]));
+        // f16 rounding of the scale adds at most 2^-11 relative per step, times qmax steps.
+        const step = amax / qmax;
+        for (let c = g * 32; c < Math.min(cols, g * 32 + 32); c++) {
+          const err = Math.abs(back[r * cols + c] - v[r * cols + c]);
+          if (!(err <= step * 0.5 + amax * 2 ** -10)) {
+            throw new Error(`${format} [${r}, ${c}]: |${back[r * cols + c]} - ${v[r * cols + c]}| > half a step ${step / 2}`);
+          }
+        }
+      }
+    }
+    for (let c = 32; c < 64; c++) if (back[c] !== 0) throw new Error(`${format}: zero group decoded to ${back[c]}`);
+  }
 });

@@ -95,7 +95,8 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
   const engine = await Engine.load(STORIES_DIR);
   const prompt = [1, 400, 300, 200];
   const ref = async (o: GenerateOptions) => (await engine.generate(prompt, o)).ids;
-  const tokenBytes = 5 * (2 * 4 * 8 * 4 + 8);
+  // KV bytes per token over all layers in the default format (f16).
+  const tokenBytes = engine.kvTokenBytes();
 
   // Solo references first (the server shares the engine, so nothing else may run while it serves).
   const cases = Array.from({ length: 8 }, (_, i) => ({
@@ -358,8 +359,10 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
         prompt,
         response_format: { type: "json_object" },
       }],
-      ["logprobs (not implemented)", "/v1/completions", { prompt, logprobs: 2 }],
-      ["presence_penalty (not implemented)", "/v1/completions", { prompt, presence_penalty: 0.5 }],
+      ["echo (not implemented)", "/v1/completions", { prompt, echo: true }],
+      ["best_of (not implemented)", "/v1/completions", { prompt, best_of: 2 }],
+      ["logprobs above 20", "/v1/completions", { prompt, logprobs: 21 }],
+      ["presence_penalty out of range", "/v1/completions", { prompt, presence_penalty: 2.5 }],
       ["temperature of the wrong type", "/v1/completions", { prompt, temperature: "hot" }],
       ["temperature out of range", "/v1/completions", { prompt, temperature: -1 }],
       ["top_p out of range", "/v1/completions", { prompt, top_p: 1.5 }],
@@ -368,7 +371,13 @@ Deno.test("server on stories260K (token-id prompts)", opts, async (t) => {
       ["stream of the wrong type", "/v1/completions", { prompt, stream: "yes" }],
       ["unknown kv_policy", "/v1/completions", { prompt, kv_policy: "bogus" }],
       ["negative kv_budget", "/v1/completions", { prompt, kv_policy: "lethe", kv_budget: -1 }],
-      ["n > 1", "/v1/completions", { prompt, n: 2 }],
+      ["n above 16", "/v1/completions", { prompt, n: 17 }],
+      ["n choices whose caches together pass the KV pool", "/v1/completions", {
+        prompt,
+        max_tokens: 200,
+        kv_policy: "full",
+        n: 16,
+      }],
       ["a full cache larger than the KV pool", "/v1/completions", {
         prompt,
         max_tokens: 400,

@@ -702,7 +702,7 @@ Deno.test("startup: a server that could serve nothing refuses to start, naming t
       [{ kv: { budget: 100000 } }, /--kv-budget 100000 is more than the model's context/],
       [{ kv: { budget: 5, sink: 4 } }, /--kv-budget must exceed --kv-sink/],
       [
-        { kv: { policy: "lethe", budget: 200 }, kvMemory: 200 * 1000 },
+        { kv: { policy: "lethe", budget: 200 }, kvMemory: 100 * 1000 },
         /--kv-budget 200 \(kv lethe\) reserves/,
       ],
     ];
@@ -718,7 +718,7 @@ Deno.test("startup: a server that could serve nothing refuses to start, naming t
       assert(want.test(msg), `${JSON.stringify(o)}: ${msg || "started"}`);
     }
     // The smallest pool that holds one minimal request starts.
-    const s = startServer(engine, { kvMemory: engine.kvSlots(2) * engine.kvTokenBytes });
+    const s = startServer(engine, { kvMemory: engine.kvSlots(2) * engine.kvTokenBytes() });
     const res = await post(`${s.url}/v1/completions`, { prompt: [1], max_tokens: 1 });
     assertEquals(res.status, 200);
     await res.body?.cancel();

@@ -21,7 +21,7 @@ import {
   runTasks,
   type TaskSample,
 } from "../src/eval/harness.ts";
-import { replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
+import { renderReport, replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
 import { CountProgress, formatDuration } from "../src/util/progress.ts";
 import { DEFAULT_MODEL_DIR, exists } from "../src/util/paths.ts";
 
@@ -31,6 +31,7 @@ const HELP = `deno task eval — compare KV policies on accuracy, memory and spe
 
   deno task eval [--model DIR] [options]
   deno task results [--eval-dir bench/eval] [--results-file bench/RESULTS.md]
+                         (also rewrites each directory's results.md and charts from its results.json)
   deno task eval render OUT_DIR...   (rewrite results.md and the charts from OUT_DIR/results.json)
 
 What runs (--mode, default chosen from the model and data):
@@ -59,9 +60,13 @@ Options:
                          the batch's aggregate throughput); default 1 = one Engine.generate per sample
   --sink N --recent-ratio X --window N --segments N --interval N   KV settings (default: the model's
                          kv_defaults.json, else the README's)
+  --rkv-lambda X --rkv-threshold X   R-KV's λ and near-duplicate cosine (default: the model's, else ${DEFAULT_KV_OPTIONS.rkvLambda}/${DEFAULT_KV_OPTIONS.rkvThreshold})
   --tau X --gamma X      Lethe's main-grid τ/γ (default: the model's, else ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
   --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
   --out DIR              output directory (default bench/eval/<model-name>[-<data>]/)
+  --add-to DIR           add this run's cells (all but full) to DIR/results.json and rewrite its report, when
+                         this run's full reproduces DIR's per-sample predictions (same samples and engine)
+  --kv-dtype D           KV storage format of every cell (default: the engine's)
   --quiet                no progress bar
   --help
 `;
@@ -107,6 +112,8 @@ async function results(args: string[]): Promise<void> {
     const path = join(evalDir, d, "results.json");
     if (!(await exists(path))) continue;
     const r = JSON.parse(await Deno.readTextFile(path)) as EvalResults;
+    // Each directory's own report and charts too, from its results.json (which stays as it is).
+    await renderReport(r, join(evalDir, d));
     entries.push({ dir: relative(dirname(file), join(evalDir, d)), results: r });
   }
   // Reasoning tasks first (the headline), then fidelity.
@@ -180,6 +187,10 @@ async function main(): Promise<void> {
       window: { type: "string" },
       segments: { type: "string" },
       interval: { type: "string" },
+      "rkv-lambda": { type: "string" },
+      "kv-dtype": { type: "string" },
+      "add-to": { type: "string" },
+      "rkv-threshold": { type: "string" },
       tau: { type: "string" },
       gamma: { type: "string" },
       "trace-budget": { type: "string" },
@@ -245,6 +256,9 @@ async function main(): Promise<void> {
     recentRatio: int(v["recent-ratio"]) ?? d.recentRatio,
     window: int(v.window) ?? (mode === "fidelity" ? 8 : d.window),
     lethe,
+    rkvLambda: int(v["rkv-lambda"]) ?? d.rkvLambda,
+    rkvThreshold: int(v["rkv-threshold"]) ?? d.rkvThreshold,
+    ...(v["kv-dtype"] !== undefined ? { dtype: v["kv-dtype"] as KvSettings["dtype"] } : {}),
   };
   const tau = int(v.tau) ?? lethe.tau;
   const gamma = int(v.gamma) ?? lethe.gamma;
@@ -381,9 +395,62 @@ async function main(): Promise<void> {
     last = snapshot(r.cells, r.trace, false);
   }
   bar?.finish();
+  if (v["add-to"]) {
+    const into = resolve(v["add-to"]);
+    const merged = addCells(JSON.parse(await Deno.readTextFile(join(into, "results.json"))), last!, into);
+    console.log(`wrote ${(await writeReport(merged, into)).map((f) => relative(Deno.cwd(), f)).join(", ")}`);
+    engine.destroy();
+    return;
+  }
   const written = await writeReport(last!, outDir);
   console.log(`wrote ${written.map((f) => relative(Deno.cwd(), f)).join(", ")}`);
   engine.destroy();
+}
+
+/**
+ * `--add-to DIR`: the new run's cells (all but full) added to DIR's committed results, replacing cells of the same
+ * label. Only when the new run evaluated the same samples and its `full` cell reproduces DIR's per-sample
+ * predictions (same model, data and engine behaviour); KV ratios are taken against DIR's `full`.
+ */
+export function addCells(target: EvalResults, run: EvalResults, where: string): EvalResults {
+  const fail = (why: string) => {
+    throw new Error(`--add-to ${where}: ${why}`);
+  };
+  if (target.kind !== "tasks" || run.kind !== "tasks") fail("only task evaluations can be extended");
+  if (target.model !== run.model) fail(`its model is ${target.model}, this run's ${run.model}`);
+  const full = target.cells.find((c) => c.policy === "full");
+  const newFull = run.cells.find((c) => c.policy === "full");
+  if (!full?.predictions || !newFull?.predictions) fail("full's per-sample predictions are missing");
+  if (JSON.stringify(full!.predictions) !== JSON.stringify(newFull!.predictions)) {
+    fail(
+      "this run's full does not reproduce its per-sample predictions (other samples, model or engine " +
+        "behaviour): its cells would not be comparable",
+    );
+  }
+  const added = run.cells.filter((c) => c.policy !== "full").map((c) => {
+    const ratio = c.kv_bytes_peak / full!.kv_bytes_peak;
+    return {
+      ...c,
+      kv_peak_ratio: ratio,
+      kv_live_peak_ratio: c.kv_bytes_live_peak / full!.kv_bytes_live_peak,
+      kv_reduction: 1 - ratio,
+    };
+  });
+  const labels = new Set(added.map((c) => c.label));
+  const kept = target.cells.filter((c) => !labels.has(c.label));
+  // Main-grid cells before the ablation, each budget's policies together, as a run orders them.
+  const cells = [...kept.filter((c) => !c.ablation), ...added, ...kept.filter((c) => c.ablation)];
+  const order = (c: CellResult) => (c.ablation ? 1 : 0) * 1e9 + (c.budget ?? -1);
+  cells.sort((a, b) => order(a) - order(b));
+  const budgets = [...new Set([...target.budgets, ...run.budgets])].sort((a, b) => a - b);
+  const additions = [...((target.settings.added as unknown[] | undefined) ?? []), {
+    created: run.created,
+    argv: run.settings.argv,
+    kv: run.settings.kv,
+    cells: added.map((c) => c.label),
+    wall_s: run.wall_s,
+  }];
+  return { ...target, budgets, cells, settings: { ...target.settings, added: additions } };
 }
 
 if (import.meta.main) {

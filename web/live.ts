@@ -105,10 +105,10 @@ export class LivePanel {
       ["prompt tokens", `${s.prefill_tokens} at ${s.prefill_tok_s.toFixed(0)} tok/s`],
       ["generated tokens", String(s.decode_tokens)],
       ["decode speed", `${s.decode_tok_s.toFixed(1)} tok/s`],
-      ["KV policy", s.kv_policy],
+      ["KV policy", `${s.kv_policy} (${s.kv_dtype})`],
       ["KV live peak", formatBytes(s.kv_bytes_live_peak)],
       ["KV allocated peak", formatBytes(s.kv_bytes_peak)],
-      ["full KV would hold", formatBytes(s.kv_bytes_full_equivalent)],
+      ["full f16 KV would hold", formatBytes(s.kv_bytes_full_equivalent)],
       ["pruning rounds", String(s.prune_rounds)],
       ["weights", formatBytes(s.weights_bytes)],
     ];

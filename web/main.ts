@@ -250,8 +250,8 @@ async function run(
     });
     const s = result.stats;
     message.finish(
-      `${s.decode_tokens} tokens · ${s.decode_tok_s.toFixed(1)} tok/s · KV ${s.kv_policy} ` +
-        `${formatBytes(s.kv_bytes_live_peak)} live peak (full ${
+      `${s.decode_tokens} tokens · ${s.decode_tok_s.toFixed(1)} tok/s · KV ${s.kv_policy} ${s.kv_dtype} ` +
+        `${formatBytes(s.kv_bytes_live_peak)} live peak (full f16 ${
           formatBytes(s.kv_bytes_full_equivalent)
         }) · ` +
         `${result.finishReason}`,

@@ -1,8 +1,8 @@
 // Decode attention (one query token per sequence) with split-K ("flash decoding") and optional per-token
 // scores, for a batch of sequences in one dispatch per pass.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), CH (tokens per chunk),
-// WG (threads per workgroup, a multiple of HD4), NQ4 (nHeads · HD4), BMAX (sequences per call), and the K/V
-// bindings + kload/vload.
+// WG (threads per workgroup), NQ4 (nHeads · HD4), BMAX (sequences per call), and the K/V bindings with their
+// accessors (QPT quads per read unit, HU units per head; kunit/vunit, kscale/vscale).
 // The queries are read from a uniform buffer (the op copies them there): every invocation reads the same q
 // element at the same time, and CPU adapters (llvmpipe) broadcast uniform loads but gather per lane from
 // workgroup or storage memory — this alone halves the logit pass there.
@@ -29,20 +29,22 @@ struct Params {
 
 const NEG: f32 = -3.0e38;
 const NO_SCORES: u32 = 0xffffffffu; // w0 of a sequence that wants no scores (it has no weights region)
-const LANES: u32 = WG / HD4;
+const LANES: u32 = WG / HU; // P·V: threads per unit of the head dimension
 
 // ---- partial ----
 @group(0) @binding(1) var<uniform> q: array<vec4f, NQ4 * BMAX>;
-// Bindings 2 and 3 (K and V) and their accessors kload/vload(token, kv head, quad) -> vec4f come from the
-// op's header: storage buffers, or (on CPU adapters) rgba32float texture copies of them, whose texel
-// fetches are straight-line 16-byte loads where a per-lane storage load is a scalar loop.
+// Bindings 2 and 3 (K and V) and their accessors kunit/vunit(token, kv head, unit) -> array<vec4f, QPT> and
+// kscale/vscale(token, kv head) -> f32 (a factor of the token's values: int8's scale, else 1) come from the
+// op's header: storage buffers, or (on CPU adapters) rgba32uint texture copies of the stored words, whose
+// texel fetches are straight-line 16-byte loads where a per-lane storage load is a scalar loop.
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [nHeads, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [nHeads, n_chunks]
 @group(0) @binding(6) var<storage, read_write> weights: array<f32>;   // e: [nHeads, len]
 
 var<workgroup> sl: array<f32, G * CH>;
+var<workgroup> vsc: array<f32, CH>; // each token's V factor (vscale)
 var<workgroup> ml: array<vec2f, G>;
-var<workgroup> oacc: array<vec4f, (LANES - 1u) * G * HD4 + 1u>;
+var<workgroup> oacc: array<vec4f, (LANES - 1u) * HD4 + 1u>; // one query head's lane partials at a time
 
 @compute @workgroup_size(WG)
 fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t: u32) {
@@ -65,15 +67,19 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     for (var g = 0u; g < G; g++) {
       acc[g] = 0.0;
     }
-    for (var d = 0u; d < HD4; d++) {
-      let kv = kload(tok + j, kh, d);
-      for (var g = 0u; g < G; g++) {
-        acc[g] += dot(q[qb + g * HD4 + d], kv);
+    for (var u = 0u; u < HU; u++) {
+      let kq = kunit(tok + j, kh, u);
+      for (var e = 0u; e < QPT; e++) {
+        for (var g = 0u; g < G; g++) {
+          acc[g] += dot(q[qb + g * HD4 + u * QPT + e], kq[e]);
+        }
       }
     }
+    let ks = kscale(tok + j, kh) * p.scale;
     for (var g = 0u; g < G; g++) {
-      sl[g * CH + j] = acc[g] * p.scale;
+      sl[g * CH + j] = acc[g] * ks;
     }
+    vsc[j] = vscale(tok + j, kh);
   }
   workgroupBarrier();
 
@@ -100,31 +106,41 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     }
   }
 
-  // P·V: thread owns one vec4 of the head dimension and every LANES-th token of the chunk.
-  let d = t % HD4;
-  let lane = t / HD4;
-  var acc: array<vec4f, G>;
-  for (var j = lane; j < n; j += LANES) {
-    let vv = vload(tok + j, kh, d);
-    for (var g = 0u; g < G; g++) {
-      acc[g] += sl[g * CH + j] * vv;
-    }
-  }
-  if (lane > 0u) {
-    for (var g = 0u; g < G; g++) {
-      oacc[((lane - 1u) * G + g) * HD4 + d] = acc[g];
-    }
-  }
-  workgroupBarrier();
-  if (lane == 0u) {
-    for (var l = 1u; l < LANES; l++) {
+  // P·V: thread owns one unit (QPT quads) of the head dimension and every LANES-th token of the chunk.
+  let du = t % HU;
+  let lane = t / HU;
+  var acc: array<vec4f, G * QPT>;
+  if (lane < LANES) {
+    for (var j = lane; j < n; j += LANES) {
+      let vq = vunit(tok + j, kh, du);
+      let sv = vsc[j];
       for (var g = 0u; g < G; g++) {
-        acc[g] += oacc[((l - 1u) * G + g) * HD4 + d];
+        let w = sl[g * CH + j] * sv;
+        for (var e = 0u; e < QPT; e++) {
+          acc[g * QPT + e] += w * vq[e];
+        }
       }
     }
-    for (var g = 0u; g < G; g++) {
-      part_o[(sq.z + (kh * G + g) * nc + c) * HD4 + d] = acc[g];
+  }
+  // Lanes 1.. hand their partials to lane 0, one query head at a time (workgroup memory stays small).
+  for (var g = 0u; g < G; g++) {
+    if (lane > 0u && lane < LANES) {
+      for (var e = 0u; e < QPT; e++) {
+        oacc[((lane - 1u) * HU + du) * QPT + e] = acc[g * QPT + e];
+      }
     }
+    workgroupBarrier();
+    if (lane == 0u) {
+      for (var l = 1u; l < LANES; l++) {
+        for (var e = 0u; e < QPT; e++) {
+          acc[g * QPT + e] += oacc[((l - 1u) * HU + du) * QPT + e];
+        }
+      }
+      for (var e = 0u; e < QPT; e++) {
+        part_o[(sq.z + (kh * G + g) * nc + c) * HD4 + du * QPT + e] = acc[g * QPT + e];
+      }
+    }
+    workgroupBarrier();
   }
   if (t < G) {
     part_ml[sq.z + (kh * G + t) * nc + c] = ml[t];

@@ -1,7 +1,7 @@
 // Causal prefill attention as blocked multi-query decoding, plus observation-window scores.
 // The op prepends: const G (query heads per KV head), HD4 (headDim / 4), M (queries per block),
-// NH (query heads), CH (keys per chunk), WG (threads, a multiple of CH and of HD4), and the K/V bindings +
-// kload/vload.
+// NH (query heads), CH (keys per chunk), WG (threads, a multiple of CH), and the K/V bindings with their
+// accessors (QPT quads per read unit, HU units per head; kunit/vunit, kscale/vscale).
 //
 // For each block of M queries the op copies the block's queries ([M, NH, HD4], contiguous) into a uniform
 // buffer — CPU adapters broadcast uniform loads but gather per lane from storage/workgroup memory — and runs
@@ -32,17 +32,19 @@ const NEG: f32 = -3.0e38;
 const R: u32 = M * G;
 const TPG: u32 = WG / CH;                 // QK: thread groups per key
 const RPG_QK: u32 = (R + TPG - 1u) / TPG; // QK: rows per thread
-const PG: u32 = WG / HD4;                 // PV: thread groups per output quad
+const PG: u32 = WG / HU;                  // PV: thread groups per output unit
 const RPG_PV: u32 = (R + PG - 1u) / PG;   // PV: rows per thread
 
 // ---- partial ----
 @group(0) @binding(1) var<uniform> q: array<vec4f, M * NH * HD4>;
-// Bindings 2 and 3 (K and V; `window` uses binding 2 only) and their accessors kload/vload(token, kv head,
-// quad) -> vec4f come from the op's header: storage buffers, or (on CPU adapters) texture copies.
+// Bindings 2 and 3 (K and V; `window` uses binding 2 only) and their accessors kunit/vunit(token, kv head,
+// unit) -> array<vec4f, QPT> and kscale/vscale(token, kv head) -> f32 (int8's scale, else 1) come from the
+// op's header: storage buffers, or (on CPU adapters) texture copies.
 @group(0) @binding(4) var<storage, read_write> part_o: array<vec4f>;  // [M, NH, n_chunks, HD4]
 @group(0) @binding(5) var<storage, read_write> part_ml: array<vec2f>; // [M, NH, n_chunks]
 
 var<workgroup> sl: array<f32, R * CH>;
+var<workgroup> vsc: array<f32, CH>; // each key's V factor (vscale)
 var<workgroup> ml: array<vec2f, R>;
 
 @compute @workgroup_size(WG)
@@ -61,23 +63,29 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     for (var i = 0u; i < RPG_QK; i++) {
       acc[i] = 0.0; // explicit: naga does not re-zero loop-local arrays
     }
-    for (var d = 0u; d < HD4; d++) {
-      let kv = kload(base + j, kh, d);
-      for (var i = 0u; i < RPG_QK; i++) {
-        let r = rg * RPG_QK + i;
-        if (r < R) {
-          let m = r / G;
-          acc[i] += dot(q[(m * NH + kh * G + r % G) * HD4 + d], kv);
+    for (var u = 0u; u < HU; u++) {
+      let kq = kunit(base + j, kh, u);
+      for (var e = 0u; e < QPT; e++) {
+        for (var i = 0u; i < RPG_QK; i++) {
+          let r = rg * RPG_QK + i;
+          if (r < R) {
+            let m = r / G;
+            acc[i] += dot(q[(m * NH + kh * G + r % G) * HD4 + u * QPT + e], kq[e]);
+          }
         }
       }
     }
+    let ks = kscale(base + j, kh) * p.scale;
     for (var i = 0u; i < RPG_QK; i++) {
       let r = rg * RPG_QK + i;
       if (r < R) {
         // Query m sits at slot start + q0 + m and sees slots up to it.
         let visible = base + j <= p.start + p.q0 + r / G;
-        sl[r * CH + j] = select(NEG, acc[i] * p.scale, visible);
+        sl[r * CH + j] = select(NEG, acc[i] * ks, visible);
       }
+    }
+    if (rg == 0u) {
+      vsc[j] = vscale(base + j, kh);
     }
   }
   workgroupBarrier();
@@ -99,16 +107,20 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
   }
   workgroupBarrier();
 
-  // P·V: thread (output quad d, row group); each V element is loaded once for RPG_PV rows.
-  let d = t % HD4;
-  let pg = t / HD4;
-  var acc: array<vec4f, RPG_PV>;
+  // P·V: thread (output unit du, row group); each V unit is loaded once for RPG_PV rows.
+  let du = t % HU;
+  let pg = t / HU;
+  var acc: array<vec4f, RPG_PV * QPT>;
   for (var jj = 0u; jj < n; jj++) {
-    let vv = vload(base + jj, kh, d);
+    let vq = vunit(base + jj, kh, du);
+    let sv = vsc[jj];
     for (var i = 0u; i < RPG_PV; i++) {
       let r = pg * RPG_PV + i;
       if (r < R) {
-        acc[i] += sl[r * CH + jj] * vv;
+        let w = sl[r * CH + jj] * sv;
+        for (var e = 0u; e < QPT; e++) {
+          acc[i * QPT + e] += w * vq[e];
+        }
       }
     }
   }
@@ -117,8 +129,10 @@ fn partial(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) t
     if (r < R && r / G < p.mv) {
       let h = kh * G + r % G;
       let row = (r / G) * NH + h;
-      part_o[(row * p.n_chunks + c) * HD4 + d] = acc[i];
-      if (d == 0u) {
+      for (var e = 0u; e < QPT; e++) {
+        part_o[(row * p.n_chunks + c) * HD4 + du * QPT + e] = acc[i * QPT + e];
+      }
+      if (du == 0u) {
         part_ml[row * p.n_chunks + c] = ml[r];
       }
     }
@@ -198,8 +212,12 @@ fn window(@builtin(global_invocation_id) gid: vec3u) {
   var total = 0.0;
   for (var kh = 0u; kh < n_kv; kh++) {
     var kr: array<vec4f, HD4>;
-    for (var d = 0u; d < HD4; d++) {
-      kr[d] = kload(j, kh, d);
+    let ks = kscale(j, kh);
+    for (var u = 0u; u < HU; u++) {
+      let kq = kunit(j, kh, u);
+      for (var e = 0u; e < QPT; e++) {
+        kr[u * QPT + e] = kq[e] * ks;
+      }
     }
     for (var g = 0u; g < G; g++) {
       let h = kh * G + g;

@@ -1,10 +1,10 @@
 // kv_gather: moves slots between regions of the KV arena, several moves per dispatch (workgroup z = move) —
 // compactions after a pruning round (dst slot j ← src slot keep[keep_off + j]) or plain moves when a region
-// grows or a cache is cloned (identity: dst slot j ← src slot j). K and V rows (row floats each), position and
-// score. Source and destination in different shards: `main`; in the same shard: `main_same`, which binds the
+// grows or a cache is cloned (identity: dst slot j ← src slot j). K and V rows (row u32 words each, whatever
+// the storage format: moves copy bits), position and score. Source and destination in different shards: `main`; in the same shard: `main_same`, which binds the
 // shard once and moves within it (regions never overlap) — WebGPU forbids one buffer in two writable bindings.
 struct Params {
-  row: u32,
+  row: u32, // u32 words per K (or V) row
   identity: u32,
   _pad0: u32,
   _pad1: u32,
@@ -12,12 +12,12 @@ struct Params {
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> keep: array<u32>;
-@group(0) @binding(2) var<storage, read_write> k_src: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v_src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_src: array<u32>;
+@group(0) @binding(3) var<storage, read_write> v_src: array<u32>;
 @group(0) @binding(4) var<storage, read_write> pos_src: array<u32>;
 @group(0) @binding(5) var<storage, read_write> score_src: array<f32>;
-@group(0) @binding(6) var<storage, read_write> k_dst: array<f32>;
-@group(0) @binding(7) var<storage, read_write> v_dst: array<f32>;
+@group(0) @binding(6) var<storage, read_write> k_dst: array<u32>;
+@group(0) @binding(7) var<storage, read_write> v_dst: array<u32>;
 @group(0) @binding(8) var<storage, read_write> pos_dst: array<u32>;
 @group(0) @binding(9) var<storage, read_write> score_dst: array<f32>;
 

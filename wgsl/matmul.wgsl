@@ -2,8 +2,9 @@
 // One dispatch per weight chunk; a workgroup of 8×8 invocations computes a 32 (tokens) × 32 (weight rows)
 // tile, each invocation a 4×4 block, staging 32×16 slices of X and W in workgroup memory (W unpacked to f32
 // once per slice, so each weight is decoded once per 32 tokens instead of once per token).
-// The host prepends the dtype's `fn wload(i: u32) -> f32` (element i of the row-major chunk) and
-// `const ACCUMULATE`, `const HAS_BIAS` and the storage type `WTYPE`.
+// The host prepends the dtype's `fn wload(r: u32, c: u32) -> f32` (element [r, c] of the chunk, dequantized
+// for q8 / q4, whose scales it binds at binding 5) and `const ACCUMULATE`, `const HAS_BIAS` and the storage
+// type `WTYPE`.
 struct Params {
   m: u32,         // tokens
   rows: u32,      // rows in this chunk
@@ -11,8 +12,8 @@ struct Params {
   row_start: u32, // chunk's first row in the whole matrix (offsets y columns and bias)
   out_stride: u32,// full row count of the matrix (y is [m, out_stride])
   tiles_x: u32,   // workgroups along the weight-row axis (grid is folded into x×y)
-  _p0: u32,
-  _p1: u32,
+  row_words: u32, // 32-bit words per stored row (quantized weights)
+  scale_stride: u32, // f16 scales per row (quantized weights)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> w: array<WTYPE>;
@@ -49,7 +50,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
       xs[e] = xv;
       let wr = r0 + rr;
       var wv = 0.0;
-      if (wr < p.rows && c < p.cols) { wv = wload(wr * p.cols + c); }
+      if (wr < p.rows && c < p.cols) { wv = wload(wr, c); }
       ws[e] = wv;
     }
     workgroupBarrier();

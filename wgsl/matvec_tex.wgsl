@@ -6,7 +6,8 @@
 // Each invocation owns R consecutive rows, so each x texel it fetches is reused R times.
 // The host prepends: const R, BB, WG: u32; const ACCUMULATE, HAS_BIAS: bool; and, for the weight dtype, a type
 // XV (the x values that meet one weight texel), fn xload(t: u32, b: u32) -> XV (reads xt, below) and
-// fn wdot(u: vec4<u32>, xv: XV) -> vec4<f32> (lane-wise partial products of one texel).
+// fn wdot(u: vec4<u32>, xv: XV) -> vec4<f32> (lane-wise partial products of one texel); for q8 / q4 weights
+// also fn wscale(r: u32, t: u32) -> f32, the scale of the group texel t of row r belongs to.
 struct Params {
   rows: u32,       // rows in this texture piece
   texels: u32,     // weight texels per row
@@ -15,7 +16,7 @@ struct Params {
   batch: u32,      // live vectors (≤ BB)
   stride: u32,     // invocations per grid row (grid folded into x×y)
   y_off: u32,      // element offset of y[0, 0] in the y binding
-  _p: u32,
+  scale_stride: u32, // f16 scales per row (quantized weights: wscale(r, t), binding 5, is the host's)
 }
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var wt: texture_2d<u32>;

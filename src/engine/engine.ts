@@ -4,17 +4,19 @@
  * KV options live in their own files beside this one.
  */
 import { GpuContext } from "../gpu/context.ts";
+import { type GpuPath, parseGpuPath } from "../gpu/device.ts";
 import type { LoadProgress } from "../io/progress.ts";
 import { type ModelSource, resolveModelSource, sourcePath } from "../io/source.ts";
 import { KvArena } from "../kv/arena.ts";
+import { KV_DTYPES, type KvDtype, kvLayout } from "../ops/kv_layout.ts";
 import { bytesPerToken, SequenceKv } from "../kv/cache.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
-import { DEFAULT_POLICY, type KvSettings, resolveKvOptions } from "../kv/options.ts";
+import { checkKvValue, DEFAULT_POLICY, kvSetting, type KvSettings, resolveKvOptions } from "../kv/options.ts";
 import { DEFAULT_KV_OPTIONS, type KvPolicy, type KvPolicyOptions } from "../kv/policy.ts";
 import { createPolicy } from "../kv/policies/mod.ts";
 import { Forward, type SequenceState } from "../model/forward.ts";
 import type { ModelConfig } from "../model/config.ts";
-import { GpuModel } from "../model/model.ts";
+import { GpuModel, type WeightsOption } from "../model/model.ts";
 import { Tokenizer } from "../../tokenizer/mod.ts";
 import { generate, type GenerateOptions, type GenerationResult } from "./generate.ts";
 import { DecodeRunner } from "./runner.ts";
@@ -40,6 +42,18 @@ export interface EngineLoadOptions {
    * the search can otherwise spin for minutes; past it the load fails with a NoGpuError saying what to install.
    */
   adapterTimeoutMs?: number;
+  /**
+   * Texture or storage-buffer kernels for a context made here (default "auto": textures on a CPU adapter,
+   * storage buffers on a GPU; "storage" runs a CPU adapter the way a real GPU or browser would). With `ctx`,
+   * the context's own path stands and a different explicit one is an error.
+   */
+  gpuPath?: GpuPath;
+  /**
+   * How weight matrices are held: "stored" (default: as the checkpoint stores them, a quantized checkpoint
+   * included), or "q8" / "q4" to quantize a float checkpoint while loading (groups of 32, f16 scales; the
+   * embedding and LM head too): about 1/2 and 1/4 of bf16's bytes, and as much less to read per token.
+   */
+  weights?: WeightsOption;
 }
 
 /** A loaded model ready to generate. */
@@ -89,11 +103,18 @@ export class Engine {
   static async load(model: string | ModelSource, options: EngineLoadOptions = {}): Promise<Engine> {
     const source = resolveModelSource(model);
     const ownsCtx = options.ctx === undefined;
-    const ctx = options.ctx ?? await GpuContext.create({ adapterTimeoutMs: options.adapterTimeoutMs });
+    const gpuPath = parseGpuPath(options.gpuPath ?? "auto", "gpuPath");
+    if (options.ctx && gpuPath !== "auto" && (gpuPath === "texture") !== options.ctx.gpu.useTextures) {
+      throw new Error(
+        `gpuPath "${gpuPath}" differs from the given ctx's path (useTextures ${options.ctx.gpu.useTextures})`,
+      );
+    }
+    const ctx = options.ctx ??
+      await GpuContext.create({ adapterTimeoutMs: options.adapterTimeoutMs, gpuPath });
     let gpuModel: GpuModel | null = null;
     let engine: Engine | null = null;
     try {
-      gpuModel = await GpuModel.load(ctx, source, { progress: options.progress });
+      gpuModel = await GpuModel.load(ctx, source, { progress: options.progress, weights: options.weights });
       const tokenizer = await source.size("tokenizer.json") === null
         ? null
         : await Tokenizer.fromSource(source);
@@ -173,12 +194,15 @@ export class Engine {
   newSequence(kv: KvSettings = {}, expectedTokens = 64, promptTokens = 0): SequenceState {
     const c = this.model.config;
     const policy = this.policy(kv);
+    // FullKV skips the budget checks; the storage format matters to every policy.
+    checkKvValue(kvSetting("dtype"), policy.options.dtype);
     const steady = policy.steadyTokens(c.numLayers);
     if (steady !== null) expectedTokens = Math.min(expectedTokens, Math.max(promptTokens, steady));
     const cache = new SequenceKv(this.ctx, {
       layers: c.numLayers,
       nKvHeads: c.numKvHeads,
       headDim: c.headDim,
+      dtype: policy.options.dtype,
     }, expectedTokens);
     return { kv: cache, policy, pos: 0 };
   }
@@ -192,28 +216,31 @@ export class Engine {
   }
 
   /**
-   * KV bytes one token costs over all layers.
+   * KV bytes one token costs over all layers when K/V are stored as `dtype` (default: this engine's default,
+   * from kv_defaults.json or f16).
    * @internal
    */
-  get kvTokenBytes(): number {
+  kvTokenBytes(dtype: KvDtype = this.kvDefaults.dtype): number {
     const c = this.model.config;
-    return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
+    return c.numLayers *
+      bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim, dtype });
   }
 
   /**
    * Slots a cache region of `tokens` tokens takes (the KV arena rounds capacities to its alignment).
    * @internal
    */
-  kvSlots(tokens: number): number {
-    return this.#arena().roundCapacity(tokens);
+  kvSlots(tokens: number, dtype: KvDtype = this.kvDefaults.dtype): number {
+    return this.#arena(dtype).roundCapacity(tokens);
   }
 
   /**
-   * GPU bytes of the shared KV arena: every sequence's regions plus free space held for reuse.
+   * GPU bytes of the shared KV arenas (one per KV dtype in use): every sequence's regions plus free space
+   * held for reuse.
    * @internal
    */
   kvArenaBytes(): number {
-    return this.#arena().allocatedBytes();
+    return KV_DTYPES.reduce((n, d) => n + this.#arena(d).allocatedBytes(), 0);
   }
 
   /** Generates a continuation of `prompt` (text, or token ids). */
@@ -236,8 +263,8 @@ export class Engine {
     if (this.#ownsCtx) this.ctx.destroy();
   }
 
-  #arena(): KvArena {
+  #arena(dtype: KvDtype): KvArena {
     const c = this.model.config;
-    return KvArena.of(this.ctx, c.numLayers, c.numKvHeads * c.headDim);
+    return KvArena.of(this.ctx, c.numLayers, kvLayout(dtype, c.numKvHeads, c.headDim));
   }
 }

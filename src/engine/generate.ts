@@ -2,14 +2,14 @@
  * One generation: prefill, the decode loop over the runner (decode ahead, pruning rounds), stop conditions
  * (EOS, stop strings, max tokens), streamed text and statistics. `Engine.generate` is this function.
  */
-import { bytesPerToken, type SequenceKv } from "../kv/cache.ts";
+import { bytesPerToken, type KvDtype, type SequenceKv } from "../kv/cache.ts";
 import type { KvSettings } from "../kv/options.ts";
 import type { PolicyName } from "../kv/policy.ts";
 import { IncrementalDecoder } from "../../tokenizer/mod.ts";
 import type { Engine } from "./engine.ts";
 import type { PruneRound } from "./rounds.ts";
 import type { RunnerRow } from "./runner.ts";
-import { DEFAULT_SAMPLING, type SamplingOptions } from "./sampler.ts";
+import { checkSampling, DEFAULT_SAMPLING, type SamplingOptions } from "./sampler.ts";
 import { StopStrings } from "./stop.ts";
 
 /** Options of {@link Engine.generate}. */
@@ -55,8 +55,13 @@ export interface GenerationStats {
   kv_bytes_peak: number;
   /** Peak bytes holding valid tokens. */
   kv_bytes_live_peak: number;
-  /** What FullKV would have held at the end (every token in every layer). */
+  /**
+   * What FullKV with f16 K/V — what serving engines keep — would have held at the end (every token in every
+   * layer): every KV ratio is stated against it, whatever this run's `kv_dtype`.
+   */
   kv_bytes_full_equivalent: number;
+  /** How this run stored K and V. */
+  kv_dtype: KvDtype;
   /** Tokens held in each layer's cache at the end. */
   kv_tokens_per_layer: number[];
   /** Pruning rounds run (the prefill's counted when it pruned anything). */
@@ -106,9 +111,11 @@ export async function generate(
   const c = engine.model.config;
   const maxTokens = options.maxTokens ?? 256;
   const promptIds = promptIdsOf(engine, prompt, maxTokens);
+  const sampling = { ...DEFAULT_SAMPLING, ...options.sampling };
+  checkSampling(sampling);
   const eos = new Set(options.eos ?? c.eosTokenIds);
   const seq = engine.newSequence(options.kv, promptIds.length + Math.min(maxTokens, 256), promptIds.length);
-  const row: RunnerRow = { seq, sampling: { ...DEFAULT_SAMPLING, ...options.sampling }, step: 0, next: 0 };
+  const row: RunnerRow = { seq, sampling, step: 0, next: 0 };
   const runner = engine.createRunner();
   const decoder = engine.tokenizer
     ? new IncrementalDecoder(engine.tokenizer, { skipSpecialTokens: true })
@@ -164,7 +171,8 @@ export async function generate(
     if (decoder && !stop.stopped) emit(stop.push(decoder.flush()));
     emit(stop.flush());
     const decodeSteps = Math.max(0, ids.length - 1);
-    const full = (promptIds.length + decodeSteps) * c.numLayers * bytesPerToken(seq.kv.shape);
+    const full = (promptIds.length + decodeSteps) * c.numLayers *
+      bytesPerToken({ ...seq.kv.shape, dtype: "f16" });
     return {
       promptIds,
       ids,
@@ -177,6 +185,7 @@ export async function generate(
         decode_tok_s: decodeSteps > 0 ? decodeSteps / (decodeMs / 1000) : 0,
         weights_bytes: engine.model.weightBytes,
         kv_policy: seq.policy.name,
+        kv_dtype: seq.kv.layout.dtype,
         kv_bytes_peak: seq.kv.peakAllocated,
         kv_bytes_live_peak: seq.kv.peakLive,
         kv_bytes_full_equivalent: full,
@@ -186,6 +195,7 @@ export async function generate(
       },
     };
   } finally {
+    runner.release(row);
     runner.destroy();
     seq.kv.destroy();
   }

@@ -18,7 +18,7 @@
 import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import type { Forward, SequenceState } from "../model/forward.ts";
 import { type PruneRound, readAndPrune, type RoundCheck, roundDue } from "./rounds.ts";
-import { Sampler, type SamplingOptions } from "./sampler.ts";
+import { Sampler, type SamplingOptions, type TokenLogprobs, usesBias, usesPenalties } from "./sampler.ts";
 
 /** One sequence of the runner's batch. */
 export interface RunnerRow {
@@ -29,6 +29,32 @@ export interface RunnerRow {
   step: number;
   /** The token the next step feeds (the last one accepted). */
   next: number;
+  /** Report each sampled token's logprob and this many top ids (0–20); null/undefined: none. */
+  logprobs?: number | null;
+  /**
+   * Its token counts on the GPU when its sampling has penalties (made by `prefill`, freed by `release`).
+   * @internal
+   */
+  counts?: GPUBuffer | null;
+  /**
+   * Its logit bias on the GPU when its sampling has one (made by `prefill`, freed by `release`).
+   * @internal
+   */
+  bias?: GPUBuffer | null;
+}
+
+/** What {@link DecodeRunner.prefill} gives back. */
+export interface PrefillResult {
+  /** The first token (null with `sample: false` or `readLogits`). */
+  id: number | null;
+  /** Its logprobs, when the row asks. */
+  logprobs: TokenLogprobs | null;
+  /** The last token's logits, with `readLogits`. */
+  logits: Float32Array | null;
+  /** The policy's round after prefill, if one ran. */
+  round: PruneRound | null;
+  /** Each fork's first token and logprobs (sampled from the same logits row). */
+  forks: { id: number; logprobs: TokenLogprobs | null }[];
 }
 
 /** Options of {@link DecodeRunner.step}. */
@@ -52,6 +78,8 @@ export interface StepOptions {
 export interface StepResult {
   /** Row b's sampled id (empty with `readLogits`). */
   ids: number[];
+  /** Row b's logprobs, for rows that ask (else null). */
+  logprobs: (TokenLogprobs | null)[];
   /** Row b's logits, with `readLogits`. */
   logits: Float32Array[] | null;
   /** Row b's pruning round after this step, if one ran. */
@@ -91,28 +119,88 @@ export class DecodeRunner {
    * Prefills `tokens` for the row's sequence, samples its first token (step 0) unless `sample` is false, and runs
    * the policy's round after prefill — one readback for both. With `readLogits` the last token's logits are read
    * back instead of sampled.
+   *
+   * `forks` (n > 1 choices of one prompt): after the prefill and its round, each fork's `seq` becomes a copy of
+   * the row's — its KV cache copied region to region on the GPU, its policy's state cloned — and its first token
+   * is sampled from the same logits row with its own sampling (seed), in the same readback.
+   *
+   * `counts`: what a row with penalties counts as prompt and as generated (default: `tokens` are the prompt; a
+   * resumed sequence passes its prompt and every token it generated).
    */
   async prefill(
     row: RunnerRow,
     tokens: number[],
-    o: { sample?: boolean; readLogits?: boolean } = {},
-  ): Promise<{ id: number | null; logits: Float32Array | null; round: PruneRound | null }> {
+    o: {
+      sample?: boolean;
+      readLogits?: boolean;
+      forks?: RunnerRow[];
+      counts?: { prompt: number[]; generated: number[] };
+    } = {},
+  ): Promise<PrefillResult> {
+    const forks = o.forks ?? [];
+    const all = [row, ...forks];
+    for (const r of all) {
+      this.release(r);
+      if (usesPenalties(r.sampling)) {
+        r.counts = this.#sampler.counts(o.counts?.prompt ?? tokens, o.counts?.generated ?? []);
+      }
+      if (usesBias(r.sampling)) r.bias = this.#sampler.bias(r.sampling.logitBias!);
+    }
     const logits = this.#forward.prefill(row.seq, tokens);
     const check: RoundCheck = { seq: row.seq, step: 0, afterPrefill: true };
+    const none = { logprobs: null, forks: [] };
     if (o.readLogits) {
+      if (forks.length > 0) throw new Error("DecodeRunner.prefill: readLogits takes no forks");
       const { head, rounds } = await readAndPrune(this.#ctx, [check], {
         buffer: logits,
         bytes: this.#vocab * 4,
       });
-      return { id: null, logits: new Float32Array(head!), round: rounds[0] };
+      return { ...none, id: null, logits: new Float32Array(head!), round: rounds[0] };
     }
     if (o.sample === false) {
+      if (forks.length > 0) throw new Error("DecodeRunner.prefill: forks are sampled");
       const { rounds } = await readAndPrune(this.#ctx, [check]);
-      return { id: null, logits: null, round: rounds[0] };
+      return { ...none, id: null, logits: null, round: rounds[0] };
     }
-    const ids = this.#sampler.record(logits, [{ sampling: row.sampling, step: 0 }]);
-    const { head, rounds } = await readAndPrune(this.#ctx, [check], { buffer: ids.buffer, bytes: 4 });
-    return { id: Sampler.parse(ids, head!)[0], logits: null, round: rounds[0] };
+    const ids = this.#sampler.record(
+      logits,
+      all.map((r) => ({
+        sampling: r.sampling,
+        step: 0,
+        logitsRow: 0,
+        logprobs: r.logprobs,
+        counts: r.counts,
+        bias: r.bias,
+      })),
+    );
+    const { head, rounds } = await readAndPrune(this.#ctx, [check], {
+      buffer: ids.buffer,
+      bytes: Sampler.bytes(ids),
+    });
+    const got = Sampler.parse(ids, head!);
+    const lps = Sampler.parseLogprobs(ids, head!);
+    // After the round: the copies start from the compacted cache, as the row does.
+    for (const f of forks) {
+      f.seq = { kv: row.seq.kv.clone(), policy: row.seq.policy.clone(), pos: row.seq.pos };
+    }
+    return {
+      id: got[0],
+      logprobs: lps[0],
+      logits: null,
+      round: rounds[0],
+      forks: forks.map((_, i) => ({ id: got[i + 1], logprobs: lps[i + 1] })),
+    };
+  }
+
+  /**
+   * Frees what the runner made for `row` (its token counts, its logit bias). Call when its sequence ends or is
+   * preempted.
+   */
+  release(row: RunnerRow): void {
+    if (row.counts) this.#ctx.destroyLater(row.counts);
+    if (row.bias) this.#ctx.destroyLater(row.bias);
+    row.counts = null;
+    row.bias = null;
   }
 
   /**
@@ -156,25 +244,42 @@ export class DecodeRunner {
       if (picked) this.#ctx.pool.release(picked);
       return {
         ids: [],
+        logprobs: rows.map(() => null),
         logits: rows.map((_, b) => new Float32Array(head!, b * bytes, this.#vocab)),
         rounds: this.#byRow(mask, rounds),
         ahead: false,
       };
     }
-    const sampled = this.#sampler.record(logits, rows.map((r) => ({ sampling: r.sampling, step: r.step })));
+    const sampled = this.#sampler.record(
+      logits,
+      rows.map((r) => ({
+        sampling: r.sampling,
+        step: r.step,
+        logprobs: r.logprobs,
+        counts: r.counts,
+        bias: r.bias,
+      })),
+    );
     // The sampling is recorded: the picked rows' buffer can go back to the pool.
     if (picked) this.#ctx.pool.release(picked);
     if (!checks.some(roundDue) && (o.mayRecordAhead?.() ?? false)) {
       const packed = this.#sampler.packed(sampled);
-      const read = this.#ctx.read(packed.buffer, 0, B * 4);
+      // The ids (and logprob records) as sampled: the next step's sampling rewrites them only after this read.
+      const read = this.#ctx.read(sampled.buffer, 0, Sampler.bytes(sampled));
       const peaks = new Map(
         rows.map((r) => [r, [r.seq.kv.peakAllocated, r.seq.kv.peakLive] as [number, number]]),
       );
       this.#ahead = { rows, logits: this.#forward.decode(rows.map((r) => r.seq), packed.buffer), peaks };
       packed.release();
       this.#ctx.flush();
-      const ids = [...new Uint32Array(await read)];
-      return { ids, logits: null, rounds: rows.map(() => null), ahead: true };
+      const data = await read;
+      return {
+        ids: Sampler.parse(sampled, data),
+        logprobs: Sampler.parseLogprobs(sampled, data),
+        logits: null,
+        rounds: rows.map(() => null),
+        ahead: true,
+      };
     }
     const { head, rounds } = await readAndPrune(
       this.#ctx,
@@ -184,6 +289,7 @@ export class DecodeRunner {
     );
     return {
       ids: Sampler.parse(sampled, head!),
+      logprobs: Sampler.parseLogprobs(sampled, head!),
       logits: null,
       rounds: this.#byRow(mask, rounds),
       ahead: false,

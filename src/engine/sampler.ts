@@ -1,9 +1,21 @@
 /**
- * Token selection on the GPU for a batch of rows: one argmax dispatch when every row is greedy, else one
- * sampling dispatch per row with that row's temperature, top-k, top-p, seed and step. Only the ids are read
- * back, never the logits.
+ * Token selection on the GPU for a batch of rows: one argmax dispatch when every row is greedy (and plain),
+ * else one sampling dispatch per row with that row's temperature, top-k, top-p, seed and step — after, where a
+ * row asks, its penalties and min_p were applied to a copy of its logits (wgsl/logits.wgsl), and followed by its
+ * logprobs and the increment of its token counts. Only the ids (and logprob records) are read back, never the
+ * logits.
  */
 import { type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
+import {
+  biasBuffer,
+  countToken,
+  hasBias,
+  hasPenalties,
+  logprobsRow,
+  MAX_TOP_LOGPROBS,
+  processes,
+  processLogits,
+} from "../ops/logits.ts";
 import { sampleRows } from "../ops/sample.ts";
 
 /** How the next token is chosen. temperature 0 (or below {@link MIN_TEMPERATURE}) → greedy (argmax). */
@@ -16,10 +28,62 @@ export interface SamplingOptions {
   topP: number;
   /** RNG seed: the same seed gives the same output. */
   seed: number;
+  /** Keep tokens whose probability (after temperature) is at least minP × the largest one's (0 = off). */
+  minP?: number;
+  /** OpenAI presence penalty in [-2, 2]: subtracted from a token's logit once it has been generated (0 = off). */
+  presencePenalty?: number;
+  /** OpenAI frequency penalty in [-2, 2]: subtracted once per time a token has been generated (0 = off). */
+  frequencyPenalty?: number;
+  /**
+   * HF/vLLM repetition penalty (> 0) over prompt and generated tokens: a positive logit is divided by it, a
+   * negative one multiplied (1 = off).
+   */
+  repetitionPenalty?: number;
+  /** OpenAI logit_bias: token id → a value in [-100, 100] added to its logit before sampling (greedy too). */
+  logitBias?: Readonly<Record<number, number>>;
 }
 
 /** The default sampling: greedy. */
 export const DEFAULT_SAMPLING: SamplingOptions = { temperature: 0, topK: 0, topP: 1, seed: 0 };
+
+/** Whether `s` applies penalties (its sequence then needs GPU token counts: {@link Sampler.counts}). */
+export function usesPenalties(s: SamplingOptions): boolean {
+  return hasPenalties(s);
+}
+
+/**
+ * Checks the ranges of the options beyond temperature/top-k/top-p; throws naming the option at fault
+ * (`sampling.minP must be in [0, 1], got 2`).
+ */
+export function checkSampling(s: SamplingOptions): void {
+  const bad = (k: string, want: string, v: unknown) => {
+    throw new RangeError(`sampling.${k} must be ${want}, got ${v}`);
+  };
+  if (s.minP !== undefined && !(s.minP >= 0 && s.minP <= 1)) bad("minP", "in [0, 1]", s.minP);
+  for (const k of ["presencePenalty", "frequencyPenalty"] as const) {
+    const v = s[k];
+    if (v !== undefined && !(v >= -2 && v <= 2)) bad(k, "in [-2, 2]", v);
+  }
+  const r = s.repetitionPenalty;
+  if (r !== undefined && !(r > 0 && Number.isFinite(r))) bad("repetitionPenalty", "a number > 0", r);
+  for (const [k, v] of Object.entries(s.logitBias ?? {})) {
+    if (!/^(0|[1-9][0-9]*)$/.test(k)) bad("logitBias", "keyed by token ids", JSON.stringify(k));
+    if (!(typeof v === "number" && v >= -100 && v <= 100)) bad(`logitBias[${k}]`, "in [-100, 100]", v);
+  }
+}
+
+/** Whether `s` has a logit bias (its sequence then needs a bias buffer: {@link Sampler.bias}). */
+export function usesBias(s: SamplingOptions): boolean {
+  return hasBias(s);
+}
+
+/** One token's logprob under the model's raw distribution, and the most likely ids with theirs. */
+export interface TokenLogprobs {
+  /** log p(token) from the raw logits (before temperature, penalties, min_p, top-k/top-p). */
+  logprob: number;
+  /** The most likely ids, best first (ties: lower id first), as many as asked. */
+  top: { id: number; logprob: number }[];
+}
 
 /**
  * Temperatures below this sample greedily (as temperature 0). The kernel scales logits by 1/T in f32: at
@@ -39,6 +103,14 @@ export function isGreedy(s: SamplingOptions): boolean {
 export interface RowSampling {
   sampling: SamplingOptions;
   step: number;
+  /** Which logits row it samples (default: its own index; n choices sample one prefill row). */
+  logitsRow?: number;
+  /** Report the token's logprob and this many top ids (0–20); null/undefined: none. */
+  logprobs?: number | null;
+  /** The sequence's token counts (u32 [vocab], {@link Sampler.counts}); required when it uses penalties. */
+  counts?: GPUBuffer | null;
+  /** The sequence's logit bias (f32 [vocab], {@link Sampler.bias}); required when it has one. */
+  bias?: GPUBuffer | null;
 }
 
 /** Sampled ids on the GPU: row r's u32 at element r · stride of `buffer`. */
@@ -47,6 +119,8 @@ export interface SampledIds {
   rows: number;
   /** u32 elements between rows: 1 (packed), or 64 (each row's dispatch writes its own 256-byte slot). */
   stride: number;
+  /** Per row, the top-N count of its logprob record in its slot (null: none). */
+  logprobs: (number | null)[];
 }
 
 /** Storage binding offsets must be multiples of 256 bytes: per-row dispatches write one slot each. */
@@ -70,6 +144,9 @@ export class Sampler {
    */
   record(logits: GPUBuffer, rows: RowSampling[]): SampledIds {
     const B = rows.length;
+    const lp = rows.map((r) =>
+      r.logprobs == null ? null : Math.min(r.logprobs, MAX_TOP_LOGPROBS, this.#vocab)
+    );
     if (B * SLOT_U32 * 4 > this.#ids.size) {
       this.#ctx.destroyLater(this.#ids);
       this.#ids = this.#ctx.createBuffer(
@@ -78,7 +155,10 @@ export class Sampler {
       );
     }
     const vocab = this.#vocab;
-    if (rows.every((r) => isGreedy(r.sampling))) {
+    const plain = rows.every((r, b) =>
+      isGreedy(r.sampling) && !processes(r.sampling) && r.logprobs == null && (r.logitsRow ?? b) === b
+    );
+    if (plain) {
       // All greedy (the common case for reasoning): one argmax over every row, ids packed.
       sampleRows(this.#ctx, { logits, rows: B, vocab }, {
         ...rows[0].sampling,
@@ -89,17 +169,52 @@ export class Sampler {
         offset: 0,
         size: B * 4,
       });
-      return { buffer: this.#ids, rows: B, stride: 1 };
+      return { buffer: this.#ids, rows: B, stride: 1, logprobs: lp };
     }
+    const ctx = this.#ctx;
+    // Rows with penalties or min_p sample a processed copy; the raw row stays for the logprobs.
+    const proc = rows.some((r) => processes(r.sampling))
+      ? ctx.pool.acquire(B * vocab * 4, STORAGE_USAGE, "logits-processed")
+      : null;
     rows.forEach((r, b) => {
+      const temperature = isGreedy(r.sampling) ? 0 : r.sampling.temperature;
+      const raw = { buffer: logits, offset: (r.logitsRow ?? b) * vocab, vocab };
+      const slot = { buffer: this.#ids, offset: b * SLOT_U32 * 4, size: SLOT_U32 * 4 };
+      let src = raw;
+      if (proc && processes(r.sampling)) {
+        if (usesPenalties(r.sampling) && !r.counts) {
+          throw new Error("Sampler: a row with penalties has no counts");
+        }
+        src = { buffer: proc, offset: b * vocab, vocab };
+        if (usesBias(r.sampling) && !r.bias) {
+          throw new Error("Sampler: a row with a logit bias has no bias buffer");
+        }
+        processLogits(ctx, raw, src, r.counts ?? null, { ...r.sampling, temperature }, r.bias ?? null);
+      }
       sampleRows(
-        this.#ctx,
-        { logits, rows: 1, vocab, offset: b * vocab },
-        { ...r.sampling, temperature: isGreedy(r.sampling) ? 0 : r.sampling.temperature, step: r.step },
-        { buffer: this.#ids, offset: b * SLOT_U32 * 4, size: 4 },
+        ctx,
+        { logits: src.buffer, rows: 1, vocab, offset: src.offset },
+        { ...r.sampling, temperature, step: r.step },
+        { buffer: this.#ids, offset: slot.offset, size: 4 },
       );
+      if (lp[b] !== null) logprobsRow(ctx, raw, slot, lp[b]!);
+      if (r.counts) countToken(ctx, slot, r.counts, vocab);
     });
-    return { buffer: this.#ids, rows: B, stride: SLOT_U32 };
+    // Recorded: the processed rows' buffer can go back to the pool.
+    if (proc) ctx.pool.release(proc);
+    return { buffer: this.#ids, rows: B, stride: SLOT_U32, logprobs: lp };
+  }
+
+  /**
+   * A sequence's token counts on the GPU (u32 [vocab]: bit 31 marks the ids of `prompt`, bits 0–30 count the
+   * `generated` ids), which penalties read and every sampling of the row increments. Free it with
+   * `ctx.destroyLater` once its sequence ends.
+   */
+  counts(prompt: number[], generated: number[]): GPUBuffer {
+    const c = new Uint32Array(this.#vocab);
+    for (const id of prompt) c[id] |= 0x80000000;
+    for (const id of generated) c[id] = (c[id] & 0x80000000) | ((c[id] & 0x7fffffff) + 1);
+    return this.#ctx.upload(c, "token-counts");
   }
 
   /**
@@ -113,15 +228,32 @@ export class Sampler {
     return { buffer: out, release: () => this.#ctx.pool.release(out) };
   }
 
+  /** A sequence's logit bias on the GPU (f32 [vocab]); free it with `ctx.destroyLater` once its sequence ends. */
+  bias(bias: Readonly<Record<number, number>>): GPUBuffer {
+    return biasBuffer(this.#ctx, bias, this.#vocab);
+  }
+
   /** Reads the ids of `data` (read back from `s.buffer` at offset 0). */
   static parse(s: SampledIds, data: ArrayBuffer): number[] {
     const u = new Uint32Array(data, 0, (s.rows - 1) * s.stride + 1);
     return Array.from({ length: s.rows }, (_, b) => u[b * s.stride]);
   }
 
-  /** Bytes to read back for `s`'s ids. */
+  /** Each row's logprobs from `data` (read back from `s.buffer` at offset 0, {@link Sampler.bytes} long). */
+  static parseLogprobs(s: SampledIds, data: ArrayBuffer): (TokenLogprobs | null)[] {
+    return s.logprobs.map((n, b) => {
+      if (n === null) return null;
+      const u = new Uint32Array(data, b * s.stride * 4, 2 + 2 * n);
+      const f = new Float32Array(data, b * s.stride * 4, 2 + 2 * n);
+      const top = Array.from({ length: n }, (_, j) => ({ id: u[2 + 2 * j], logprob: f[3 + 2 * j] }));
+      return { logprob: f[1], top };
+    });
+  }
+
+  /** Bytes to read back for `s`'s ids (and logprob records). */
   static bytes(s: SampledIds): number {
-    return ((s.rows - 1) * s.stride + 1) * 4;
+    const last = s.logprobs[s.rows - 1];
+    return ((s.rows - 1) * s.stride + (last === null ? 1 : 2 + 2 * last)) * 4;
   }
 
   /** Frees the id buffer. */

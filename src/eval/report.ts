@@ -5,6 +5,14 @@
  */
 import { POLICY_NAMES } from "../kv/policy.ts";
 import type { CellResult, EvalResults } from "./harness.ts";
+import {
+  BOOTSTRAP_RESAMPLES,
+  BOOTSTRAP_SEED,
+  type PairedTest,
+  pairedTest,
+  SIGNIFICANCE,
+  standing,
+} from "./stats.ts";
 import { lineChart, type Series } from "./svg.ts";
 
 /** Markers of the generated section in bench/RESULTS.md. */
@@ -84,6 +92,31 @@ const pct = (
 const kb = (v: number): string => `${(v / 1024).toFixed(1)} KiB`;
 const num = (v: number | null, d = 3): string => (v === null || !Number.isFinite(v) ? "–" : v.toFixed(d));
 
+/** A p-value as the report prints it: three decimals, or "< 0.001". */
+export function formatP(p: number): string {
+  return p < 0.001 ? "< 0.001" : p.toFixed(3);
+}
+
+const points = (x: number): string => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(1)}`;
+
+/**
+ * A paired test in words, A against B: the accuracy difference in points with its 95% bootstrap interval,
+ * McNemar's p and the discordant samples (A only right vs B only right).
+ */
+export function testText(t: PairedTest): string {
+  return `${points(t.diff)} points [${points(t.ci[0])}, ${points(t.ci[1])}], McNemar p ${
+    t.p < 0.001 ? "" : "= "
+  }${formatP(t.p)} (${t.aOnly} vs ${t.bOnly} of ${t.n})`;
+}
+
+/** The note under the comparison: what the tests are and what "ahead" means. */
+export const TESTS_NOTE =
+  `_Paired on per-sample outcomes: the difference is Lethe's accuracy minus the baseline's in points, ` +
+  `with a 95% bootstrap interval (${BOOTSTRAP_RESAMPLES.toLocaleString("en-US")} paired resamples, seed ` +
+  `${BOOTSTRAP_SEED}); McNemar is the exact two-sided test on the samples only one of the two gets right ` +
+  `(Lethe's vs the baseline's). "yes" needs p < ${SIGNIFICANCE} against every baseline at equal or lower memory, ` +
+  `"no" a baseline ahead with p < ${SIGNIFICANCE}; anything else is a tie._`;
+
 /** One sentence per figure: the headline in words. */
 export function headlineText(r: EvalResults): string {
   const h = headline(r);
@@ -116,7 +149,10 @@ export function headlineText(r: EvalResults): string {
   if (h.baselines.length) {
     lines.push("");
     lines.push(`At the same budget (${L.budget}):`);
-    for (const b of h.baselines) lines.push(`- ${b.policy}: ${q(b)}, ${mem(b)}`);
+    for (const b of h.baselines) {
+      const t = r.kind === "tasks" ? cellTest(L, b) : null;
+      lines.push(`- ${b.policy}: ${q(b)}, ${mem(b)}${t ? `; Lethe − ${b.policy}: ${testText(t)}` : ""}`);
+    }
   }
   lines.push("");
   lines.push(
@@ -129,19 +165,31 @@ export function headlineText(r: EvalResults): string {
     const metricName = r.kind === "tasks" ? "accuracy" : "agreeing tokens (then lower mean KL)";
     lines.push(`Lethe against the best baseline at each budget, by ${metricName}:`);
     lines.push("");
+    const tested = cmp.some((x) => x.test);
     lines.push(
       "| budget | Lethe | its live KV vs full | best baseline at ≤ Lethe's live KV | its live KV vs full | " +
-        "Lethe ahead |",
+        (tested ? "Lethe − best (95% CI), McNemar | " : "") + "Lethe ahead |",
     );
-    lines.push("| --- | --- | --- | --- | --- | --- |");
+    lines.push(`| --- | --- | --- | --- | --- |${tested ? " --- |" : ""} --- |`);
     for (const x of cmp) {
+      const verdict = x.tested || r.kind !== "tasks" ? x.verdict : `${x.verdict} (untested)`;
       lines.push(
         `| ${x.budget} | ${q(x.lethe)} | ${pct(x.lethe.kv_live_peak_ratio)} | ${x.best.policy}: ${
           q(x.best)
         } | ` +
-          `${pct(x.best.kv_live_peak_ratio)} | ${x.verdict} |`,
+          `${pct(x.best.kv_live_peak_ratio)} | ${
+            tested ? `${x.test ? testText(x.test) : "–"} | ` : ""
+          }${verdict} |`,
       );
     }
+    lines.push("");
+    lines.push(
+      tested
+        ? TESTS_NOTE
+        : r.kind === "tasks"
+        ? "_No per-sample outcomes in this run: the verdicts compare the figures alone, untested._"
+        : "_One sequence: the verdicts compare its figures alone; there are no samples to test._",
+    );
   }
   if (h.bestAblation && h.bestAblation !== L && h.bestAblation.kv_live_peak_ratio < L.kv_live_peak_ratio) {
     const a = h.bestAblation;
@@ -154,13 +202,37 @@ export function headlineText(r: EvalResults): string {
   return lines.join("\n");
 }
 
-/** Lethe against its peers at one budget: better than every one, tied with the best, behind one, or no peer at equal memory (–). */
+/**
+ * Lethe against its peers at one budget: ahead of every one, tied, behind one, or no peer at equal memory (–).
+ * With per-sample outcomes (tasks) "yes" and "no" need a paired test with p < 0.05; without them (fidelity: one
+ * sequence) the verdict compares the figures alone and `tested` is false.
+ */
 export type Verdict = "yes" | "tied" | "no" | "–";
 
-/** Per budget: Lethe (default τ/γ) against the best baseline at equal or lower memory. */
-export function budgetComparison(
-  r: EvalResults,
-): { budget: number; lethe: CellResult; best: CellResult; verdict: Verdict }[] {
+/** The paired test of two cells' per-sample outcomes (null without predictions on both). */
+export function cellTest(a: CellResult, b: CellResult): PairedTest | null {
+  return a.predictions && b.predictions ? pairedTest(a.predictions, b.predictions) : null;
+}
+
+/** One budget's row of {@link budgetComparison}. */
+export interface BudgetComparison {
+  budget: number;
+  lethe: CellResult;
+  /** The best baseline at equal or lower memory (or the best of all when none is a peer). */
+  best: CellResult;
+  verdict: Verdict;
+  /** Lethe against `best`, paired on per-sample outcomes (null without them). */
+  test: PairedTest | null;
+  /** Whether the verdict rests on paired tests (every peer's cell has per-sample outcomes). */
+  tested: boolean;
+}
+
+/**
+ * Per budget: Lethe (default τ/γ) against the best baseline at equal or lower memory. Tasks with per-sample
+ * outcomes: "yes" when Lethe is ahead of every peer with McNemar p < 0.05, "no" when a peer is ahead of Lethe
+ * with p < 0.05, else "tied". Otherwise the figures decide (fidelity: agreement, then lower KL).
+ */
+export function budgetComparison(r: EvalResults): BudgetComparison[] {
   // Tasks: accuracy. Fidelity: agreement, then lower KL breaks ties.
   const key = (c: CellResult): [number, number] => [quality(r, c), -(c.kl_mean ?? 0)];
   const better = (a: CellResult, b: CellResult) => {
@@ -168,7 +240,7 @@ export function budgetComparison(
     const [y1, y2] = key(b);
     return x1 - y1 || x2 - y2;
   };
-  const out: { budget: number; lethe: CellResult; best: CellResult; verdict: Verdict }[] = [];
+  const out: BudgetComparison[] = [];
   for (const lethe of r.cells.filter((c) => c.policy === "lethe" && !c.ablation && c.budget !== null)) {
     const base = r.cells.filter((c) => c.budget === lethe.budget && !c.ablation && c.policy !== "lethe");
     if (!base.length) continue;
@@ -179,12 +251,20 @@ export function budgetComparison(
     const best = [...(peers.length ? peers : base)].sort((a, b) =>
       better(b, a) || a.kv_live_peak_ratio - b.kv_live_peak_ratio
     )[0];
-    const margins = peers.map((b) =>
-      better(lethe, b)
+    const tests = peers.map((b) =>
+      cellTest(lethe, b)
     );
-    const worst = Math.min(...margins);
-    const verdict: Verdict = !peers.length ? "–" : worst < 0 ? "no" : worst > 0 ? "yes" : "tied";
-    out.push({ budget: lethe.budget!, lethe, best, verdict });
+    const tested = r.kind === "tasks" && peers.length > 0 && tests.every((t) => t !== null);
+    let verdict: Verdict;
+    if (!peers.length) verdict = "–";
+    else if (tested) {
+      const st = tests.map((t) => standing(t!));
+      verdict = st.includes("behind") ? "no" : st.every((x) => x === "ahead") ? "yes" : "tied";
+    } else {
+      const worst = Math.min(...peers.map((b) => better(lethe, b)));
+      verdict = worst < 0 ? "no" : worst > 0 ? "yes" : "tied";
+    }
+    out.push({ budget: lethe.budget!, lethe, best, verdict, test: cellTest(lethe, best), tested });
   }
   return out;
 }
@@ -243,7 +323,7 @@ export function charts(r: EvalResults): Map<string, string> {
   const byPolicy = (value: (c: CellResult) => number | null): Series[] => {
     const s: Series[] = [];
     POLICY_NAMES.forEach((p, i) => {
-      const color = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#D55E00"][i];
+      const color = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#CC79A7", "#D55E00", "#0072B2"][i];
       if (p === "full") {
         if (full && budgets.length) {
           const v = value(full);
@@ -410,12 +490,17 @@ export function markdownReport(r: EvalResults, link = "", chartNames?: string[],
 /** Writes results.json, results.md and the SVG charts into `dir`; returns the paths written. */
 export async function writeReport(r: EvalResults, dir: string): Promise<string[]> {
   await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(r, null, 1) + "\n");
+  return [`${dir}/results.json`, ...(await renderReport(r, dir))];
+}
+
+/** Writes results.md and the SVG charts of `r` into `dir` (its results.json untouched); returns the paths. */
+export async function renderReport(r: EvalResults, dir: string): Promise<string[]> {
   const written: string[] = [];
   const put = async (name: string, text: string) => {
     await Deno.writeTextFile(`${dir}/${name}`, text);
     written.push(`${dir}/${name}`);
   };
-  await put("results.json", JSON.stringify(r, null, 1) + "\n");
   const svgs = charts(r);
   for (const [name, svg] of svgs) await put(name, svg);
   await put("results.md", markdownReport(r, "", [...svgs.keys()], 1));

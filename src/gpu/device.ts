@@ -43,7 +43,37 @@ export interface GpuDevice {
   hasF16: boolean;
   /** `timestamp-query` is available and enabled. */
   hasTimestamps: boolean;
+  /**
+   * Whether weights get texture copies and the texture kernels run (matvec, matmul, attention's K/V staging):
+   * the one place the path is decided (see {@link GpuPath}); every op reads this flag.
+   */
+  useTextures: boolean;
   limits: GpuLimits;
+}
+
+/**
+ * Which kernels a context uses: `"texture"` — weights as `rgba32uint` texture copies and the texture matvec /
+ * K/V staging, which is several times faster on a CPU adapter (Mesa's lavapipe, SwiftShader), where a texel
+ * fetch moves 16 bytes per lane while a storage load is scalar; `"storage"` — storage buffers only, the
+ * path every real GPU and browser takes; `"auto"` (default) — texture on a CPU adapter, storage elsewhere.
+ */
+export type GpuPath = "auto" | "texture" | "storage";
+
+/** The values {@link GpuPath} accepts, for flag and option validation. */
+export const GPU_PATHS: readonly GpuPath[] = ["auto", "texture", "storage"];
+
+/**
+ * Validates a GPU path given as text (a flag, an environment variable, a library option); `what` names it in
+ * the error (e.g. "--gpu-path", "LETHE_GPU_PATH").
+ */
+export function parseGpuPath(value: unknown, what: string): GpuPath {
+  if (typeof value === "string" && (GPU_PATHS as readonly string[]).includes(value)) return value as GpuPath;
+  throw new RangeError(`${what} must be one of ${GPU_PATHS.join(", ")}; got ${JSON.stringify(value)}`);
+}
+
+/** True when an adapter is a software (CPU) implementation: flagged as fallback, or named as one. */
+export function isCpuAdapterInfo(isFallback: boolean, description: string): boolean {
+  return isFallback || /llvmpipe|lavapipe|softpipe|swiftshader/i.test(description);
 }
 
 /** Options for {@link requestGpuDevice}. */
@@ -58,6 +88,8 @@ export interface RequestGpuOptions {
    * minutes at full CPU and print nothing; the CLI reads `LETHE_ADAPTER_TIMEOUT_MS` into this.
    */
   adapterTimeoutMs?: number;
+  /** Texture or storage-buffer kernels (default "auto": textures on a CPU adapter only); see {@link GpuPath}. */
+  gpuPath?: GpuPath;
   /**
    * The WebGPU entry point to ask (default `navigator.gpu`); tests pass a stand-in.
    * @internal
@@ -73,6 +105,7 @@ export const DEFAULT_ADAPTER_TIMEOUT_MS = 15_000;
 
 /** Acquires an adapter and a device with the adapter's real limits and the features the engine uses. */
 export async function requestGpuDevice(options: RequestGpuOptions = {}): Promise<GpuDevice> {
+  const gpuPath = parseGpuPath(options.gpuPath ?? "auto", "gpuPath");
   const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) throw new NoGpuError("navigator.gpu is undefined in this runtime");
   const timeoutMs = options.adapterTimeoutMs ?? DEFAULT_ADAPTER_TIMEOUT_MS;
@@ -137,12 +170,15 @@ export async function requestGpuDevice(options: RequestGpuOptions = {}): Promise
   };
   const device = await adapter.requestDevice({ requiredFeatures: wanted, requiredLimits });
   const info = adapter.info;
+  const description = info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim();
+  const isFallback = (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
   return {
     device,
-    description: info.description || `${info.vendor} ${info.architecture} ${info.device}`.trim(),
-    isFallback: (info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false,
+    description,
+    isFallback,
     hasF16,
     hasTimestamps,
+    useTextures: gpuPath === "texture" || (gpuPath === "auto" && isCpuAdapterInfo(isFallback, description)),
     limits,
   };
 }

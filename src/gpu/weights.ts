@@ -5,10 +5,44 @@
  * Layout (fixed; kernels rely on it): each chunk holds rows [rowStart, rowStart+rows) of the row-major
  * [rows, cols] matrix (PyTorch Linear layout: [out_features, in_features]). bf16 and f16 are packed two per
  * u32, the even column in the low 16 bits; `cols` must be even for them.
+ *
+ * Quantized weights (q8, q4; see src/model/quantize.ts): each row is ceil(cols / 32) groups of 32 values
+ * (the last zero-padded), a group 32 int8 (q8: 32 bytes, value c at byte c) or 32 4-bit values (q4: 16 bytes,
+ * value c of a word at bits 4c, stored as q + 8); the f16 scales live in `Weight.scales`, one buffer for the
+ * whole matrix, [rows, scaleStride(cols)] (a row's count padded to even so rows stay 4-byte aligned).
+ * A row is whole 16-byte words, so a q4 group is exactly one texel / one vec4<u32> load.
  */
 import type { DType } from "../dtype.ts";
 import { dtypeBytes } from "../dtype.ts";
+
+/** Element types of a weight on the GPU: the float dtypes, or 8- / 4-bit group-quantized values. */
+export type WeightDType = DType | "q8" | "q4";
+
+/**
+ * Values per quantization group. 32: a q4 group is then 16 bytes — exactly one texel fetch or one vec4<u32>
+ * load, so every fetch needs one scale — and small groups keep the 4-bit error low on small models (llama.cpp's
+ * Q8_0 and Q4_0 use 32 too); f16 scales cost 0.5 bit per weight (64 would save 0.25 bit at more error).
+ */
+export const QUANT_GROUP = 32;
+
+/** True for the group-quantized weight types. */
+export function isQuantized(dtype: WeightDType): dtype is "q8" | "q4" {
+  return dtype === "q8" || dtype === "q4";
+}
+
+/** Bytes of one stored row of a [*, cols] weight of `dtype` (quantized rows: whole groups). */
+export function weightRowBytes(dtype: WeightDType, cols: number): number {
+  if (dtype === "q8") return Math.ceil(cols / QUANT_GROUP) * QUANT_GROUP;
+  if (dtype === "q4") return Math.ceil(cols / QUANT_GROUP) * (QUANT_GROUP / 2);
+  return cols * dtypeBytes(dtype);
+}
+
+/** f16 scales per row of a quantized weight: its group count rounded up to even (rows stay 4-byte aligned). */
+export function scaleStride(cols: number): number {
+  return 2 * Math.ceil(Math.ceil(cols / QUANT_GROUP) / 2);
+}
 import type { GpuContext } from "./context.ts";
+import { isCpuAdapterInfo } from "./device.ts";
 
 /** One row range of a weight matrix in its own buffer. */
 export interface WeightChunk {
@@ -35,12 +69,14 @@ export interface WeightTexture {
 /** A [rows, cols] weight matrix resident on the GPU. */
 export interface Weight {
   label: string;
-  dtype: DType;
+  dtype: WeightDType;
   rows: number;
   cols: number;
-  /** Total bytes of the matrix (what one full read of it costs). */
+  /** Total bytes of the matrix, scales included (what one full read of it costs). */
   bytes: number;
   chunks: WeightChunk[];
+  /** Quantized weights: the f16 scales, [rows, scaleStride(cols)] packed two per u32. */
+  scales?: GPUBuffer;
   /** Optional texture copy used by the matvec fast path (see {@link WeightTexture}). */
   textures?: WeightTexture[];
 }
@@ -48,8 +84,9 @@ export interface Weight {
 /** Options of {@link uploadWeight}. */
 export interface UploadWeightOptions {
   /**
-   * Also keep a texture copy for the fast matvec path: `true`, `false`, or `"auto"` (default) = only on a CPU
-   * (llvmpipe/lavapipe) adapter, where it makes decode several times faster at the price of twice the memory.
+   * Also keep a texture copy for the fast matvec path: `true`, `false`, or `"auto"` (default) = when the
+   * context's path uses textures (`ctx.gpu.useTextures`: a CPU adapter unless told otherwise), where it makes
+   * decode several times faster.
    */
   texture?: boolean | "auto";
   /**
@@ -60,9 +97,9 @@ export interface UploadWeightOptions {
   keepBuffer?: boolean;
 }
 
-/** True when the adapter is Mesa's CPU rasterizer (where texture fetches beat storage-buffer loads). */
+/** True when the adapter is a CPU implementation (where texture fetches beat storage-buffer loads). */
 export function isCpuAdapter(ctx: GpuContext): boolean {
-  return ctx.gpu.isFallback || /llvmpipe|lavapipe|softpipe|swiftshader/i.test(ctx.gpu.description);
+  return isCpuAdapterInfo(ctx.gpu.isFallback, ctx.gpu.description);
 }
 
 /** Bytes per texel of the texture copies (`rgba32uint`). */
@@ -72,7 +109,7 @@ const SLAB_BYTES = 32 << 20;
 
 /** Creates the (empty) texture copies of `w`, or returns null when a row is too wide for one texture row. */
 function createWeightTextures(ctx: GpuContext, w: Weight): WeightTexture[] | null {
-  const rowBytes = w.cols * dtypeBytes(w.dtype);
+  const rowBytes = weightRowBytes(w.dtype, w.cols);
   const texels = Math.ceil(rowBytes / TEXEL_BYTES);
   const maxDim = ctx.device.limits.maxTextureDimension2D;
   if (texels > maxDim) return null;
@@ -92,7 +129,7 @@ function createWeightTextures(ctx: GpuContext, w: Weight): WeightTexture[] | nul
 
 /** Writes rows [rowStart, rowStart + bytes / rowBytes) of `w` into its texture copies. */
 function writeWeightTextures(ctx: GpuContext, w: Weight, rowStart: number, bytes: Uint8Array): void {
-  const rowBytes = w.cols * dtypeBytes(w.dtype);
+  const rowBytes = weightRowBytes(w.dtype, w.cols);
   const rowEnd = rowStart + bytes.byteLength / rowBytes;
   for (const t of w.textures ?? []) {
     const a = Math.max(rowStart, t.rowStart), b = Math.min(rowEnd, t.rowStart + t.rows);
@@ -134,8 +171,8 @@ export function attachWeightTexture(ctx: GpuContext, w: Weight, bytes: Uint8Arra
 }
 
 /** Rows per chunk so that a chunk stays within `maxBytes` (a multiple of 64 rows where possible). */
-export function rowsPerChunk(cols: number, dtype: DType, maxBytes: number): number {
-  const rowBytes = cols * dtypeBytes(dtype);
+export function rowsPerChunk(cols: number, dtype: WeightDType, maxBytes: number): number {
+  const rowBytes = weightRowBytes(dtype, cols);
   const fit = Math.floor(maxBytes / rowBytes);
   if (fit < 1) {
     throw new Error(`a single row of ${cols} ${dtype} values exceeds the binding limit ${maxBytes}`);
@@ -150,8 +187,11 @@ export function rowsPerChunk(cols: number, dtype: DType, maxBytes: number): numb
 export interface WeightWriter {
   /** The weight (its buffers and textures already allocated; contents undefined until written). */
   readonly weight: Weight;
-  /** Queues the upload of rows [rowStart, rowStart + bytes.byteLength / rowBytes) (raw bytes, as stored). */
-  write(rowStart: number, bytes: Uint8Array): void;
+  /**
+   * Queues the upload of rows [rowStart, rowStart + bytes.byteLength / rowBytes) (raw bytes, as stored);
+   * a quantized weight takes those rows' f16 scale bits too ([rows, scaleStride(cols)]).
+   */
+  write(rowStart: number, bytes: Uint8Array, scales?: Uint16Array): void;
 }
 
 /**
@@ -162,23 +202,31 @@ export interface WeightWriter {
 export function createWeight(
   ctx: GpuContext,
   label: string,
-  dtype: DType,
+  dtype: WeightDType,
   rows: number,
   cols: number,
   maxChunkBytes: number = ctx.maxBinding,
   options: UploadWeightOptions = {},
 ): WeightWriter {
-  const rowBytes = cols * dtypeBytes(dtype);
+  const rowBytes = weightRowBytes(dtype, cols);
   if (!Number.isSafeInteger(rows) || !Number.isSafeInteger(cols) || rows < 1 || cols < 1) {
     throw new Error(`weight ${label}: invalid shape [${rows}, ${cols}]`);
   }
-  if (dtype !== "f32" && cols % 2 !== 0) {
+  if ((dtype === "bf16" || dtype === "f16") && cols % 2 !== 0) {
     throw new Error(`weight ${label}: ${dtype} needs an even column count, got ${cols}`);
   }
-  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes, chunks: [] };
+  const stride = scaleStride(cols);
+  const scaleBytes = isQuantized(dtype) ? rows * stride * 2 : 0;
+  const w: Weight = { label, dtype, rows, cols, bytes: rows * rowBytes + scaleBytes, chunks: [] };
   try {
+    if (scaleBytes > 0) {
+      if (scaleBytes > ctx.maxBinding) {
+        throw new Error(`weight ${label}: ${scaleBytes} bytes of scales exceed the binding limit ${ctx.maxBinding}`);
+      }
+      w.scales = ctx.createBuffer(scaleBytes, `${label}.scales`);
+    }
     const texture = options.texture ?? "auto";
-    if (texture === true || (texture === "auto" && isCpuAdapter(ctx))) {
+    if (texture === true || (texture === "auto" && ctx.gpu.useTextures)) {
       w.textures = createWeightTextures(ctx, w) ?? undefined;
     }
     if (!(w.textures && options.keepBuffer === false)) {
@@ -196,12 +244,18 @@ export function createWeight(
     destroyWeight(w);
     throw e;
   }
-  const write = (rowStart: number, bytes: Uint8Array): void => {
+  const write = (rowStart: number, bytes: Uint8Array, scales?: Uint16Array): void => {
     const n = bytes.byteLength / rowBytes;
     if (!Number.isInteger(n) || rowStart < 0 || rowStart + n > rows) {
       throw new Error(
         `weight ${label}: ${bytes.byteLength} bytes at row ${rowStart} are not whole rows of [${rows}, ${cols}] ${dtype}`,
       );
+    }
+    if (w.scales) {
+      if (!scales || scales.length !== n * stride) {
+        throw new Error(`weight ${label}: ${n} rows of ${dtype} need ${n * stride} scales, got ${scales?.length ?? 0}`);
+      }
+      ctx.write(w.scales, scales, rowStart * stride * 2);
     }
     writeWeightTextures(ctx, w, rowStart, bytes);
     for (const c of w.chunks) {
@@ -273,7 +327,8 @@ function carries(u: Uint32Array, from: number, to: number, mask: number, add: nu
  * no int32 overflow); the carries are OR-ed over blocks of 4096 words, and only a block that shows one is
  * rescanned to count and locate its values.
  */
-export function countNonFinite(dtype: DType, bytes: Uint8Array): NonFiniteCount {
+export function countNonFinite(dtype: DType | "u8", bytes: Uint8Array): NonFiniteCount {
+  if (dtype === "u8") return { count: 0, first: -1 }; // integers (quantized values) are always finite
   const size = dtypeBytes(dtype);
   const n = Math.floor(bytes.byteLength / size);
   const out: NonFiniteCount = { count: 0, first: -1 };
@@ -316,5 +371,6 @@ export function countNonFinite(dtype: DType, bytes: Uint8Array): NonFiniteCount 
 /** Frees a weight's buffers. */
 export function destroyWeight(w: Weight): void {
   for (const c of w.chunks) c.buffer.destroy();
+  w.scales?.destroy();
   for (const t of w.textures ?? []) t.texture.destroy();
 }

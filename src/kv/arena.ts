@@ -4,8 +4,9 @@
  * Why: with one set of buffers per sequence and layer, every batched decode step paid per sequence for the
  * KV write, the staging of K/V for attention and the score update — each a separate dispatch or copy,
  * ~0.1 ms apiece on CPU adapters whatever its size. With every sequence's layer-l tokens in the same four
- * buffers (K, V f32 [slots, row]; positions u32 [slots]; scores f32 [slots]), a whole batch is one write,
- * one staging and one score pass per layer.
+ * buffers (K, V [slots, words] stored rows in the arena's {@link KvLayout}; positions u32 [slots]; scores f32
+ * [slots]), a whole batch is one write, one staging and one score pass per layer. An arena holds one storage
+ * format: sequences with another KV dtype use another arena.
  *
  * A sequence's layer holds a contiguous region of slots [base, base + capacity). Regions start on an
  * alignment that keeps every byte offset a valid storage-binding offset, so one region can still be bound on
@@ -14,6 +15,7 @@
  * when the last region of a shard is freed its buffers are destroyed.
  */
 import type { GpuContext } from "../gpu/context.ts";
+import { type KvLayout, kvTokenLayerBytes } from "../ops/kv_layout.ts";
 
 /** A byte range of a buffer, as bound by kernels. */
 export interface KvBinding {
@@ -41,11 +43,12 @@ export class KvRegion {
   readonly base: number;
   readonly capacity: number;
   readonly #shard: KvShard;
-  readonly #row: number;
+  /** How K and V rows are stored. */
+  readonly layout: KvLayout;
   /** @internal Regions come from {@link KvArena.alloc}. */
-  constructor(shard: KvShard, row: number, base: number, capacity: number) {
+  constructor(shard: KvShard, layout: KvLayout, base: number, capacity: number) {
     this.#shard = shard;
-    this.#row = row;
+    this.layout = layout;
     this.base = base;
     this.capacity = capacity;
     shardOf.set(this, shard);
@@ -63,12 +66,15 @@ export class KvRegion {
   get scoreBuffer(): GPUBuffer {
     return this.#shard.score;
   }
-  /** K of this region: f32 [capacity, row]. */
+  /** K of this region: stored rows [capacity, layout.words] (u32 words). */
   get k(): KvBinding {
-    return { buffer: this.#shard.k, offset: this.base * this.#row * 4, size: this.capacity * this.#row * 4 };
+    const w = this.layout.words * 4;
+    return { buffer: this.#shard.k, offset: this.base * w, size: this.capacity * w };
   }
+  /** V of this region: stored rows [capacity, layout.words]. */
   get v(): KvBinding {
-    return { buffer: this.#shard.v, offset: this.base * this.#row * 4, size: this.capacity * this.#row * 4 };
+    const w = this.layout.words * 4;
+    return { buffer: this.#shard.v, offset: this.base * w, size: this.capacity * w };
   }
   /** Positions of this region: u32 [capacity]. */
   get pos(): KvBinding {
@@ -82,9 +88,11 @@ export class KvRegion {
 
 const arenas = new WeakMap<GpuContext, Map<string, KvArena>>();
 
-/** Per-layer shared KV storage for caches of one geometry on one context. */
+/** Per-layer shared KV storage for caches of one geometry and storage format on one context. */
 export class KvArena {
-  /** Floats per K (or V) row. */
+  /** How K and V rows are stored. */
+  readonly layout: KvLayout;
+  /** u32 words per stored K (or V) row. */
   readonly row: number;
   /** Region starts are multiples of this many slots. */
   readonly align: number;
@@ -94,11 +102,13 @@ export class KvArena {
   readonly #layers: KvShard[][];
 
   /**
-   * An arena for `layers` layers of `row` floats per K/V row. `maxSlots` caps a shard below what the storage
+   * An arena for `layers` layers of K/V rows stored as `layout`. `maxSlots` caps a shard below what the storage
    * binding limit allows (tests use it to reach the multi-shard path).
    */
-  constructor(ctx: GpuContext, layers: number, row: number, maxSlots?: number) {
+  constructor(ctx: GpuContext, layers: number, layout: KvLayout, maxSlots?: number) {
     this.#ctx = ctx;
+    this.layout = layout;
+    const row = layout.words;
     this.row = row;
     const minAlign = ctx.gpu.limits.minStorageBufferOffsetAlignment;
     let a = 16;
@@ -110,13 +120,13 @@ export class KvArena {
     this.#layers = Array.from({ length: layers }, () => []);
   }
 
-  /** The arena shared by caches of `layers` × `row` floats on `ctx` (created on first use). */
-  static of(ctx: GpuContext, layers: number, row: number): KvArena {
+  /** The arena shared by caches of `layers` layers stored as `layout` on `ctx` (created on first use). */
+  static of(ctx: GpuContext, layers: number, layout: KvLayout): KvArena {
     let byShape = arenas.get(ctx);
     if (!byShape) arenas.set(ctx, byShape = new Map());
-    const key = `${layers}/${row}`;
+    const key = `${layers}/${layout.nKvHeads}/${layout.headDim}/${layout.dtype}`;
     let arena = byShape.get(key);
-    if (!arena) byShape.set(key, arena = new KvArena(ctx, layers, row));
+    if (!arena) byShape.set(key, arena = new KvArena(ctx, layers, layout));
     return arena;
   }
 
@@ -139,7 +149,7 @@ export class KvArena {
     const shards = this.#layers[layer];
     for (const s of shards) {
       const base = take(s, capacity);
-      if (base !== null) return new KvRegion(s, this.row, base, capacity);
+      if (base !== null) return new KvRegion(s, this.layout, base, capacity);
     }
     // Grow the last shard if the binding limit allows, else start a new one.
     const last = shards[shards.length - 1];
@@ -151,12 +161,12 @@ export class KvArena {
       const slots = Math.min(this.maxSlots, Math.ceil(want / this.align) * this.align);
       if (slots - last.slots + tail >= capacity) {
         this.#grow(layer, last, slots);
-        return new KvRegion(last, this.row, take(last, capacity)!, capacity);
+        return new KvRegion(last, this.layout, take(last, capacity)!, capacity);
       }
     }
     const s = this.#shard(layer, Math.min(this.maxSlots, Math.max(capacity, 16 * this.align)));
     shards.push(s);
-    return new KvRegion(s, this.row, take(s, capacity)!, capacity);
+    return new KvRegion(s, this.layout, take(s, capacity)!, capacity);
   }
 
   /** Returns a region's slots; work already recorded on them still runs first (queue order). */
@@ -174,7 +184,7 @@ export class KvArena {
   allocatedBytes(): number {
     let slots = 0;
     for (const shards of this.#layers) for (const s of shards) slots += s.slots;
-    return slots * (2 * this.row * 4 + 8);
+    return slots * kvTokenLayerBytes(this.layout);
   }
 
   /** Slots held by regions, per layer. */

@@ -1,5 +1,6 @@
 /**
- * The KV cache of one sequence: per layer, K and V after RoPE (f32 [capacity, nKvHeads·headDim], token-major),
+ * The KV cache of one sequence: per layer, K and V after RoPE ([capacity, nKvHeads·headDim] values, token-major,
+ * stored as f16, f32 or int8 rows: src/ops/kv_layout.ts),
  * the original position of every kept token (u32) and its policy score (f32). Layers hold different numbers of
  * tokens once a policy prunes them. Each layer's storage is a region of the context's shared {@link KvArena},
  * so that a batch of sequences can be written, staged and scored with one dispatch per layer.
@@ -18,17 +19,32 @@ import {
   kvWrite,
   kvWriteBatch,
 } from "../ops/kv.ts";
+import {
+  DEFAULT_KV_DTYPE,
+  type KvDtype,
+  type KvLayout,
+  kvLayout,
+  kvTokenLayerBytes,
+} from "../ops/kv_layout.ts";
 import { batchesBy } from "../util/group.ts";
 import { KvArena, type KvBinding, type KvRegion } from "./arena.ts";
 import type { KvPolicy, KvPolicyOptions, LayerView } from "./policy.ts";
 
 export type { EvictProtect } from "../ops/kv.ts";
+export type { KvDtype, KvLayout } from "../ops/kv_layout.ts";
 
-/** The per-layer geometry of a KV cache. */
+/** The per-layer geometry of a KV cache and how it stores K/V. */
 export interface KvShape {
   layers: number;
   nKvHeads: number;
   headDim: number;
+  /** Storage format of K and V (default {@link DEFAULT_KV_DTYPE}, f16). */
+  dtype?: KvDtype;
+}
+
+/** The stored-row layout of a cache of `shape`. */
+export function layoutOf(shape: KvShape): KvLayout {
+  return kvLayout(shape.dtype ?? DEFAULT_KV_DTYPE, shape.nKvHeads, shape.headDim);
 }
 
 /** One layer's storage: a region of the arena, `len` slots of it valid. */
@@ -42,11 +58,11 @@ export class LayerKv {
   get capacity(): number {
     return this.region.capacity;
   }
-  /** K: f32 [capacity, row] (a range of the arena's buffer). */
+  /** K: stored rows [capacity, layout.words] (a range of the arena's buffer). */
   get k(): KvBinding {
     return this.region.k;
   }
-  /** V: f32 [capacity, row]. */
+  /** V: stored rows [capacity, layout.words]. */
   get v(): KvBinding {
     return this.region.v;
   }
@@ -60,17 +76,19 @@ export class LayerKv {
   }
 }
 
-/** Bytes one cached token costs in one layer: K and V rows plus position and score. */
+/** Bytes one cached token costs in one layer: K and V rows (in the shape's dtype) plus position and score. */
 export function bytesPerToken(shape: KvShape): number {
-  return 2 * shape.nKvHeads * shape.headDim * 4 + 8;
+  return kvTokenLayerBytes(layoutOf(shape));
 }
 
 /** The KV cache of one sequence. */
 export class SequenceKv {
   readonly shape: KvShape;
   readonly layers: LayerKv[] = [];
-  /** Floats per K (or V) row. */
+  /** Values per K (or V) row: nKvHeads · headDim. */
   readonly row: number;
+  /** How K and V rows are stored. */
+  readonly layout: KvLayout;
   /** Peaks since creation (bytes). */
   peakAllocated = 0;
   peakLive = 0;
@@ -85,9 +103,13 @@ export class SequenceKv {
     this.#ctx = ctx;
     this.shape = shape;
     this.row = shape.nKvHeads * shape.headDim;
-    this.arena = arena ?? KvArena.of(ctx, shape.layers, this.row);
-    if (this.arena.row !== this.row) {
-      throw new Error(`arena rows of ${this.arena.row} floats, cache rows of ${this.row}`);
+    this.layout = layoutOf(shape);
+    this.arena = arena ?? KvArena.of(ctx, shape.layers, this.layout);
+    const a = this.arena.layout;
+    if (a.dtype !== this.layout.dtype || a.words !== this.layout.words || a.values !== this.row) {
+      throw new Error(
+        `arena rows of ${a.values} ${a.dtype} values, cache rows of ${this.row} ${this.layout.dtype} values`,
+      );
     }
     const cap = this.arena.roundCapacity(initialCapacity);
     for (let l = 0; l < shape.layers; l++) this.layers.push(this.#alloc(cap, l));
@@ -127,13 +149,13 @@ export class SequenceKv {
   }
 
   /**
-   * Records the append of `count` rows of K/V (rows `srcRow`.. of f32 [*, row] buffers) at the layer's end,
-   * with positions pos, pos+1, …
+   * Records the append of `count` rows of K/V (rows `srcRow`.. of f32 [*, row] buffers, encoded as the cache's
+   * layout) at the layer's end, with positions pos, pos+1, …
    */
   append(layer: number, kSrc: GPUBuffer, vSrc: GPUBuffer, srcRow: number, count: number, pos: number): void {
     this.ensure(layer, this.layers[layer].len + count);
     const L = this.layers[layer];
-    kvWrite(this.#ctx, kSrc, vSrc, srcRow, count, this.row, L, L.len, pos);
+    kvWrite(this.#ctx, kSrc, vSrc, srcRow, count, this.layout, L, L.len, pos);
     L.len += count;
     this.#track();
   }
@@ -167,7 +189,13 @@ export class SequenceKv {
         all.set(it.keep, off);
         if (it.keep.length > 0) {
           const src = it.kv.layers[it.layer].region;
-          moves.push({ src, dst: fresh[i].region, count: it.keep.length, keepOff: off, row: it.kv.row });
+          moves.push({
+            src,
+            dst: fresh[i].region,
+            count: it.keep.length,
+            keepOff: off,
+            row: it.kv.layout.words,
+          });
         }
         off += it.keep.length;
       });
@@ -296,7 +324,7 @@ export class SequenceKv {
         ctx,
         kSrc,
         vSrc,
-        part[0].r.kv.row,
+        part[0].r.kv.layout,
         R,
         part.map(({ r, evict }) => {
           const L = r.kv.layers[layer];
@@ -332,7 +360,12 @@ export class SequenceKv {
   #move(src: LayerKv, dst: LayerKv, count: number): void {
     // The keep binding is unused by a plain move; any small buffer serves.
     const none = this.#ctx.pool.acquire(4, STORAGE_USAGE, "kv-no-keep");
-    kvGather(this.#ctx, [{ src: src.region, dst: dst.region, count, keepOff: 0, row: this.row }], none, true);
+    kvGather(
+      this.#ctx,
+      [{ src: src.region, dst: dst.region, count, keepOff: 0, row: this.layout.words }],
+      none,
+      true,
+    );
     this.#ctx.pool.release(none);
   }
 

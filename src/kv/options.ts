@@ -6,6 +6,7 @@
  * policy.ts imports this module (validateKvOptions), so nothing here reads policy.ts values while the module
  * is evaluated: whichever of the two loads first, the other's constants may not be initialised yet.
  */
+import { KV_DTYPES, type KvDtype } from "../ops/kv_layout.ts";
 import {
   DEFAULT_KV_OPTIONS,
   type KvPolicyOptions,
@@ -28,6 +29,12 @@ export interface KvOptions {
   window: number;
   /** Lethe's own hyperparameters. */
   lethe: LetheOptions;
+  /** R-KV's λ (importance weight). */
+  rkvLambda: number;
+  /** R-KV's near-duplicate cosine threshold. */
+  rkvThreshold: number;
+  /** How K and V are stored: f16 (default), f32 or int8 with per-token, per-head scales. */
+  dtype: KvDtype;
 }
 
 /** KV settings as callers give them: any subset, Lethe's too; the rest come from the defaults. */
@@ -44,12 +51,16 @@ export function resolveKvOptions(
     recentRatio: kv.recentRatio ?? defaults.recentRatio,
     window: kv.window ?? defaults.window,
     lethe: { ...defaults.lethe, ...kv.lethe },
+    rkvLambda: kv.rkvLambda ?? defaults.rkvLambda,
+    rkvThreshold: kv.rkvThreshold ?? defaults.rkvThreshold,
+    dtype: kv.dtype ?? defaults.dtype,
   };
 }
 
 /** A KV setting's library path: a key of {@link KvOptions}, or `lethe.` and a key of {@link LetheOptions}. */
 export type KvSettingName =
   | "policy"
+  | "dtype"
   | "budget"
   | "sink"
   | "recentRatio"
@@ -57,11 +68,14 @@ export type KvSettingName =
   | "lethe.tau"
   | "lethe.segments"
   | "lethe.gamma"
-  | "lethe.interval";
+  | "lethe.interval"
+  | "rkvLambda"
+  | "rkvThreshold";
 
 /** The KV flags as `node:util` parseArgs names them (no leading dashes). */
 export type KvFlagName =
   | "kv"
+  | "kv-dtype"
   | "kv-budget"
   | "kv-sink"
   | "kv-recent-ratio"
@@ -69,10 +83,15 @@ export type KvFlagName =
   | "lethe-tau"
   | "lethe-segments"
   | "lethe-gamma"
-  | "lethe-interval";
+  | "lethe-interval"
+  | "rkv-lambda"
+  | "rkv-threshold";
 
-/** What a setting takes: an integer, any finite number, or a policy name. */
-export type KvSettingType = "integer" | "number" | "policy";
+/** What a setting takes: an integer, any finite number, a policy name or a KV storage format. */
+export type KvSettingType = "integer" | "number" | "policy" | "dtype";
+
+/** A setting's value: a number, a policy name or a KV storage format. */
+export type KvSettingValue = number | PolicyName | KvDtype;
 
 /** One end of a numeric setting's range. */
 export interface KvBound {
@@ -99,7 +118,7 @@ export interface KvSetting {
   /** Upper bound (numeric settings; null for the policy). */
   readonly max: KvBound | null;
   /** The documented default ({@link DEFAULT_KV_OPTIONS}; `full` for the policy). */
-  readonly default: number | PolicyName;
+  readonly default: KvSettingValue;
   /** Placeholder of the flag's value in help text. */
   readonly metavar: string;
   /** One line for help text. */
@@ -116,7 +135,12 @@ export const KV_SINK_MARGIN = 2;
 const INT_MAX: KvBound = { value: 1e9, inclusive: true };
 const at = (value: number, inclusive = true): KvBound => ({ value, inclusive });
 
-type Numeric = Exclude<KvSettingName, "policy">;
+type Numeric = Exclude<KvSettingName, "policy" | "dtype">;
+
+/** The choices of a setting that takes a name (null for numeric settings). */
+function choicesOf(s: KvSetting): readonly string[] | null {
+  return s.type === "policy" ? POLICY_NAMES : s.type === "dtype" ? KV_DTYPES : null;
+}
 
 /** How each numeric setting is read from full options and written into partial settings. */
 const ACCESS: Record<
@@ -131,14 +155,18 @@ const ACCESS: Record<
   "lethe.segments": { get: (o) => o.lethe.segments, put: (k, x) => (k.lethe = { ...k.lethe, segments: x }) },
   "lethe.gamma": { get: (o) => o.lethe.gamma, put: (k, x) => (k.lethe = { ...k.lethe, gamma: x }) },
   "lethe.interval": { get: (o) => o.lethe.interval, put: (k, x) => (k.lethe = { ...k.lethe, interval: x }) },
+  rkvLambda: { get: (o) => o.rkvLambda, put: (k, x) => (k.rkvLambda = x) },
+  rkvThreshold: { get: (o) => o.rkvThreshold, put: (k, x) => (k.rkvThreshold = x) },
 };
 
 /** A schema entry whose default is read when asked for (see the module doc on the import cycle). */
 function setting(spec: Omit<KvSetting, "default">): KvSetting {
   return {
     ...spec,
-    get default(): number | PolicyName {
-      return spec.name === "policy" ? DEFAULT_POLICY : ACCESS[spec.name].get(DEFAULT_KV_OPTIONS);
+    get default(): KvSettingValue {
+      if (spec.name === "policy") return DEFAULT_POLICY;
+      if (spec.name === "dtype") return DEFAULT_KV_OPTIONS.dtype;
+      return ACCESS[spec.name].get(DEFAULT_KV_OPTIONS);
     },
   };
 }
@@ -156,6 +184,17 @@ export const KV_SETTINGS: readonly KvSetting[] = [
     max: null,
     metavar: "POLICY",
     doc: "KV cache policy",
+  }),
+  setting({
+    name: "dtype",
+    flag: "--kv-dtype",
+    field: "kv_dtype",
+    fileKey: "kv_dtype",
+    type: "dtype",
+    min: null,
+    max: null,
+    metavar: "DTYPE",
+    doc: "how K/V are stored (int8: per-token, per-head scales)",
   }),
   setting({
     name: "budget",
@@ -246,6 +285,29 @@ export const KV_SETTINGS: readonly KvSetting[] = [
     metavar: "P",
     doc: "decode steps between pruning rounds",
   }),
+  setting({
+    name: "rkvLambda",
+    flag: "--rkv-lambda",
+    field: "rkv_lambda",
+    fileKey: "rkv_lambda",
+    type: "number",
+    min: at(0),
+    max: at(1),
+    metavar: "L",
+    doc: "R-KV: weight of importance against redundancy",
+  }),
+  setting({
+    name: "rkvThreshold",
+    flag: "--rkv-threshold",
+    field: "rkv_threshold",
+    fileKey: "rkv_threshold",
+    type: "number",
+    // A cosine: above 1 nothing is a near-duplicate, at −1 everything is.
+    min: at(-1),
+    max: at(1),
+    metavar: "C",
+    doc: "R-KV: key cosine above which tokens are near-duplicates",
+  }),
 ];
 
 /** The schema entry of a setting. */
@@ -255,7 +317,8 @@ export function kvSetting(name: KvSettingName): KvSetting {
 
 /** What a setting accepts, as error messages say it: `an integer in [1, 1000000000]`, `one of full, …`. */
 export function describeKvSetting(s: KvSetting): string {
-  if (s.type === "policy") return `one of ${POLICY_NAMES.join(", ")}`;
+  const choices = choicesOf(s);
+  if (choices) return `one of ${choices.join(", ")}`;
   const lo = s.min!, hi = s.max!;
   const range = `${lo.inclusive ? "[" : "("}${lo.value}, ${hi.value}${hi.inclusive ? "]" : ")"}`;
   return `${s.type === "integer" ? "an integer" : "a number"} in ${range}`;
@@ -323,11 +386,12 @@ export class KvOptionError extends Error {
 }
 
 /** Checks `x`; errors report `given` (what the caller wrote, e.g. a CLI argument's text). */
-function verify(s: KvSetting, x: unknown, given: unknown): number | PolicyName {
-  if (s.type === "policy") {
+function verify(s: KvSetting, x: unknown, given: unknown): KvSettingValue {
+  const choices = choicesOf(s);
+  if (choices) {
     if (typeof x !== "string") throw new KvOptionError(s, given, "type");
-    if (!(POLICY_NAMES as readonly string[]).includes(x)) throw new KvOptionError(s, given, "range");
-    return x as PolicyName;
+    if (!choices.includes(x)) throw new KvOptionError(s, given, "range");
+    return x as PolicyName | KvDtype;
   }
   if (typeof x !== "number" || !Number.isFinite(x) || (s.type === "integer" && !Number.isInteger(x))) {
     throw new KvOptionError(s, given, "type");
@@ -342,19 +406,20 @@ function verify(s: KvSetting, x: unknown, given: unknown): number | PolicyName {
 }
 
 /** Checks one value (a JSON value, a library option) against its setting; throws {@link KvOptionError}. */
-export function checkKvValue(s: KvSetting, value: unknown): number | PolicyName {
+export function checkKvValue(s: KvSetting, value: unknown): KvSettingValue {
   return verify(s, value, value);
 }
 
 /** Parses a setting from text (a CLI argument); errors quote the text. */
-export function parseKvText(s: KvSetting, text: string): number | PolicyName {
-  if (s.type === "policy") return verify(s, text, text);
+export function parseKvText(s: KvSetting, text: string): KvSettingValue {
+  if (choicesOf(s)) return verify(s, text, text);
   return verify(s, text.trim() === "" ? NaN : Number(text), text);
 }
 
 /** Writes a checked value into partial settings (Lethe's go into a copy of `kv.lethe`). */
-export function setKvSetting(kv: KvSettings, s: KvSetting, value: number | PolicyName): void {
+export function setKvSetting(kv: KvSettings, s: KvSetting, value: KvSettingValue): void {
   if (s.name === "policy") kv.policy = value as PolicyName;
+  else if (s.name === "dtype") kv.dtype = value as KvDtype;
   else ACCESS[s.name].put(kv, value as number);
 }
 
@@ -364,7 +429,8 @@ export function setKvSetting(kv: KvSettings, s: KvSetting, value: number | Polic
  */
 export function checkKvOptions(o: KvPolicyOptions, policy?: PolicyName): void {
   for (const s of KV_SETTINGS) {
-    if (s.name !== "policy") checkKvValue(s, ACCESS[s.name].get(o));
+    if (s.name === "dtype") checkKvValue(s, o.dtype);
+    else if (s.name !== "policy") checkKvValue(s, ACCESS[s.name].get(o));
   }
   if (policy !== "full" && o.sink + KV_SINK_MARGIN > o.budget) {
     throw new KvOptionError(kvSetting("budget"), o.budget, "relation", {
@@ -400,7 +466,8 @@ export function kvSettingsFromFlags(values: KvFlagValues): KvSettings {
 /** Help lines of the KV flags: two spaces, flag and metavar padded to `width`, the doc and the default. */
 export function kvHelpLines(width: number): string[] {
   return KV_SETTINGS.map((s) => {
-    const doc = s.type === "policy" ? `${s.doc}: ${POLICY_NAMES.join(" | ")}` : s.doc;
+    const choices = choicesOf(s);
+    const doc = choices ? `${s.doc}: ${choices.join(" | ")}` : s.doc;
     return `  ${`${s.flag} ${s.metavar}`.padEnd(width - 1)} ${doc} (default ${s.default})`;
   });
 }

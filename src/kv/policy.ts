@@ -4,10 +4,11 @@
  * decode caps) runs on the GPU through `decodeCap`/`evictBy`; pruning rounds (prefill compression, Lethe's
  * periodic rounds) read the scores back once per round and return keep lists for the gather kernel.
  */
+import { DEFAULT_KV_DTYPE, type KvDtype } from "../ops/kv_layout.ts";
 import { checkKvOptions } from "./options.ts";
 
 /** The policy names the CLI and library accept. */
-export type PolicyName = "full" | "streaming" | "h2o" | "snapkv" | "pyramidkv" | "lethe";
+export type PolicyName = "full" | "streaming" | "h2o" | "snapkv" | "pyramidkv" | "lethe" | "rkv";
 
 /** All policy names, in the order reports list them. */
 export const POLICY_NAMES: readonly PolicyName[] = [
@@ -17,6 +18,7 @@ export const POLICY_NAMES: readonly PolicyName[] = [
   "snapkv",
   "pyramidkv",
   "lethe",
+  "rkv",
 ];
 
 /** Lethe's own hyperparameters (the paper leaves them open; defaults chosen by the evaluation). */
@@ -43,6 +45,12 @@ export interface KvPolicyOptions {
   window: number;
   /** Lethe's own hyperparameters. */
   lethe: LetheOptions;
+  /** R-KV's λ: score = λ·importance − (1 − λ)·redundancy. */
+  rkvLambda: number;
+  /** R-KV's near-duplicate threshold: keys with cosine above it are copies (the newest one is spared). */
+  rkvThreshold: number;
+  /** How K and V are stored (the cache's concern; policies decide only which tokens stay). */
+  dtype: KvDtype;
 }
 
 /** Defaults, documented in the README. */
@@ -52,6 +60,9 @@ export const DEFAULT_KV_OPTIONS: KvPolicyOptions = {
   recentRatio: 0.3,
   window: 32,
   lethe: { tau: 2, segments: 8, gamma: 0.95, interval: 4 },
+  rkvLambda: 0.1,
+  rkvThreshold: 0.5,
+  dtype: DEFAULT_KV_DTYPE,
 };
 
 /**
@@ -67,6 +78,11 @@ export interface LayerView {
   len: number;
   positions: Uint32Array;
   scores: Float32Array;
+  /**
+   * Key redundancy per KV head and slot, f32 [heads, len] (head h's slot j at h·len + j), for a policy that
+   * asks for it ({@link KvPolicy.keyRedundancy}); absent otherwise.
+   */
+  redundancy?: Float32Array;
 }
 
 /** Outcome of a pruning decision: a keep list per layer (ascending slots; null = unchanged). */
@@ -90,6 +106,11 @@ export interface KvPolicy {
   readonly prunes: boolean;
   /** Slots to leave free after compacting an uncapped layer (the growth expected before the next round). */
   readonly roundHeadroom: number;
+  /**
+   * Near-duplicate cosine threshold when the policy wants key redundancy computed on the GPU before each round's
+   * readback (`LayerView.redundancy`); null = not needed.
+   */
+  readonly keyRedundancy: number | null;
   /** How the per-step evictor picks its victim among unprotected slots. */
   readonly evictBy: "score" | "position";
   /** Hard per-layer cap during decode (an append at the cap evicts one slot on the GPU); null = none. */
@@ -121,6 +142,11 @@ export interface KvPolicy {
   mayRoundEarly(step: number, lens: number[]): boolean;
   /** A pruning round during decode. */
   round(step: number, layers: LayerView[]): PruneDecision;
+  /**
+   * An independent policy in the same state (n > 1 choices fork a prefilled sequence; each choice's rounds then
+   * follow its own cache). A stateless policy may return itself.
+   */
+  clone(): KvPolicy;
 }
 
 /**
@@ -148,6 +174,7 @@ export function keepEverything(name: PolicyName, options: KvPolicyOptions): KvPo
     prefillQueries: null,
     prunes: true,
     roundHeadroom: 0,
+    keyRedundancy: null,
     evictBy: "score",
     decodeCap: () => null,
     recentWindow: () => 0,
@@ -157,5 +184,9 @@ export function keepEverything(name: PolicyName, options: KvPolicyOptions): KvPo
     wantsRound: () => false,
     mayRoundEarly: () => false,
     round: (_step: number, layers: LayerView[]): PruneDecision => keepAll(layers.length),
+    // Stateless: the policy that spreads this (a method, so `this` is that policy).
+    clone(): KvPolicy {
+      return this;
+    },
   };
 }

@@ -189,3 +189,67 @@ export function capLayers(
     return keepList(part.protectedSlots, topSlots(part.candidates, scores, cap - part.protectedSlots.length));
   });
 }
+
+/** Max pooling along the token axis with an odd kernel, same length (the window clipped at the ends). */
+export function maxPool1d(x: ArrayLike<number>, kernel: number): Float32Array {
+  const n = x.length;
+  const half = Math.floor(kernel / 2);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    let m = -Infinity;
+    for (let j = Math.max(0, i - half); j <= Math.min(n - 1, i + half); j++) m = Math.max(m, x[j]);
+    out[i] = m;
+  }
+  return out;
+}
+
+/** Softmax of `x` (max-subtracted, so large entries do not overflow); empty in, empty out. */
+export function softmax(x: ArrayLike<number>): Float64Array {
+  const n = x.length;
+  const out = new Float64Array(n);
+  let m = -Infinity;
+  for (let i = 0; i < n; i++) m = Math.max(m, x[i]);
+  let s = 0;
+  for (let i = 0; i < n; i++) s += out[i] = Math.exp(x[i] - m);
+  for (let i = 0; i < n; i++) out[i] /= s;
+  return out;
+}
+
+/**
+ * R-KV's selection score of each candidate slot: λ·importance − (1 − λ)·redundancy, both distributions over the
+ * candidates. Importance: the layer's attention scores max-pooled along tokens (kernel `pool`, over every slot,
+ * so a candidate next to an attended token counts as attended too), normalised to sum 1 over the candidates
+ * (uniform when all are 0). Redundancy: per KV head, a softmax over the candidates of `redundancy` (f32
+ * [heads, len], see `LayerView.redundancy`), then the mean over heads: the layer keeps one token set for all its
+ * heads. Returns scores indexed by slot (non-candidates 0), for {@link topSlots}.
+ */
+export function rkvScores(
+  scores: ArrayLike<number>,
+  redundancy: ArrayLike<number>,
+  len: number,
+  candidates: number[],
+  lambda: number,
+  pool = 7,
+): Float32Array {
+  const heads = redundancy.length / len;
+  if (!Number.isInteger(heads) || heads < 1) {
+    throw new Error(
+      `rkvScores: redundancy holds ${redundancy.length} values, not a multiple of ${len} slots`,
+    );
+  }
+  const out = new Float32Array(len);
+  if (candidates.length === 0) return out;
+  const pooled = maxPool1d(Array.from({ length: len }, (_, i) => scores[i]), pool);
+  let sum = 0;
+  for (const s of candidates) sum += pooled[s];
+  const red = new Float64Array(candidates.length);
+  for (let h = 0; h < heads; h++) {
+    const p = softmax(candidates.map((s) => redundancy[h * len + s]));
+    for (let i = 0; i < p.length; i++) red[i] += p[i] / heads;
+  }
+  candidates.forEach((s, i) => {
+    const imp = sum > 0 ? pooled[s] / sum : 1 / candidates.length;
+    out[s] = lambda * imp - (1 - lambda) * red[i];
+  });
+  return out;
+}

@@ -4,6 +4,7 @@
  * (q/k/v biases, tied embeddings, RoPE theta and llama3 scaling, norm eps).
  */
 import { type ModelSource, readSourceText, resolveFileSpec, sourcePath } from "../io/source.ts";
+import { scaleStride, weightRowBytes } from "../gpu/weights.ts";
 
 /** Architectures the engine runs. */
 export const SUPPORTED_MODEL_TYPES: readonly ModelType[] = ["qwen2", "llama"];
@@ -59,6 +60,59 @@ export interface ModelConfig {
   eosTokenIds: number[];
   /** `max_position_embeddings`: the longest context, prompt and output together (default 131072). */
   maxPositionEmbeddings: number;
+  /** `quantization`: the checkpoint's matrices are stored quantized (absent: as floats). */
+  quantization?: QuantizationConfig;
+}
+
+/**
+ * config.json's `quantization` entry, written by `deno task quantize` (named so that no other tool mistakes it
+ * for Hugging Face's `quantization_config`):
+ * `{"method": "lethe-symmetric", "weights": "q8" | "q4", "group_size": 32, "scale_dtype": "float16"}`.
+ * Every matrix (embedding, projections, LM head) `W` [rows, cols] is then stored as `W` (U8
+ * [rows, weightRowBytes]) and `W.scales` (F16 [rows, scaleStride]) in the layout of src/gpu/weights.ts; norms
+ * and biases stay floats.
+ */
+export interface QuantizationConfig {
+  /** Always "lethe-symmetric" (group-wise, symmetric, no zero point). */
+  method: "lethe-symmetric";
+  /** 8- or 4-bit values. */
+  weights: "q8" | "q4";
+  /** Values per group (32). */
+  groupSize: 32;
+  /** Scale type ("float16"). */
+  scaleDtype: "float16";
+}
+
+/** The `quantization` entry of a quantized checkpoint's config.json (see {@link QuantizationConfig}). */
+export function quantizationEntry(weights: "q8" | "q4"): Record<string, unknown> {
+  return { method: "lethe-symmetric", weights, group_size: 32, scale_dtype: "float16" };
+}
+
+function parseQuantization(src: string, v: unknown): QuantizationConfig | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    throw new ConfigError(`${src}: quantization must be an object, got ${JSON.stringify(v)}`);
+  }
+  const q = v as Record<string, unknown>;
+  const want: [string, unknown[]][] = [
+    ["method", ["lethe-symmetric"]],
+    ["weights", ["q8", "q4"]],
+    ["group_size", [32]],
+    ["scale_dtype", ["float16"]],
+  ];
+  for (const [key, allowed] of want) {
+    if (!allowed.includes(q[key])) {
+      throw new ConfigError(
+        `${src}: quantization.${key} must be ${allowed.map((a) => JSON.stringify(a)).join(" or ")}, got ${
+          JSON.stringify(q[key])
+        }`,
+      );
+    }
+  }
+  for (const key of Object.keys(q)) {
+    if (!want.some(([k]) => k === key)) throw new ConfigError(`${src}: quantization.${key} is not a known field`);
+  }
+  return { method: "lethe-symmetric", weights: q.weights as "q8" | "q4", groupSize: 32, scaleDtype: "float16" };
 }
 
 /** A config.json the engine cannot run; the message names the file and the field. */
@@ -226,6 +280,7 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
   else attentionBias = bool(src, c, "attention_bias", false);
 
   const tieWordEmbeddings = bool(src, c, "tie_word_embeddings", false);
+  const quantization = parseQuantization(src, c.quantization);
   checkParameterCount(src, {
     hiddenSize,
     intermediateSize,
@@ -266,6 +321,7 @@ export function parseConfig(json: unknown, source = "config.json"): ModelConfig 
     bosTokenId: bos === undefined || bos === null ? null : tokenId(src, "bos_token_id", bos),
     eosTokenIds,
     maxPositionEmbeddings,
+    ...(quantization ? { quantization } : {}),
   };
 }
 
@@ -385,6 +441,22 @@ export function layerTensorNames(i: number): {
 
 /** Every tensor the engine reads for `config`, in checkpoint order, with its expected shape. */
 export function expectedTensors(config: ModelConfig): TensorSpec[] {
+  const floats = floatTensors(config);
+  const q = config.quantization?.weights;
+  if (!q) return floats;
+  // A quantized checkpoint: each matrix is its packed values and its scales (src/gpu/weights.ts).
+  return floats.flatMap((s) =>
+    s.shape.length === 2
+      ? [
+        { name: s.name, shape: [s.shape[0], weightRowBytes(q, s.shape[1])] },
+        { name: `${s.name}.scales`, shape: [s.shape[0], scaleStride(s.shape[1])] },
+      ]
+      : [s]
+  );
+}
+
+/** The tensors of a float checkpoint of `config`, with their logical shapes (matrices [rows, cols]). */
+export function floatTensors(config: ModelConfig): TensorSpec[] {
   const h = config.hiddenSize;
   const qDim = config.numHeads * config.headDim;
   const kvDim = config.numKvHeads * config.headDim;

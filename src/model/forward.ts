@@ -128,6 +128,7 @@ export class Forward {
         q: a.q,
         k: L.k,
         v: L.v,
+        kvDtype: seq.kv.layout.dtype,
         out: a.att,
         T,
         start,
@@ -174,6 +175,7 @@ export class Forward {
           return {
             k: L.k,
             v: L.v,
+            dtype: s.kv.layout.dtype,
             len: L.len,
             scores: gamma === null ? undefined : { buffer: L.score, gamma },
           };

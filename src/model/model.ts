@@ -15,13 +15,33 @@ import { type LoadProgressOption, loadReporter } from "../io/progress.ts";
 import { type ModelSource, resolveModelSource, sourcePath } from "../io/source.ts";
 import {
   checkConfigTokenIds,
+  floatTensors,
   layerTensorNames,
   loadConfig,
   type ModelConfig,
   validateCheckpoint,
 } from "./config.ts";
+import { quantizeRows } from "./quantize.ts";
 import { modelInvFreq } from "./rope_freq.ts";
 import { bytesToF32, SafetensorsError, SafetensorsIndex, type TensorInfo } from "./safetensors.ts";
+
+/**
+ * How weight matrices are held on the GPU: `"stored"` (default) as the checkpoint stores them (bf16 / f16 /
+ * f32, or a quantized checkpoint's format); `"q8"` / `"q4"` quantize float matrices while loading (group-wise
+ * symmetric, groups of 32 with f16 scales: src/model/quantize.ts) — the embedding and the LM head included.
+ */
+export type WeightsOption = "stored" | "q8" | "q4";
+
+/** The values {@link WeightsOption} accepts. */
+export const WEIGHTS_OPTIONS: readonly WeightsOption[] = ["stored", "q8", "q4"];
+
+/** Validates a weights option given as text; `what` names the flag or field in the error. */
+export function parseWeightsOption(value: unknown, what: string): WeightsOption {
+  if (typeof value === "string" && (WEIGHTS_OPTIONS as readonly string[]).includes(value)) {
+    return value as WeightsOption;
+  }
+  throw new RangeError(`${what} must be one of ${WEIGHTS_OPTIONS.join(", ")}; got ${JSON.stringify(value)}`);
+}
 
 /**
  * Bytes of a tensor read and uploaded at a time: larger tensors stream in chunks of whole rows (the next
@@ -80,6 +100,8 @@ export interface LoadOptions {
    * default it shows when the checkpoint is over 8 MB and stderr is a terminal (see io/progress.ts).
    */
   progress?: LoadProgressOption;
+  /** How matrices are held (default "stored"); see {@link WeightsOption}. */
+  weights?: WeightsOption;
 }
 
 /** A loaded model. */
@@ -127,7 +149,19 @@ export class GpuModel {
   ): Promise<GpuModel> {
     const source = resolveModelSource(model);
     const config = await loadConfig(source);
-    checkConfigTokenIds(config, sourcePath(source, "config.json"));
+    const configPath = sourcePath(source, "config.json");
+    checkConfigTokenIds(config, configPath);
+    const wanted = parseWeightsOption(options.weights ?? "stored", "weights");
+    const stored = config.quantization?.weights;
+    if (stored && wanted !== "stored" && wanted !== stored) {
+      throw new Error(
+        `${configPath}: the checkpoint is stored quantized as ${stored} (its "quantization" entry); weights "${wanted}" ` +
+          `would re-quantize quantized values — load it as stored, or quantize the float original`,
+      );
+    }
+    // The format matrices get on the GPU: a quantized checkpoint's own, else the one asked for (null: floats).
+    const quant = stored ?? (wanted === "stored" ? null : wanted);
+    const shapes = new Map(floatTensors(config).map((s) => [s.name, s.shape]));
     const index = await SafetensorsIndex.open(source);
     // Everything uploaded so far, freed if a later tensor fails.
     const weights: Weight[] = [];
@@ -154,9 +188,17 @@ export class GpuModel {
       // the embedding is also gathered and keeps its buffer (tied models multiply it too, as the LM head).
       const matrix = async (name: string, gathered = false): Promise<Weight> => {
         const info = index.info(name)!;
-        const [rows, cols] = info.shape;
+        const [rows, cols] = shapes.get(name)!;
         const texture = gathered && !config.tieWordEmbeddings ? false : "auto";
-        const writer = createWeight(ctx, name, info.engineDType, rows, cols, ctx.maxBinding, {
+        if (stored) return await quantizedMatrix(info, rows, cols, texture, gathered);
+        if (info.engineDType === "u8") {
+          throw new SafetensorsError(
+            info.file,
+            `is U8 (quantized values) but ${configPath} has no "quantization" entry saying how to read it`,
+            name,
+          );
+        }
+        const writer = createWeight(ctx, name, quant ?? info.engineDType, rows, cols, ctx.maxBinding, {
           texture,
           keepBuffer: gathered,
         });
@@ -179,8 +221,13 @@ export class GpuModel {
             if (bad.first < 0) bad.first = r * cols + found.first;
             bad.count += found.count;
           }
-          if (bad.count === 0) writer.write(r, data);
-          bytes += data.byteLength;
+          if (bad.count === 0) {
+            if (quant) {
+              const n = data.byteLength / rowBytes;
+              const q = quantizeRows(quant, bytesToF32(info.dtype, data), n, cols, name);
+              writer.write(r, q.data, q.scales);
+            } else writer.write(r, data);
+          }
           unsettled += data.byteLength;
           // Each queued write may hold a staging copy until the GPU consumes it: settle every few chunks.
           if (unsettled >= SETTLE_BYTES) {
@@ -189,6 +236,54 @@ export class GpuModel {
           }
         }
         finite(info, bad);
+        bytes += writer.weight.bytes;
+        progress.tensor(name, info.byteLength);
+        return writer.weight;
+      };
+      // A matrix of a quantized checkpoint: its packed values (U8) and its scales (F16), read as stored.
+      const quantizedMatrix = async (
+        info: TensorInfo,
+        rows: number,
+        cols: number,
+        texture: false | "auto",
+        gathered: boolean,
+      ): Promise<Weight> => {
+        const name = info.name;
+        const sInfo = index.info(`${name}.scales`)!;
+        if (info.dtype !== "U8") {
+          throw new SafetensorsError(info.file, `is ${info.dtype}; ${configPath} says matrices are stored as U8`, name);
+        }
+        if (sInfo.dtype !== "F16") {
+          throw new SafetensorsError(sInfo.file, `is ${sInfo.dtype}; quantization scales are F16`, sInfo.name);
+        }
+        const writer = createWeight(ctx, name, stored!, rows, cols, ctx.maxBinding, {
+          texture,
+          keepBuffer: gathered,
+        });
+        weights.push(writer.weight);
+        const rowBytes = info.byteLength / rows, scaleBytes = sInfo.byteLength / rows;
+        const per = Math.max(1, Math.floor(LOAD_CHUNK_BYTES / rowBytes));
+        for (let r = 0; r < rows; r += per) {
+          const n = Math.min(per, rows - r);
+          const data = await index.readPart(name, r * rowBytes, n * rowBytes);
+          const sBytes = (await index.readPart(sInfo.name, r * scaleBytes, n * scaleBytes)).slice();
+          const scales = new Uint16Array(sBytes.buffer, 0, sBytes.byteLength / 2);
+          const bad = countNonFinite("f16", sBytes);
+          if (bad.count > 0) {
+            throw new SafetensorsError(
+              sInfo.file,
+              `has ${bad.count} non-finite scales (first at element ${r * (scaleBytes / 2) + bad.first})`,
+              sInfo.name,
+            );
+          }
+          writer.write(r, data, scales);
+          unsettled += data.byteLength;
+          if (unsettled >= SETTLE_BYTES) {
+            await ctx.settleWrites();
+            unsettled = 0;
+          }
+        }
+        bytes += writer.weight.bytes;
         progress.tensor(name, info.byteLength);
         return writer.weight;
       };

@@ -14,11 +14,14 @@ import type { DType } from "../dtype.ts";
 import { fromBf16, fromF16 } from "../dtype.ts";
 import { type ModelSource, resolveFileSpec, resolveModelSource, sourcePath } from "../io/source.ts";
 
-/** safetensors dtype names this engine understands. */
-export type SafetensorsDType = "BF16" | "F16" | "F32";
+/** safetensors dtype names this engine understands (U8: the packed values of quantized weights). */
+export type SafetensorsDType = "BF16" | "F16" | "F32" | "U8";
 
-const DTYPE_BYTES: Record<SafetensorsDType, number> = { BF16: 2, F16: 2, F32: 4 };
-const DTYPE_TO_ENGINE: Record<SafetensorsDType, DType> = { BF16: "bf16", F16: "f16", F32: "f32" };
+/** The engine's element types of a stored tensor: a float {@link DType}, or raw bytes ("u8"). */
+export type TensorDType = DType | "u8";
+
+const DTYPE_BYTES: Record<SafetensorsDType, number> = { BF16: 2, F16: 2, F32: 4, U8: 1 };
+const DTYPE_TO_ENGINE: Record<SafetensorsDType, TensorDType> = { BF16: "bf16", F16: "f16", F32: "f32", U8: "u8" };
 
 /** Largest header accepted (the reference implementation's limit): guards against absurd allocations. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -49,7 +52,7 @@ export interface TensorInfo {
   name: string;
   dtype: SafetensorsDType;
   /** The engine's name for the dtype. */
-  engineDType: DType;
+  engineDType: TensorDType;
   shape: number[];
   /** Path (or URL) of the file holding it, as messages name it. */
   file: string;
@@ -69,7 +72,7 @@ export function toSafetensorsDType(dtype: DType): SafetensorsDType {
 }
 
 function isDType(x: unknown): x is SafetensorsDType {
-  return x === "BF16" || x === "F16" || x === "F32";
+  return x === "BF16" || x === "F16" || x === "F32" || x === "U8";
 }
 
 /** Product of a shape (1 for a scalar). */
@@ -129,7 +132,7 @@ export function parseSafetensorsHeader(
     if (!isDType(dtype)) {
       throw new SafetensorsError(
         file,
-        `unsupported dtype ${JSON.stringify(dtype)} (supported: BF16, F16, F32)`,
+        `unsupported dtype ${JSON.stringify(dtype)} (supported: BF16, F16, F32, U8)`,
         name,
       );
     }
@@ -358,6 +361,7 @@ export class SafetensorsFile {
 
 /** Converts raw tensor bytes of `dtype` to f32 (copies; the input may be unaligned). */
 export function bytesToF32(dtype: SafetensorsDType | DType, bytes: Uint8Array): Float32Array {
+  if (dtype === "U8") throw new Error("bytesToF32: U8 tensors hold quantized values, not floats");
   const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
   if (dtype === "F32" || dtype === "f32") {
     return new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4).slice();

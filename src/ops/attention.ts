@@ -2,9 +2,10 @@
  * Attention on the GPU: decode (one query token, split-K "flash decoding" with per-token KV-policy scores)
  * and causal prefill (blocked multi-query split-K, optional observation-window scores).
  *
- * KV layout (the KV-cache contract): for one sequence and one layer, K and V are f32 token-major
- * [capacity, nKvHeads, headDim] (K after RoPE); `len` slots are valid, in slot order (positions do not
- * matter: RoPE is applied). Queries and outputs are f32 [nHeads, headDim] per token; query head h reads KV
+ * KV layout (the KV-cache contract): for one sequence and one layer, K and V are token-major
+ * [capacity, nKvHeads, headDim] (K after RoPE), stored as f32, f16 pairs or int8 with per-head scales
+ * (src/ops/kv_layout.ts; the kernels decode through the kload/vload accessors this file generates); `len`
+ * slots are valid, in slot order (positions do not matter: RoPE is applied). Queries and outputs are f32 [nHeads, headDim] per token; query head h reads KV
  * head floor(h / (nHeads / nKvHeads)); scale 1/√headDim.
  *
  * Both ops copy their queries into a uniform buffer (CPU adapters broadcast uniform loads but gather per
@@ -16,6 +17,7 @@ import prefillCode from "../../wgsl/attention_prefill.wgsl" with { type: "text" 
 import { type Binding, type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
 import { batchesBy } from "../util/group.ts";
+import { type KvDtype, type KvLayout, kvLayout } from "./kv_layout.ts";
 import type { AttentionShape } from "./types.ts";
 
 export type { AttentionShape } from "./types.ts";
@@ -41,9 +43,11 @@ export interface PrefillArgs extends AttentionShape {
   /** f32 [T, nHeads, headDim] at element `qOffset` (a multiple of 4). */
   q: Binding;
   qOffset?: number;
-  /** f32 [capacity, nKvHeads, headDim] already holding start + T slots (past cache plus this chunk). */
+  /** [capacity, nKvHeads, headDim] in `kvDtype`, already holding start + T slots (past cache and this chunk). */
   k: Binding;
   v: Binding;
+  /** How K and V are stored (default f32). */
+  kvDtype?: KvDtype;
   /** f32 [T, nHeads, headDim] written at element `outOffset`. */
   out: Binding;
   outOffset?: number;
@@ -77,12 +81,12 @@ const decodeKernels = new Map<string, KernelSource>();
 /** `tpr` > 0: K/V come from textures holding `tpr` tokens per texture row; 0: from storage buffers. */
 function decodeKernel(
   nHeads: number,
-  nKv: number,
-  hd: number,
+  layout: KvLayout,
   tpr: number,
   entryPoint: string,
 ): KernelSource {
-  const key = `${nHeads}/${nKv}/${hd}/${tpr}/${entryPoint}`;
+  const { nKvHeads: nKv, headDim: hd, dtype } = layout;
+  const key = `${nHeads}/${nKv}/${hd}/${dtype}/${tpr}/${entryPoint}`;
   let k = decodeKernels.get(key);
   if (!k) {
     const bmax = decodeBatchMax(nHeads * hd);
@@ -90,9 +94,11 @@ function decodeKernel(
     const HD4 = hd / 4;
     let header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${HD4}u;\nconst CH: u32 = ${DECODE_CHUNK}u;\n` +
       `const WG: u32 = ${DECODE_WG}u;\nconst NQ4: u32 = ${nHeads * HD4}u;\nconst BMAX: u32 = ${bmax}u;\n`;
-    header += kvAccessors(nKv, HD4, tpr);
+    header += kvAccessors(layout, tpr);
     k = {
-      name: `attention_decode_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}${tpr > 0 ? `_tex${tpr}` : ""}`,
+      name: `attention_decode_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}_${dtype}${
+        tpr > 0 ? `_tex${tpr}` : ""
+      }`,
       code: header + decodeCode,
       entryPoint,
     };
@@ -101,18 +107,23 @@ function decodeKernel(
   return k;
 }
 
-/** The per-context K/V texture pair of the CPU-adapter decode path (grown on demand, shared by all layers). */
+/**
+ * The per-context K/V texture pairs of the CPU-adapter path, one per width (grown on demand, shared by all
+ * layers). Texels are rgba32uint: 16 raw bytes of stored rows, whatever the KV dtype, decoded by kload/vload.
+ */
 interface KvTextures {
   k: GPUTexture;
   v: GPUTexture;
   kView: GPUTextureView;
   vView: GPUTextureView;
 }
-const kvTextures = new WeakMap<GpuContext, KvTextures>();
+const kvTextures = new WeakMap<GpuContext, Map<number, KvTextures>>();
 
 function decodeTextures(ctx: GpuContext, width: number, height: number): KvTextures {
-  const cur = kvTextures.get(ctx);
-  if (cur && cur.k.width === width && cur.k.height >= height) return cur;
+  let byWidth = kvTextures.get(ctx);
+  if (!byWidth) kvTextures.set(ctx, byWidth = new Map());
+  const cur = byWidth.get(width);
+  if (cur && cur.k.height >= height) return cur;
   if (cur) {
     ctx.flush(); // recorded work may still use the old pair
     cur.k.destroy();
@@ -123,22 +134,24 @@ function decodeTextures(ctx: GpuContext, width: number, height: number): KvTextu
     ctx.device.createTexture({
       label,
       size: [width, Math.min(rows, ctx.device.limits.maxTextureDimension2D)],
-      format: "rgba32float",
+      format: "rgba32uint",
       usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
     });
   const k = make("attn-k-texture"), v = make("attn-v-texture");
   const t = { k, v, kView: k.createView(), vView: v.createView() };
-  kvTextures.set(ctx, t);
+  byWidth.set(width, t);
   return t;
 }
 
 /**
  * Tokens per texture row for the texture path, or 0 when it cannot be used: rows of whole tokens whose byte
- * length is a multiple of 256 (a copy requirement), within the texture size limit.
+ * length is a multiple of 256 (a copy requirement), within the texture size limit; a stored row must be whole
+ * 16-byte texels.
  */
-function texTokensPerRow(ctx: GpuContext, nKv: number, hd: number, len: number): number {
+function texTokensPerRow(ctx: GpuContext, layout: KvLayout, len: number): number {
   const maxDim = ctx.device.limits.maxTextureDimension2D;
-  const texels = nKv * hd / 4;
+  if (layout.words % 4 !== 0) return 0;
+  const texels = layout.words / 4;
   let f = 1;
   while (f * 2 * texels <= maxDim) f *= 2;
   if ((f * texels * 16) % 256 !== 0 || Math.ceil(len / f) > maxDim) return 0;
@@ -149,22 +162,80 @@ function bufferOf(b: Binding): { buffer: GPUBuffer; offset: number } {
   return b instanceof GPUBuffer ? { buffer: b, offset: 0 } : { buffer: b.buffer, offset: b.offset ?? 0 };
 }
 
-/** WGSL for bindings 2 and 3 (K, V) and their accessors: textures with `tpr` tokens per row, or buffers. */
-function kvAccessors(nKv: number, HD4: number, tpr: number): string {
-  return tpr > 0
-    ? `@group(0) @binding(2) var kt: texture_2d<f32>;
-@group(0) @binding(3) var vt: texture_2d<f32>;
-fn texel(tok: u32, kh: u32, d: u32) -> vec2u {
-  return vec2u((tok % ${tpr}u) * ${nKv * HD4}u + kh * ${HD4}u + d, tok / ${tpr}u);
+/**
+ * WGSL for bindings 2 and 3 (K, V) and their accessors, decoding the stored format. The kernels read K and V in
+ * units of QPT quads (4 values each) — one 16-byte fetch where the format allows (f32: 4 values, f16: 8, int8:
+ * 16), fewer bytes only where a head is too small — so a packed format takes fewer fetches, not the same number
+ * of half-used ones: `kunit`/`vunit(token, kv head, unit) -> array<vec4f, QPT>` for units 0..HU−1 of the head
+ * (HU = HD4 / QPT), and `kscale`/`vscale(token, kv head) -> f32`, the factor of that token and head's values
+ * (int8's scale, read once per token; 1 otherwise). From storage buffers, or (tpr > 0) rgba32uint textures with
+ * `tpr` tokens per row.
+ */
+function kvAccessors(layout: KvLayout, tpr: number): string {
+  const { headDim, words: W, dtype } = layout;
+  const HD4 = headDim / 4;
+  const { unitWords, qpt } = kvUnit(layout);
+  const headWords = HD4 * (unitWords / qpt);
+  const elem = unitWords === 4 ? "vec4u" : unitWords === 2 ? "vec2u" : "u32";
+  let code = `const QPT: u32 = ${qpt}u;\nconst HU: u32 = ${HD4 / qpt}u;\n`;
+  code += tpr > 0
+    ? `@group(0) @binding(2) var kt: texture_2d<u32>;\n@group(0) @binding(3) var vt: texture_2d<u32>;\n`
+    : `@group(0) @binding(2) var<storage, read> k: array<${elem}>;\n@group(0) @binding(3) var<storage, read> v: array<${elem}>;\n`;
+  for (const x of ["k", "v"] as const) {
+    // The unit's raw words, and word j of a token's row (scales).
+    if (tpr > 0) {
+      code += `fn ${x}tex(tok: u32, t: u32) -> vec4u {
+  return textureLoad(${x}t, vec2u((tok % ${tpr}u) * ${W / 4}u + t, tok / ${tpr}u), 0);
 }
-fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(kt, texel(tok, kh, d), 0); }
-fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return textureLoad(vt, texel(tok, kh, d), 0); }
-`
-    : `@group(0) @binding(2) var<storage, read> k: array<vec4f>;
-@group(0) @binding(3) var<storage, read> v: array<vec4f>;
-fn kload(tok: u32, kh: u32, d: u32) -> vec4f { return k[(tok * ${nKv}u + kh) * ${HD4}u + d]; }
-fn vload(tok: u32, kh: u32, d: u32) -> vec4f { return v[(tok * ${nKv}u + kh) * ${HD4}u + d]; }
+fn ${x}raw(tok: u32, kh: u32, u: u32) -> ${elem} {
+  let wo = kh * ${headWords}u + u * ${unitWords}u;
+  let t = ${x}tex(tok, wo / 4u);
+  return ${unitWords === 4 ? "t" : unitWords === 2 ? "select(t.zw, t.xy, (wo & 2u) == 0u)" : "t[wo % 4u]"};
+}
+fn ${x}word(tok: u32, j: u32) -> u32 { return ${x}tex(tok, j / 4u)[j % 4u]; }
 `;
+    } else {
+      const word = unitWords === 1
+        ? `${x}[tok * ${W}u + j]`
+        : `${x}[tok * ${W / unitWords}u + j / ${unitWords}u][j % ${unitWords}u]`;
+      code += `fn ${x}raw(tok: u32, kh: u32, u: u32) -> ${elem} { return ${x}[tok * ${
+        W / unitWords
+      }u + kh * ${headWords / unitWords}u + u]; }
+fn ${x}word(tok: u32, j: u32) -> u32 { return ${word}; }
+`;
+    }
+    const quads = dtype === "f32"
+      ? ["bitcast<vec4f>(r)"]
+      : dtype === "f16"
+      ? (unitWords === 4 ? ["r.xy", "r.zw"] : ["r"]).map((w) =>
+        `vec4f(unpack2x16float(${w}.x), unpack2x16float(${w}.y))`
+      )
+      : (unitWords === 4 ? ["r.x", "r.y", "r.z", "r.w"] : unitWords === 2 ? ["r.x", "r.y"] : ["r"]).map((w) =>
+        `unpack4x8snorm(${w})`
+      );
+    code += `fn ${x}unit(tok: u32, kh: u32, u: u32) -> array<vec4f, QPT> {
+  let r = ${x}raw(tok, kh, u);
+  return array<vec4f, QPT>(${quads.join(", ")});
+}
+`;
+    code += dtype === "int8"
+      ? `fn ${x}scale(tok: u32, kh: u32) -> f32 { return bitcast<f32>(${x}word(tok, ${
+        layout.values / 4
+      }u + kh)); }\n`
+      : `fn ${x}scale(tok: u32, kh: u32) -> f32 { return 1.0; }\n`;
+  }
+  return code;
+}
+
+/**
+ * The read unit of a stored format: the largest of 4, 2 or 1 words that holds whole quads and tiles both a
+ * head and a row, and the quads it holds.
+ */
+function kvUnit(layout: KvLayout): { unitWords: number; qpt: number } {
+  const wpq = layout.dtype === "f32" ? 4 : layout.dtype === "f16" ? 2 : 1;
+  const headWords = (layout.headDim / 4) * wpq;
+  const unitWords = [4, 2, 1].find((u) => u % wpq === 0 && headWords % u === 0 && layout.words % u === 0)!;
+  return { unitWords, qpt: unitWords / wpq };
 }
 
 /**
@@ -175,38 +246,39 @@ function stageKv(
   ctx: GpuContext,
   k: Binding,
   v: Binding,
-  nKv: number,
-  hd: number,
+  layout: KvLayout,
   n: number,
   texture: boolean | undefined,
 ): { bind: (Binding | GPUTextureView)[]; tpr: number } {
   const kSrc = bufferOf(k), vSrc = bufferOf(v);
-  const tpr = (texture ?? ctx.gpu.isFallback) && kSrc.offset % 16 === 0 && vSrc.offset % 16 === 0
-    ? texTokensPerRow(ctx, nKv, hd, n)
+  const tpr = (texture ?? ctx.gpu.useTextures) && kSrc.offset % 16 === 0 && vSrc.offset % 16 === 0
+    ? texTokensPerRow(ctx, layout, n)
     : 0;
   if (tpr === 0) return { bind: [k, v], tpr };
   const seg = { k: kSrc.buffer, v: vSrc.buffer, kStart: kSrc.offset, vStart: vSrc.offset, tokens: n };
-  return { bind: stageSegments(ctx, [seg], nKv, hd, tpr, []), tpr };
+  return { bind: stageSegments(ctx, [seg], layout, tpr, []), tpr };
 }
 
 const prefillKernels = new Map<string, KernelSource>();
 function prefillKernel(
   nHeads: number,
-  nKv: number,
-  hd: number,
+  layout: KvLayout,
   M: number,
   tpr: number,
   entryPoint: string,
 ): KernelSource {
+  const { nKvHeads: nKv, headDim: hd, dtype } = layout;
   const G = nHeads / nKv;
-  const key = `${nHeads}/${nKv}/${hd}/${M}/${tpr}/${entryPoint}`;
+  const key = `${nHeads}/${nKv}/${hd}/${dtype}/${M}/${tpr}/${entryPoint}`;
   let k = prefillKernels.get(key);
   if (!k) {
     const header = `const G: u32 = ${G}u;\nconst HD4: u32 = ${hd / 4}u;\nconst M: u32 = ${M}u;\n` +
       `const NH: u32 = ${nHeads}u;\nconst CH: u32 = ${PREFILL_CH}u;\nconst WG: u32 = ${PREFILL_WG}u;\n` +
-      kvAccessors(nKv, hd / 4, tpr);
+      kvAccessors(layout, tpr);
     k = {
-      name: `attention_prefill_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}_m${M}${tpr > 0 ? `_tex${tpr}` : ""}`,
+      name: `attention_prefill_${entryPoint}_h${nHeads}_kv${nKv}_d${hd}_${dtype}_m${M}${
+        tpr > 0 ? `_tex${tpr}` : ""
+      }`,
       code: header + prefillCode,
       entryPoint,
     };
@@ -236,9 +308,11 @@ export function decodeBatchMax(qFloats: number): number {
 
 /** One sequence of {@link attentionDecodeBatch}: its K/V, valid slots and optional scores. */
 export interface DecodeSequence {
-  /** f32 [capacity, nKvHeads, headDim], the first `len` slots valid. */
+  /** [capacity, nKvHeads, headDim] stored as `dtype`, the first `len` slots valid. */
   k: Binding;
   v: Binding;
+  /** How K and V are stored (default f32). */
+  dtype?: KvDtype;
   /** Valid slots, ≥ 1. */
   len: number;
   /** score[j] = Σ_h softmax(q_h·K/√d)[j] for j < len. */
@@ -283,18 +357,29 @@ export function attentionDecodeBatch(ctx: GpuContext, a: DecodeBatchArgs): void 
     if (!(s.len >= 1)) throw new Error(`decode attention needs len ≥ 1, got ${s.len}`);
   }
   const bmax = decodeBatchMax(qRow);
-  const rowBytes = nKvHeads * hd * 4;
-  const staged = (a.texture ?? ctx.gpu.isFallback) &&
+  const staged = (a.texture ?? ctx.gpu.useTextures) &&
     a.seqs.every((s) => bufferOf(s.k).offset % 16 === 0 && bufferOf(s.v).offset % 16 === 0);
-  const longest = Math.max(...segmentsOf(a.seqs, rowBytes).segments.map((g) => g.tokens));
-  const tpr = staged ? texTokensPerRow(ctx, nKvHeads, hd, longest) : 0;
-  // Runs of consecutive sequences (their queries and outputs are consecutive rows): up to bmax, and on the
-  // buffer path only sequences whose K/V share one binding.
+  // Tokens per texture row for each storage format of the batch (0: the buffer path).
+  const tprOf = new Map<KvDtype, number>();
+  for (const dtype of new Set(a.seqs.map((s) => s.dtype ?? "f32"))) {
+    const layout = kvLayout(dtype, nKvHeads, hd);
+    const of = a.seqs.filter((s) => (s.dtype ?? "f32") === dtype);
+    const longest = Math.max(...segmentsOf(of, layout.words * 4).segments.map((g) => g.tokens));
+    tprOf.set(dtype, staged ? texTokensPerRow(ctx, layout, longest) : 0);
+  }
+  // Runs of consecutive sequences (their queries and outputs are consecutive rows) of one storage format: up
+  // to bmax, and on the buffer path only sequences whose K/V share one binding.
   let b0 = 0;
   while (b0 < a.seqs.length) {
+    const dtype = a.seqs[b0].dtype ?? "f32";
+    const tpr = tprOf.get(dtype)!;
     let b1 = b0 + 1;
-    while (b1 < a.seqs.length && b1 - b0 < bmax && (tpr > 0 || sameSegment(a.seqs[b0], a.seqs[b1]))) b1++;
-    decodeRun(ctx, a, a.seqs.slice(b0, b1), qOff + b0 * qRow, outOff + b0 * qRow, tpr);
+    while (
+      b1 < a.seqs.length && b1 - b0 < bmax && (a.seqs[b1].dtype ?? "f32") === dtype &&
+      (tpr > 0 || sameSegment(a.seqs[b0], a.seqs[b1]))
+    ) b1++;
+    const layout = kvLayout(dtype, nKvHeads, hd);
+    decodeRun(ctx, a, layout, a.seqs.slice(b0, b1), qOff + b0 * qRow, outOff + b0 * qRow, tpr);
     b0 = b1;
   }
 }
@@ -353,13 +438,14 @@ function segmentsOf(
 function decodeRun(
   ctx: GpuContext,
   a: DecodeBatchArgs,
+  layout: KvLayout,
   seqs: DecodeSequence[],
   qOff: number,
   outOff: number,
   tpr: number,
 ): void {
   const { nHeads, nKvHeads, headDim: hd } = a;
-  const rowBytes = nKvHeads * hd * 4;
+  const rowBytes = layout.words * 4;
   const { segments, of } = segmentsOf(seqs, rowBytes);
   // First token of each segment in what is bound: texture rows staged one segment after another, or the
   // buffer bound from the segment's start.
@@ -371,11 +457,11 @@ function decodeRun(
       // More staged rows than a texture holds: split the run.
       const half = Math.ceil(seqs.length / 2);
       const qRow = nHeads * hd;
-      decodeRun(ctx, a, seqs.slice(0, half), qOff, outOff, tpr);
-      decodeRun(ctx, a, seqs.slice(half), qOff + half * qRow, outOff + half * qRow, tpr);
+      decodeRun(ctx, a, layout, seqs.slice(0, half), qOff, outOff, tpr);
+      decodeRun(ctx, a, layout, seqs.slice(half), qOff + half * qRow, outOff + half * qRow, tpr);
       return;
     }
-    kv = stageSegments(ctx, segments, nKvHeads, hd, tpr, segTok0);
+    kv = stageSegments(ctx, segments, layout, tpr, segTok0);
   } else {
     const g = segments[0];
     kv = [
@@ -422,13 +508,13 @@ function decodeRun(
   const qSrc = bufferOf(a.q);
   ctx.copy(qSrc.buffer, qSrc.offset + qOff * 4, qUniform, 0, B * qBytes);
   ctx.dispatch(
-    decodeKernel(nHeads, nKvHeads, hd, tpr, "partial"),
+    decodeKernel(nHeads, layout, tpr, "partial"),
     [qUniform, ...kv, partO, partMl, weights],
     [maxChunks, nKvHeads, B],
     uniforms,
   );
   ctx.dispatch(
-    decodeKernel(nHeads, nKvHeads, hd, 0, "combine"),
+    decodeKernel(nHeads, kvLayout("f32", nKvHeads, hd), 0, "combine"),
     [partO, partMl, a.out, factor],
     [nHeads, B],
     uniforms,
@@ -452,7 +538,7 @@ function decodeRun(
       sf32[4 + i * 8 + 6] = t.gamma ?? 0;
     });
     ctx.dispatch(
-      decodeKernel(nHeads, nKvHeads, hd, 0, "scores"),
+      decodeKernel(nHeads, kvLayout("f32", nKvHeads, hd), 0, "scores"),
       [weights, factor, buffer],
       [sx, sy, list.length],
       new Uint8Array(su),
@@ -469,12 +555,12 @@ function decodeRun(
 function stageSegments(
   ctx: GpuContext,
   segments: Segment[],
-  nKv: number,
-  hd: number,
+  layout: KvLayout,
   tpr: number,
   tok0: number[],
 ): GPUTextureView[] {
-  const rowTexels = tpr * nKv * hd / 4;
+  const tokTexels = layout.words / 4;
+  const rowTexels = tpr * tokTexels;
   const bytesPerRow = rowTexels * 16;
   const rows = segments.reduce((n, g) => n + Math.ceil(g.tokens / tpr), 0);
   const tex = decodeTextures(ctx, rowTexels, rows);
@@ -486,7 +572,7 @@ function stageSegments(
       if (full > 0) ctx.copyToTexture(buf, start, bytesPerRow, dst, [0, row0], [rowTexels, full]);
       if (tail > 0) {
         ctx.copyToTexture(buf, start + full * bytesPerRow, bytesPerRow, dst, [0, row0 + full], [
-          tail * nKv * hd / 4,
+          tail * tokTexels,
           1,
         ]);
       }
@@ -519,7 +605,8 @@ export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
   const partMl = pool.acquire(M * nHeads * maxChunks * 8, STORAGE_USAGE, "prefill-part-ml");
   const stats = pool.acquire(T * nHeads * 8, STORAGE_USAGE, "prefill-stats");
   const qSrc = bufferOf(a.q);
-  const { bind: kvBind, tpr } = stageKv(ctx, a.k, a.v, nKvHeads, hd, n, a.texture);
+  const layout = kvLayout(a.kvDtype ?? "f32", nKvHeads, hd);
+  const { bind: kvBind, tpr } = stageKv(ctx, a.k, a.v, layout, n, a.texture);
   const params = (q0: number, mv: number, nChunks: number): Uint8Array => {
     const u = new ArrayBuffer(64);
     const u32 = new Uint32Array(u);
@@ -540,13 +627,13 @@ export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
     // Blocks run in recording order, so one set of scratch buffers serves them all.
     ctx.copy(qSrc.buffer, qSrc.offset + (a.qOffset ?? 0) * 4 + q0 * rowBytes, qUniform, 0, mv * rowBytes);
     ctx.dispatch(
-      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "partial"),
+      prefillKernel(nHeads, layout, M, tpr, "partial"),
       [qUniform, ...kvBind, partO, partMl],
       [nChunks, nKvHeads],
       u,
     );
     ctx.dispatch(
-      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "combine"),
+      prefillKernel(nHeads, kvLayout("f32", nKvHeads, hd), M, 0, "combine"),
       [partO, partMl, a.out, stats],
       [mv * nHeads],
       u,
@@ -554,7 +641,7 @@ export function attentionPrefill(ctx: GpuContext, a: PrefillArgs): void {
   }
   if (a.window && W > 0) {
     ctx.dispatch(
-      prefillKernel(nHeads, nKvHeads, hd, M, tpr, "window"),
+      prefillKernel(nHeads, layout, M, tpr, "window"),
       [a.q, kvBind[0], stats, a.window.buffer],
       [wx, wy],
       params(0, 0, 0),

@@ -2,17 +2,42 @@
  * KV-cache maintenance on the GPU: writing new K/V rows (appended, or over a slot the GPU evicts) and moving
  * slots between regions of the KV arena (compaction, growth, cloning). The cache (src/kv/cache.ts) keeps the
  * bookkeeping — regions, lengths, what to evict under which policy; these ops only turn shapes into uniforms
- * and dispatches. Layouts: see wgsl/kv.wgsl (K and V f32 [slots, row] token-major, positions u32 [slots],
- * scores f32 [slots], one set of four buffers per arena shard).
+ * and dispatches. Layouts: see wgsl/kv.wgsl (K and V stored rows of `layout.words` u32 words, token-major, in
+ * the format of src/ops/kv_layout.ts; positions u32 [slots], scores f32 [slots], one set of four buffers per
+ * arena shard).
  */
 import writeCode from "../../wgsl/kv.wgsl" with { type: "text" };
 import evictCode from "../../wgsl/kv_evict.wgsl" with { type: "text" };
 import gatherCode from "../../wgsl/kv_gather.wgsl" with { type: "text" };
 import { type Binding, type GpuContext, STORAGE_USAGE } from "../gpu/context.ts";
+import type { KernelSource } from "../gpu/pipelines.ts";
 import { batchesBy } from "../util/group.ts";
+import type { KvLayout } from "./kv_layout.ts";
 
-const WRITE = { name: "kv_write", code: writeCode, entryPoint: "write" };
-const WRITE_BATCH = { name: "kv_write_batch", code: writeCode, entryPoint: "write_batch" };
+const DT_CODE = { f32: 0, f16: 1, int8: 2 } as const;
+const writeKernels = new Map<string, KernelSource>();
+/** The write kernel for one storage layout (its sizes are compile-time constants). */
+function writeKernel(layout: KvLayout, entryPoint: "write" | "write_batch"): KernelSource {
+  const key = `${layout.dtype}/${layout.nKvHeads}/${layout.headDim}/${entryPoint}`;
+  let k = writeKernels.get(key);
+  if (!k) {
+    const header = `const DT: u32 = ${DT_CODE[layout.dtype]}u;\nconst ROW: u32 = ${layout.values}u;\n` +
+      `const W: u32 = ${layout.words}u;\nconst NKV: u32 = ${layout.nKvHeads}u;\nconst HD: u32 = ${layout.headDim}u;\n` +
+      `const UNITS: u32 = ${writeUnits(layout)}u;\n`;
+    k = {
+      name: `kv_${entryPoint}_${layout.dtype}_kv${layout.nKvHeads}_d${layout.headDim}`,
+      code: header + writeCode,
+      entryPoint,
+    };
+    writeKernels.set(key, k);
+  }
+  return k;
+}
+
+/** Threads per written row: one per stored word (f32, f16), one per head (int8: the head shares a scale). */
+function writeUnits(layout: KvLayout): number {
+  return layout.dtype === "int8" ? layout.nKvHeads : layout.values / (layout.dtype === "f16" ? 2 : 1);
+}
 const EVICT = { name: "kv_evict", code: evictCode };
 const GATHER = { name: "kv_gather", code: gatherCode, entryPoint: "main" };
 /** Moves within one shard: its buffers bound once (WebGPU forbids a buffer in two writable bindings). */
@@ -23,7 +48,7 @@ export const KV_WRITE_BATCH_MAX = 64;
 const GATHER_MAX = 64;
 
 /**
- * Slots [base, …) of one arena shard, seen through the shard's four buffers (K, V f32 [slots, row];
+ * Slots [base, …) of one arena shard, seen through the shard's four buffers (K, V [slots, words];
  * positions u32 and scores f32 [slots]). A `KvRegion` of src/kv/arena.ts is one.
  */
 export interface KvSlots {
@@ -51,8 +76,8 @@ export interface KvWriteTarget {
 }
 
 /**
- * Records the write of `count` rows of K/V (rows `srcRow`.. of f32 [*, row] buffers) into slots `slot`.. of
- * `dst`, with positions pos, pos + 1, … and scores 0.
+ * Records the write of `count` rows of K/V (rows `srcRow`.. of f32 [*, layout.values] buffers) into slots
+ * `slot`.. of `dst`, encoded as `layout`, with positions pos, pos + 1, … and scores 0.
  */
 export function kvWrite(
   ctx: GpuContext,
@@ -60,17 +85,17 @@ export function kvWrite(
   vSrc: GPUBuffer,
   srcRow: number,
   count: number,
-  row: number,
+  layout: KvLayout,
   dst: KvWriteTarget,
   slot: number,
   pos: number,
 ): void {
-  const [x, y] = ctx.grid(Math.ceil((count * row) / 256));
+  const [x, y] = ctx.grid(Math.ceil((count * writeUnits(layout)) / 256));
   ctx.dispatch(
-    WRITE,
+    writeKernel(layout, "write"),
     [kSrc, vSrc, dst.k, dst.v, dst.pos, dst.score],
     [x, y],
-    new Uint32Array([row, count, srcRow, slot, pos, 0, 0, 0]),
+    new Uint32Array([count, srcRow, slot, pos]),
   );
 }
 
@@ -88,14 +113,14 @@ export interface KvWriteEntry {
 
 /**
  * Records one new K/V row for each of up to {@link KV_WRITE_BATCH_MAX} sequences whose layer lives in the
- * shard `dst` (row `srcRow` of f32 [*, row] buffers; score 0): one evict dispatch when some entry evicts,
- * then one write dispatch.
+ * shard `dst` (row `srcRow` of f32 [*, layout.values] buffers, encoded as `layout`; score 0): one evict
+ * dispatch when some entry evicts, then one write dispatch.
  */
 export function kvWriteBatch(
   ctx: GpuContext,
   kSrc: GPUBuffer,
   vSrc: GPUBuffer,
-  row: number,
+  layout: KvLayout,
   dst: KvSlots,
   entries: KvWriteEntry[],
 ): void {
@@ -113,11 +138,11 @@ export function kvWriteBatch(
     ctx.dispatch(EVICT, [dst.posBuffer, dst.scoreBuffer, victims], [entries.length], u);
   }
   const u = new Uint32Array(4 + KV_WRITE_BATCH_MAX * 4);
-  u.set([row, entries.length]);
+  u.set([entries.length]);
   entries.forEach((e, b) => u.set([e.srcRow, e.base + e.len, e.pos, e.evict ? 1 : 0], 4 + b * 4));
-  const [x, y] = ctx.grid(Math.ceil((entries.length * row) / 256));
+  const [x, y] = ctx.grid(Math.ceil((entries.length * writeUnits(layout)) / 256));
   ctx.dispatch(
-    WRITE_BATCH,
+    writeKernel(layout, "write_batch"),
     [kSrc, vSrc, dst.kBuffer, dst.vBuffer, dst.posBuffer, dst.scoreBuffer, victims],
     [x, y],
     u,
@@ -130,7 +155,7 @@ export interface KvMove {
   src: KvSlots;
   dst: KvSlots;
   count: number;
-  /** Floats per K (or V) row of the shards. */
+  /** u32 words per stored K (or V) row of the shards (moves copy bits, whatever the format). */
   row: number;
   /** Where this move's keep list starts in the keep buffer (ignored by an identity move). */
   keepOff: number;

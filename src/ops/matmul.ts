@@ -1,13 +1,14 @@
 /**
  * Tiled matmul (prefill): Y[m, r] = Σ_c X[m, c] · W[r, c] (+ bias[r]) (+ Y[m, r]) for M token rows.
  * Tiled kernel: one dispatch per weight chunk; each workgroup computes a 32 × 32 output tile from
- * workgroup-shared slices (wgsl/matmul.wgsl). Weights with a texture copy use the texture matvec instead. Accumulation in f32; weights bf16/f16/f32 (bf16 and f16 unpack exactly).
+ * workgroup-shared slices (wgsl/matmul.wgsl). Weights with a texture copy use the texture matvec instead (on a
+ * context whose path uses textures). Accumulation in f32; weights bf16/f16/f32 (bf16 and f16 unpack exactly)
+ * or q8/q4 (dequantized as the tile is staged, each weight once per 32 tokens).
  */
 import code from "../../wgsl/matmul.wgsl" with { type: "text" };
 import type { Binding, GpuContext } from "../gpu/context.ts";
 import type { KernelSource } from "../gpu/pipelines.ts";
-import type { Weight } from "../gpu/weights.ts";
-import type { DType } from "../dtype.ts";
+import { isQuantized, scaleStride, type Weight, type WeightDType, weightRowBytes } from "../gpu/weights.ts";
 import { dummyBinding, matvec } from "./matvec.ts";
 
 /** Options of {@link matmul}. */
@@ -27,16 +28,35 @@ export interface MatmulOptions {
 /** Output tile edge (tokens and weight rows) of one workgroup. */
 export const MATMUL_TILE = 32;
 
-const WLOAD: Record<DType, string> = {
+const SCALE = `@group(0) @binding(5) var<storage, read> scales: array<u32>;
+fn wscale(r: u32, c: u32) -> f32 {
+  let i = (p.row_start + r) * p.scale_stride + c / 32u;
+  return unpack2x16float(scales[i >> 1u])[i & 1u];
+}`;
+
+const WLOAD: Record<WeightDType, string> = {
   bf16: `alias WTYPE = u32;
-fn wload(i: u32) -> f32 {
+fn wload(r: u32, c: u32) -> f32 {
+  let i = r * p.cols + c;
   let u = w[i >> 1u];
   return bitcast<f32>(select(u << 16u, u & 0xffff0000u, (i & 1u) == 1u));
 }`,
   f16: `alias WTYPE = u32;
-fn wload(i: u32) -> f32 { return unpack2x16float(w[i >> 1u])[i & 1u]; }`,
+fn wload(r: u32, c: u32) -> f32 { let i = r * p.cols + c; return unpack2x16float(w[i >> 1u])[i & 1u]; }`,
   f32: `alias WTYPE = f32;
-fn wload(i: u32) -> f32 { return w[i]; }`,
+fn wload(r: u32, c: u32) -> f32 { return w[r * p.cols + c]; }`,
+  q8: `alias WTYPE = u32;
+fn wload(r: u32, c: u32) -> f32 {
+  let u = w[r * p.row_words + c / 4u];
+  return f32(bitcast<i32>(u << (24u - 8u * (c & 3u))) >> 24u) * wscale(r, c);
+}
+${SCALE}`,
+  q4: `alias WTYPE = u32;
+fn wload(r: u32, c: u32) -> f32 {
+  let u = w[r * p.row_words + c / 8u];
+  return f32(i32((u >> (4u * (c & 7u))) & 15u) - 8) * wscale(r, c);
+}
+${SCALE}`,
 };
 
 const kernels = new Map<string, KernelSource>();
@@ -54,7 +74,8 @@ export function matmul(
   opts: MatmulOptions = {},
 ): void {
   if (!Number.isInteger(m) || m < 1) throw new Error(`matmul: m must be a positive integer, got ${m}`);
-  if (opts.path === "texture" || (opts.path !== "tiled" && w.textures)) {
+  const textures = w.textures !== undefined && (ctx.gpu.useTextures || w.chunks.length === 0);
+  if (opts.path === "texture" || (opts.path !== "tiled" && textures)) {
     matvec(ctx, w, x, y, { batch: m, bias: opts.bias, accumulate: opts.accumulate, path: "texture" });
     return;
   }
@@ -76,7 +97,18 @@ export function matmul(
     const total = tilesM * tilesN;
     const gx = Math.min(total, 65535);
     const gy = Math.ceil(total / 65535);
-    const u = new Uint32Array([m, c.rows, w.cols, c.rowStart, w.rows, tilesN, 0, 0]);
-    ctx.dispatch(k, [c.buffer, x, y, opts.bias ?? dummyBinding(ctx)], [gx, gy], u);
+    const u = new Uint32Array([
+      m,
+      c.rows,
+      w.cols,
+      c.rowStart,
+      w.rows,
+      tilesN,
+      weightRowBytes(w.dtype, w.cols) / 4,
+      scaleStride(w.cols),
+    ]);
+    const bind: Binding[] = [c.buffer, x, y, opts.bias ?? dummyBinding(ctx)];
+    if (isQuantized(w.dtype)) bind.push(w.scales!);
+    ctx.dispatch(k, bind, [gx, gy], u);
   }
 }

@@ -159,7 +159,8 @@ export function checkServerConfig(engine: Engine, c: ServerConfig): void {
   }
   const steady = engine.policy(policy).reserveTokens(config.numLayers);
   if (steady !== null) {
-    const bytes = engine.kvSlots(steady) * engine.kvTokenBytes;
+    const dtype = engine.policy(policy).options.dtype;
+    const bytes = engine.kvSlots(steady, dtype) * engine.kvTokenBytes(dtype);
     if (bytes > c.kvMemory) {
       throw new ServerOptionError(
         "kv.budget",

@@ -4,6 +4,8 @@
 import "../io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
 import { Engine } from "../engine/engine.ts";
+import { parseGpuPath } from "../gpu/device.ts";
+import { parseWeightsOption } from "../model/model.ts";
 import { loadKvDefaults } from "../kv/defaults.ts";
 import {
   checkKvOptions,
@@ -28,6 +30,9 @@ const HELP = `Usage: deno task serve [--model DIR] [--port N] [options]
   --host H               address to bind (default 127.0.0.1)
   --port N               port (default 8000; 0 = any free port)
   --model-id NAME        the id clients pass as "model" (default: the directory's name)
+  --weights FORMAT       stored (default), q8 or q4: quantize the matrices while loading (groups of 32, f16
+                         scales; see deno task generate --help)
+  --gpu-path PATH        auto (default; LETHE_GPU_PATH when set), texture or storage kernels
   --kv-memory BYTES      byte cap on KV over all sequences, K/M/G suffixes (default 1G)
   --max-batch N          most sequences decoding together (default 16)
   --max-tokens N         max_tokens when a request gives none (default 256)
@@ -88,6 +93,8 @@ async function main(): Promise<void> {
       host: { type: "string" },
       port: { type: "string" },
       "model-id": { type: "string" },
+      weights: { type: "string" },
+      "gpu-path": { type: "string" },
       ...KV_FLAG_OPTIONS,
       "kv-memory": { type: "string" },
       "max-batch": { type: "string" },
@@ -167,7 +174,10 @@ async function main(): Promise<void> {
     kv,
     cors: v.cors,
   };
-  const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal() });
+  const weights = parseWeightsOption(v.weights ?? "stored", "--weights");
+  const envPath = Deno.env.get("LETHE_GPU_PATH") || undefined;
+  const gpuPath = parseGpuPath(v["gpu-path"] ?? envPath ?? "auto", v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH");
+  const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal(), weights, gpuPath });
   const web = v["no-web"] ? null : await prepareWebDir(() => import("../../tools/build_web.ts"));
   if (web) console.error(`lethe: ${web.message}`);
   const server = startServer(engine, {

@@ -70,7 +70,20 @@ export interface ParsedRequest {
   returnTokenIds: boolean;
   /** Extension: generate max_tokens tokens whatever the model says (benchmarks). */
   ignoreEos: boolean;
+  /** Choices to generate (`n`, 1 … {@link MAX_CHOICES}); they share the prompt's prefill. */
+  n: number;
+  /**
+   * Logprobs asked for: null for none, else how many top ids per token (0 … 20) beside the chosen token's —
+   * chat's `top_logprobs` once `logprobs` is true, completions' `logprobs: N`.
+   */
+  logprobs: number | null;
 }
+
+/** Most choices (`n`) one request may ask for: each is a sequence in the batch and a share of the KV pool. */
+export const MAX_CHOICES = 16;
+
+/** Most top logprobs per token (OpenAI's limit for chat; completions' legacy limit of 5 is raised to it). */
+export const MAX_TOP_LOGPROBS = 20;
 
 /** A completions request: the prompt is text or token ids. */
 export interface CompletionRequest extends ParsedRequest {
@@ -162,14 +175,7 @@ const UNSUPPORTED: [field: string, neutral: (v: unknown) => boolean][] = [
   ["functions", (v) => Array.isArray(v) && v.length === 0],
   ["function_call", (v) => v === "none"],
   ["response_format", (v) => typeof v === "object" && v !== null && (v as Json).type === "text"],
-  ["logprobs", (v) => v === false || v === 0],
-  ["top_logprobs", (v) => v === 0],
-  ["logit_bias", (v) => typeof v === "object" && v !== null && Object.keys(v).length === 0],
   ["best_of", (v) => v === 1],
-  ["presence_penalty", (v) => v === 0],
-  ["frequency_penalty", (v) => v === 0],
-  ["repetition_penalty", (v) => v === 1],
-  ["min_p", (v) => v === 0],
   ["suffix", (v) => v === ""],
   ["echo", (v) => v === false],
 ];
@@ -187,7 +193,8 @@ function rejectUnsupported(b: Json): void {
 }
 
 /** Fields shared by both endpoints. */
-function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): ParsedRequest {
+function parseCommon(b: Json, d: RequestDefaults, kind: "chat" | "completion"): ParsedRequest {
+  const maxTokensKeys = kind === "chat" ? ["max_tokens", "max_completion_tokens"] : ["max_tokens"];
   const model = optString(b, "model");
   if (model !== undefined && model !== d.modelId) {
     throw new ApiError(
@@ -198,8 +205,23 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
     );
   }
   rejectUnsupported(b);
-  const n = optNumber(b, "n", 1, 1, true);
-  void n;
+  const n = optNumber(b, "n", 1, MAX_CHOICES, true) ?? 1;
+  let logprobs: number | null = null;
+  if (kind === "chat") {
+    const top = optNumber(b, "top_logprobs", 0, MAX_TOP_LOGPROBS, true);
+    if (optBool(b, "logprobs")) logprobs = top ?? 0;
+    else if (top !== undefined && top > 0) {
+      throw new ApiError("'top_logprobs' needs 'logprobs': true", "top_logprobs", "invalid_value");
+    }
+  } else if (b.logprobs !== false) logprobs = optNumber(b, "logprobs", 0, MAX_TOP_LOGPROBS, true) ?? null;
+  const minP = optNumber(b, "min_p", 0, 1) ?? 0;
+  const presencePenalty = optNumber(b, "presence_penalty", -2, 2) ?? 0;
+  const frequencyPenalty = optNumber(b, "frequency_penalty", -2, 2) ?? 0;
+  const repetitionPenalty = optNumber(b, "repetition_penalty", 0, Number.MAX_VALUE) ?? 1;
+  const logitBias = parseLogitBias(b.logit_bias, d.vocabSize);
+  if (repetitionPenalty === 0) {
+    throw new ApiError("'repetition_penalty' must be greater than 0", "repetition_penalty", "invalid_value");
+  }
   let maxTokens: number | null = null;
   for (const k of maxTokensKeys) {
     const v = b[k];
@@ -241,12 +263,61 @@ function parseCommon(b: Json, d: RequestDefaults, maxTokensKeys: string[]): Pars
     stream,
     includeUsage,
     maxTokens,
-    sampling: { temperature, topK: Math.max(0, topK), topP, seed: ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32 },
+    sampling: {
+      temperature,
+      topK: Math.max(0, topK),
+      topP,
+      seed: ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
+      minP,
+      presencePenalty,
+      frequencyPenalty,
+      repetitionPenalty,
+      ...(logitBias ? { logitBias } : {}),
+    },
     stop,
     kv: parseKv(b, d.kv),
     returnTokenIds,
     ignoreEos,
+    n,
+    logprobs,
   };
+}
+
+/** Most entries of `logit_bias` (OpenAI documents no limit; each costs nothing on the GPU, but parsing does). */
+export const MAX_LOGIT_BIAS = 1024;
+
+/** `logit_bias`: token id (a decimal string key) → a bias in [-100, 100]; null when absent or empty. */
+function parseLogitBias(v: unknown, vocab: number): Record<number, number> | null {
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "object" || Array.isArray(v)) wrongType("logit_bias", "an object", v);
+  const entries = Object.entries(v as Json);
+  if (entries.length > MAX_LOGIT_BIAS) {
+    throw new ApiError(
+      `'logit_bias' has ${entries.length} entries; at most ${MAX_LOGIT_BIAS}`,
+      "logit_bias",
+      "invalid_value",
+    );
+  }
+  const out: Record<number, number> = {};
+  for (const [k, x] of entries) {
+    const id = /^(0|[1-9][0-9]*)$/.test(k) ? Number(k) : NaN;
+    if (!(id < vocab)) {
+      throw new ApiError(
+        `'logit_bias' key ${JSON.stringify(k)} is not a token id in [0, ${vocab})`,
+        "logit_bias",
+        "invalid_value",
+      );
+    }
+    if (typeof x !== "number" || !(x >= -100 && x <= 100)) {
+      throw new ApiError(
+        `'logit_bias' value for token ${k} must be a number in [-100, 100], got ${JSON.stringify(x)}`,
+        "logit_bias",
+        "invalid_value",
+      );
+    }
+    out[id] = x;
+  }
+  return entries.length > 0 ? out : null;
 }
 
 /**
@@ -293,7 +364,7 @@ function tokenIds(v: unknown[], vocab: number): number[] {
 
 /** Parses a /v1/completions body. */
 export function parseCompletion(b: Json, d: RequestDefaults): CompletionRequest {
-  const common = parseCommon(b, d, ["max_tokens"]);
+  const common = parseCommon(b, d, "completion");
   let p = b.prompt;
   if (p === undefined || p === null) {
     throw new ApiError("'prompt' is required", "prompt", "missing_required_parameter");
@@ -310,7 +381,7 @@ export function parseCompletion(b: Json, d: RequestDefaults): CompletionRequest 
 
 /** Parses a /v1/chat/completions body. */
 export function parseChat(b: Json, d: RequestDefaults): ChatRequest {
-  const common = parseCommon(b, d, ["max_tokens", "max_completion_tokens"]);
+  const common = parseCommon(b, d, "chat");
   const m = b.messages;
   if (m === undefined || m === null) {
     throw new ApiError("'messages' is required", "messages", "missing_required_parameter");

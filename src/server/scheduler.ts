@@ -21,21 +21,31 @@
  */
 import type { Engine } from "../engine/engine.ts";
 import type { DecodeRunner, RunnerRow } from "../engine/runner.ts";
-import type { SamplingOptions } from "../engine/sampler.ts";
+import type { SamplingOptions, TokenLogprobs } from "../engine/sampler.ts";
 import { StopStrings } from "../engine/stop.ts";
-import { bytesPerToken } from "../kv/cache.ts";
+import { bytesPerToken, type KvDtype } from "../kv/cache.ts";
 import type { KvSettings } from "../kv/options.ts";
 import { IncrementalDecoder } from "../../tokenizer/mod.ts";
 
 /** Why a generation ended (OpenAI's names; "stop" covers EOS and stop strings). */
 export type FinishReason = "stop" | "length";
 
-/** What the scheduler reports about a job. */
+/**
+ * What the scheduler reports about a job; `index` is the choice (0 … n − 1) it concerns. A token event with
+ * id −1 carries text held back until the end (no token).
+ */
 export type JobEvent =
-  | { type: "token"; id: number; text: string }
-  | { type: "done"; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: "token"; index: number; id: number; text: string; logprobs?: TokenLogprobs | null }
+  | {
+    type: "done";
+    index: number;
+    finishReason: FinishReason;
+    promptTokens: number;
+    completionTokens: number;
+  }
   | {
     type: "error";
+    index: number;
     message: string;
     /**
      * Why, when it is not an engine failure: `request_timeout` (its deadline passed while it was queued),
@@ -57,15 +67,22 @@ export interface JobRequest {
   promptIds: number[];
   /** Most tokens generated. */
   maxTokens: number;
-  /** How each token is chosen. */
+  /** How each token is chosen (choice i draws with seed + i, mod 2^32). */
   sampling: SamplingOptions;
+  /**
+   * Choices (default 1): the prompt is prefilled once and its cache copied on the GPU for the others, which
+   * then decode in the batch like any sequence. Each choice's events carry its `index`.
+   */
+  n?: number;
+  /** Report each token's logprob and this many top ids (0–20); null/undefined: none. */
+  logprobs?: number | null;
   /** KV policy and settings; the rest come from the engine's defaults. */
   kv: KvSettings;
   /** Stop at the earliest of these strings in the decoded text (the stop string is not emitted). */
   stop: string[];
   /** Stop token ids (default: the model's EOS ids). */
   eos?: number[];
-  /** Receives the job's tokens, then exactly one `done` or `error`. */
+  /** Receives each choice's tokens, then exactly one `done` or `error` per choice. */
   onEvent: (e: JobEvent) => void;
   /**
    * Wall-clock deadline (`performance.now()` time): past it an active job ends with finish reason "length" (its
@@ -138,6 +155,9 @@ export interface SchedulerMetrics {
 interface Job {
   readonly id: number;
   readonly req: JobRequest;
+  /** Its choice number, and every choice of its request (itself included). */
+  readonly index: number;
+  readonly group: Job[];
   readonly eos: Set<number>;
   readonly decoder: IncrementalDecoder | null;
   readonly stop: StopStrings;
@@ -145,6 +165,8 @@ interface Job {
   reserve: number;
   /** Whether its policy ever prunes (decided once at submit: admission asks every step). */
   readonly prunes: boolean;
+  /** How its K/V are stored (its arena and bytes per token). */
+  readonly dtype: KvDtype;
   /** Its row in the runner's batch while it holds a cache (step counts survive a preemption). */
   row: RunnerRow;
   /** Whether `row.seq` is a live cache (false while queued). */
@@ -201,9 +223,9 @@ export class Scheduler {
     this.#loop = this.#run();
   }
 
-  /** KV bytes one token costs over all layers. */
+  /** KV bytes one token costs over all layers in the engine's default KV dtype. */
   get tokenBytes(): number {
-    return this.engine.kvTokenBytes;
+    return this.engine.kvTokenBytes();
   }
 
   /**
@@ -216,8 +238,10 @@ export class Scheduler {
 
   /** {@link Scheduler.minimumBytes} for `engine`, before any scheduler runs on it (startup checks). */
   static minimumBytes(engine: Engine, promptTokens: number, maxTokens: number, kv: KvSettings): number {
-    const prunes = engine.policy(kv).prunes;
-    return engine.kvSlots(prunes ? promptTokens + 16 : promptTokens + maxTokens) * engine.kvTokenBytes;
+    const policy = engine.policy(kv);
+    const dtype = policy.options.dtype;
+    return engine.kvSlots(policy.prunes ? promptTokens + 16 : promptTokens + maxTokens, dtype) *
+      engine.kvTokenBytes(dtype);
   }
 
   /** Whether {@link SchedulerOptions.maxQueue} requests already wait (the next submit would throw). */
@@ -230,37 +254,58 @@ export class Scheduler {
     return this.#queue.length === 0 && this.#active.length === 0;
   }
 
-  /** Queues a request; events arrive through `onEvent`. Throws {@link QueueFullError} when the queue is full. */
+  /**
+   * Queues a request (its n choices queue together and are admitted together); events arrive through
+   * `onEvent`. Throws {@link QueueFullError} when the queue is full.
+   */
   submit(req: JobRequest): JobHandle {
     if (this.queueFull) throw new QueueFullError(this.#queue.length);
+    const n = req.n ?? 1;
+    if (!(Number.isInteger(n) && n >= 1)) {
+      throw new RangeError(`Scheduler.submit: n must be an integer ≥ 1, got ${n}`);
+    }
     const c = this.engine.model.config;
     // The request's policy, built once: its reservation and whether it prunes never change.
     const policy = this.engine.policy(req.kv);
-    const job: Job = {
-      id: this.#nextId++,
-      req,
-      eos: new Set(req.eos ?? c.eosTokenIds),
-      decoder: this.engine.tokenizer
-        ? new IncrementalDecoder(this.engine.tokenizer, { skipSpecialTokens: true })
-        : null,
-      stop: new StopStrings(req.stop),
-      reserve: this.#projectedBytes(req, policy.reserveTokens(c.numLayers)),
-      prunes: policy.prunes,
-      row: { seq: null as never, sampling: req.sampling, step: 0, next: 0 },
-      admitted: false,
-      ids: [],
-      cancelled: false,
-      finished: false,
-    };
-    this.#queue.push(job);
+    const group: Job[] = [];
+    const id = this.#nextId++;
+    for (let i = 0; i < n; i++) {
+      group.push({
+        id,
+        req,
+        index: i,
+        group,
+        eos: new Set(req.eos ?? c.eosTokenIds),
+        decoder: this.engine.tokenizer
+          ? new IncrementalDecoder(this.engine.tokenizer, { skipSpecialTokens: true })
+          : null,
+        stop: new StopStrings(req.stop),
+        reserve: this.#projectedBytes(req, policy.reserveTokens(c.numLayers), policy.options.dtype),
+        dtype: policy.options.dtype,
+        prunes: policy.prunes,
+        row: {
+          seq: null as never,
+          // Each choice its own RNG stream: seed + i (choice 0 draws what n = 1 would).
+          sampling: { ...req.sampling, seed: (req.sampling.seed + i) >>> 0 },
+          step: 0,
+          next: 0,
+          logprobs: req.logprobs,
+        },
+        admitted: false,
+        ids: [],
+        cancelled: false,
+        finished: false,
+      });
+    }
+    this.#queue.push(...group);
     this.#m.maxQueuedSeen = Math.max(this.#m.maxQueuedSeen, this.#queue.length);
     this.#kick();
-    return { id: job.id, cancel: () => this.#cancel(job) };
+    return { id, cancel: () => group.forEach((j) => this.#cancel(j)) };
   }
 
-  /** Slots a cache region of `n` tokens takes (the KV arena rounds capacities to its alignment). */
-  #roundCap(n: number): number {
-    return this.engine.kvSlots(n);
+  /** Slots a cache region of `n` tokens takes in the arena of `dtype` (capacities round to its alignment). */
+  #roundCap(n: number, dtype: KvDtype): number {
+    return this.engine.kvSlots(n, dtype);
   }
 
   /** Current counters. */
@@ -313,7 +358,12 @@ export class Scheduler {
     if (job.finished || job.cancelled) return;
     job.cancelled = true;
     // Settle the request's handler (its client is gone, so nobody reads this).
-    job.req.onEvent({ type: "error", message: "cancelled: the client disconnected", code: "cancelled" });
+    job.req.onEvent({
+      type: "error",
+      index: job.index,
+      message: "cancelled: the client disconnected",
+      code: "cancelled",
+    });
     const q = this.#queue.indexOf(job);
     if (q >= 0) {
       // Queued jobs hold no KV: drop now.
@@ -326,11 +376,12 @@ export class Scheduler {
   }
 
   /** Projected peak KV bytes of a request whose policy reserves `perLayer` tokens (see the module comment). */
-  #projectedBytes(req: JobRequest, perLayer: number | null): number {
-    const full = this.#roundCap(req.promptIds.length + req.maxTokens) * this.tokenBytes;
+  #projectedBytes(req: JobRequest, perLayer: number | null, dtype: KvDtype): number {
+    const bytes = this.engine.kvTokenBytes(dtype);
+    const full = this.#roundCap(req.promptIds.length + req.maxTokens, dtype) * bytes;
     if (perLayer === null) return full;
-    const steady = this.#roundCap(perLayer) * this.tokenBytes;
-    const prefill = this.#roundCap(req.promptIds.length + 16) * this.tokenBytes;
+    const steady = this.#roundCap(perLayer, dtype) * bytes;
+    const prefill = this.#roundCap(req.promptIds.length + 16, dtype) * bytes;
     return Math.min(full, Math.max(steady, prefill));
   }
 
@@ -371,7 +422,8 @@ export class Scheduler {
             this.#fail(head, "the request needs more KV memory than the server's pool");
             continue;
           }
-          await new Promise<void>((r) => (this.#wake = r));
+          // close() may have run while this pass awaited admission (its kick found no waiter then).
+          if (!this.#closed) await new Promise<void>((r) => (this.#wake = r));
           continue;
         }
         // A step recorded ahead had its growth checked against the pool when it was recorded.
@@ -402,6 +454,7 @@ export class Scheduler {
 
   #release(job: Job): void {
     if (job.admitted) job.row.seq.kv.destroy();
+    this.#runner.release(job.row);
     job.admitted = false;
   }
 
@@ -410,7 +463,7 @@ export class Scheduler {
     if (job.finished) return;
     job.finished = true;
     this.#m.requestsFailedTotal++;
-    job.req.onEvent({ type: "error", message, ...(code ? { code } : {}) });
+    job.req.onEvent({ type: "error", index: job.index, message, ...(code ? { code } : {}) });
   }
 
   /** Ends jobs past their deadline: queued ones fail (`request_timeout`), active ones finish with "length". */
@@ -431,41 +484,70 @@ export class Scheduler {
     }
   }
 
-  /** The queue's head, its prompt (plus the tokens it had generated, if preempted) and whether it fits now. */
-  #head(): { job: Job; tokens: number[]; resumed: boolean; fits: boolean } | null {
+  /**
+   * The queue's head, its prompt (plus the tokens it had generated, if preempted), the other fresh choices of its
+   * request queued right behind it (admitted with it: prefilled once, then forked), and whether they fit now.
+   */
+  #head(): { job: Job; tokens: number[]; resumed: boolean; forks: Job[]; fits: boolean } | null {
     if (this.#queue.length === 0 || this.#active.length >= this.options.maxBatch || this.#closed) return null;
     const job = this.#queue[0];
     const resumed = job.ids.length > 0;
     const tokens = resumed ? job.req.promptIds.concat(job.ids.slice(0, -1)) : job.req.promptIds;
-    const prefillBytes = this.#roundCap(this.#initialCapacity(job, tokens.length)) * this.tokenBytes;
-    const need = Math.max(job.reserve, prefillBytes);
+    const forks: Job[] = [];
+    if (!resumed) {
+      for (let i = 1; i < this.#queue.length; i++) {
+        const f = this.#queue[i];
+        if (f.group !== job.group || f.ids.length > 0) break;
+        forks.push(f);
+      }
+    }
+    const k = 1 + forks.length;
+    const prefillBytes = this.#roundCap(this.#initialCapacity(job, tokens.length), job.dtype) *
+      this.engine.kvTokenBytes(job.dtype);
+    const need = k * Math.max(job.reserve, prefillBytes);
     // The head waits while others run and it does not fit (FIFO: no overtaking, so big requests are not starved).
-    const fits = !(this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) &&
-      this.#allocated() + prefillBytes <= this.options.kvMemory;
-    return { job, tokens, resumed, fits };
+    // A request's choices join together: past maxBatch only when the batch is otherwise empty.
+    const fits = !(this.#active.length > 0 && this.#active.length + k > this.options.maxBatch) &&
+      !(this.#active.length > 0 && this.#reserved() + need > this.options.kvMemory) &&
+      this.#allocated() + k * prefillBytes <= this.options.kvMemory;
+    return { job, tokens, resumed, forks, fits };
   }
 
   /** Prefills queued jobs while the batch and the pool have room. */
   async #admit(): Promise<void> {
     for (let head = this.#head(); head?.fits; head = this.#head()) {
-      const { job, tokens, resumed } = head;
-      this.#queue.shift();
+      const { job, tokens, resumed, forks } = head;
+      this.#queue.splice(0, 1 + forks.length);
       job.row.seq = this.engine.newSequence(job.req.kv, this.#initialCapacity(job, tokens.length));
-      job.admitted = true;
-      this.#active.push(job);
+      const all = [job, ...forks];
+      for (const j of all) {
+        j.admitted = j === job;
+        this.#active.push(j);
+      }
       this.#m.maxBatchSeen = Math.max(this.#m.maxBatchSeen, this.#active.length);
       try {
         // A resumed job recomputes its cache; its next token is the last one it generated.
-        const { id, round } = await this.#runner.prefill(job.row, tokens, { sample: !resumed });
-        if (round) this.#m.pruneRoundsTotal++;
+        const first = await this.#runner.prefill(job.row, tokens, {
+          sample: !resumed,
+          forks: forks.map((f) => f.row),
+          counts: { prompt: job.req.promptIds, generated: job.ids },
+        });
+        for (const f of forks) f.admitted = true;
+        if (first.round) this.#m.pruneRoundsTotal++;
         if (!resumed) {
           this.#m.promptTokensTotal += tokens.length;
-          this.#accept(job, id!);
+          this.#accept(job, first.id!, first.logprobs);
+          forks.forEach((f, i) => {
+            this.#accept(f, first.forks[i].id, first.forks[i].logprobs);
+            f.row.next = f.ids[f.ids.length - 1];
+          });
         }
         job.row.next = job.ids[job.ids.length - 1];
       } catch (e) {
-        this.#active.splice(this.#active.indexOf(job), 1);
-        this.#fail(job, `prefill failed: ${e instanceof Error ? e.message : String(e)}`);
+        for (const j of all) {
+          this.#active.splice(this.#active.indexOf(j), 1);
+          this.#fail(j, `prefill failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
       }
       this.#track();
     }
@@ -481,7 +563,7 @@ export class Scheduler {
       const cap = seq.policy.decodeCap(l, c.numLayers);
       if (cap !== null && L.len >= cap) return;
       if (L.len + 1 > L.capacity) {
-        g += (this.#roundCap(Math.max(L.len + 1, Math.ceil(L.capacity * 1.5))) - L.capacity) * bpt;
+        g += (this.#roundCap(Math.max(L.len + 1, Math.ceil(L.capacity * 1.5)), job.dtype) - L.capacity) * bpt;
       }
     });
     return g;
@@ -532,23 +614,24 @@ export class Scheduler {
     while (this.#rate.length > 1 && now - this.#rate[0].t > 10_000) this.#rate.shift();
     jobs.forEach((j, b) => {
       if (j.cancelled) return;
-      this.#accept(j, result.ids[b]);
+      this.#accept(j, result.ids[b], result.logprobs[b]);
       j.row.next = result.ids[b];
     });
     this.#track();
   }
 
   /** Takes a sampled token: emits its text, and ends the job on EOS, a stop string or max_tokens. */
-  #accept(job: Job, id: number): void {
+  #accept(job: Job, id: number, logprobs: TokenLogprobs | null = null): void {
     job.ids.push(id);
     this.#m.generatedTokensTotal++;
+    const index = job.index;
     if (job.eos.has(id)) {
-      job.req.onEvent({ type: "token", id, text: "" });
+      job.req.onEvent({ type: "token", index, id, text: "", logprobs });
       return this.#finish(job, "stop");
     }
     let text = "";
     if (job.decoder) text = job.stop.push(job.decoder.push(id));
-    job.req.onEvent({ type: "token", id, text });
+    job.req.onEvent({ type: "token", index, id, text, logprobs });
     if (job.stop.stopped) return this.#finish(job, "stop");
     if (job.ids.length >= job.req.maxTokens) this.#finish(job, "length");
   }
@@ -557,12 +640,13 @@ export class Scheduler {
     if (job.finished) return;
     if (job.decoder && !job.stop.stopped) {
       const rest = job.stop.push(job.decoder.flush()) + job.stop.flush();
-      if (rest) job.req.onEvent({ type: "token", id: -1, text: rest });
+      if (rest) job.req.onEvent({ type: "token", index: job.index, id: -1, text: rest });
     }
     job.finished = true;
     this.#m.requestsFinishedTotal++;
     job.req.onEvent({
       type: "done",
+      index: job.index,
       finishReason: reason,
       promptTokens: job.req.promptIds.length,
       completionTokens: job.ids.length,

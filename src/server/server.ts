@@ -7,7 +7,6 @@
  */
 import type { Engine } from "../engine/engine.ts";
 import { DEFAULT_POLICY, type KvSettings, resolveKvOptions } from "../kv/options.ts";
-import { bytesPerToken } from "../kv/cache.ts";
 import type { ChatTemplateName } from "../../tokenizer/mod.ts";
 import {
   ApiError,
@@ -18,6 +17,7 @@ import {
   type RequestDefaults,
   resolveMaxTokens,
 } from "./protocol.ts";
+import type { TokenLogprobs } from "../engine/sampler.ts";
 import {
   type FinishReason,
   type JobEvent,
@@ -275,6 +275,15 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
       kind === "chat" ? "messages" : "prompt",
     );
     const minimum = scheduler.minimumBytes(promptIds.length, maxTokens, p.kv);
+    if (minimum <= scheduler.options.kvMemory && p.n * minimum > scheduler.options.kvMemory) {
+      throw new ApiError(
+        `n = ${p.n} choices need ${
+          p.n * minimum
+        } bytes of KV to start; the server's pool holds ${scheduler.options.kvMemory}`,
+        "n",
+        "kv_memory_exceeded",
+      );
+    }
     if (minimum > scheduler.options.kvMemory) {
       throw new ApiError(
         `the request needs ${minimum} bytes of KV (kv_policy ${
@@ -300,9 +309,50 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     // Checked here, synchronously before the submit below (the stream's start() runs in its constructor).
     if (scheduler.queueFull) throw new QueueFullError(scheduler.metrics().queued);
 
+    const n = p.n;
+    const wantLp = p.logprobs !== null;
+    const decoderUtf8 = new TextDecoder("utf-8");
+    /** A token as OpenAI shows it: its text (lossy for a partial UTF-8 character) and its bytes. */
+    const tokenOf = (tid: number): { token: string; bytes: number[] } => {
+      const b = tok?.tokenBytes(tid) ?? null;
+      if (!b) return { token: `token_id:${tid}`, bytes: [] };
+      return { token: decoderUtf8.decode(b), bytes: Array.from(b) };
+    };
+    /** Chat's logprobs entry for one token. */
+    const chatLp = (tid: number, lp: TokenLogprobs) => ({
+      ...tokenOf(tid),
+      logprob: lp.logprob,
+      top_logprobs: lp.top.map((t) => ({ ...tokenOf(t.id), logprob: t.logprob })),
+    });
+    /** Completions' logprobs for a list of tokens (each at its offset in the choice's text). */
+    const completionLp = (items: { id: number; lp: TokenLogprobs; offset: number }[]) => ({
+      tokens: items.map((x) => tokenOf(x.id).token),
+      token_logprobs: items.map((x) => x.lp.logprob),
+      top_logprobs: items.map((x) =>
+        Object.fromEntries(x.lp.top.map((t) => [tokenOf(t.id).token, t.logprob] as [string, number]))
+      ),
+      text_offset: items.map((x) => x.offset),
+    });
+    /** Usage over every choice: the prompt once, each choice's tokens. */
+    const totals = { prompt: promptIds.length, completion: 0, done: 0 };
+    const job = (onEvent: (e: JobEvent) => void) =>
+      scheduler.submit({
+        promptIds,
+        maxTokens,
+        sampling: p.sampling,
+        n,
+        logprobs: p.logprobs,
+        kv: p.kv,
+        stop: p.stop,
+        ...(p.ignoreEos ? { eos: [] } : {}),
+        onEvent,
+        deadline,
+      });
+
     if (p.stream) {
       let handle: { cancel(): void } | null = null;
-      const splitter = new ThinkSplitter(startsInThought);
+      const splitters = Array.from({ length: n }, () => new ThinkSplitter(startsInThought));
+      const textLen = new Array<number>(n).fill(0);
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           let open = true;
@@ -322,52 +372,75 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
               controller.close();
             } catch { /* the client went away */ }
           };
-          const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+          const chunk = (
+            index: number,
+            choice: Record<string, unknown>,
+            extra: Record<string, unknown> = {},
+          ) => ({
             id,
             object: kind === "chat" ? "chat.completion.chunk" : "text_completion",
             created: Math.floor(Date.now() / 1000),
             model: modelId,
-            choices: [{ index: 0, ...choice }],
+            choices: [{ index, ...choice }],
             ...extra,
           });
           if (kind === "chat") {
-            send(chunk({ delta: { role: "assistant", content: "" }, finish_reason: null }));
+            for (let i = 0; i < n; i++) {
+              send(
+                chunk(i, { delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }),
+              );
+            }
           }
           const onEvent = (e: JobEvent) => {
             if (e.type === "token") {
+              const i = e.index;
               const ids = withIds && e.id >= 0 ? { token_ids: [e.id] } : {};
+              const lp = wantLp && e.id >= 0 && e.logprobs ? e.logprobs : null;
               if (kind === "completion") {
-                if (e.text || withIds) {
-                  send(chunk({ text: e.text, logprobs: null, finish_reason: null, ...ids }));
+                if (e.text || withIds || lp) {
+                  const logprobs = lp ? completionLp([{ id: e.id, lp, offset: textLen[i] }]) : null;
+                  send(chunk(i, { text: e.text, logprobs, finish_reason: null, ...ids }));
                 }
+                textLen[i] += e.text.length;
                 return;
               }
-              const pieces = splitter.push(e.text);
-              if (pieces.length === 0 && withIds && e.id >= 0) {
-                send(chunk({ delta: {}, finish_reason: null, ...ids }));
+              const logprobs = lp ? { content: [chatLp(e.id, lp)] } : null;
+              const pieces = splitters[i].push(e.text);
+              if (pieces.length === 0 && ((withIds && e.id >= 0) || lp)) {
+                send(chunk(i, { delta: {}, logprobs, finish_reason: null, ...ids }));
               }
-              pieces.forEach((piece, i) => {
+              pieces.forEach((piece, k) => {
                 const delta = piece.kind === "reasoning"
                   ? { reasoning_content: piece.text }
                   : { content: piece.text };
-                send(chunk({ delta, finish_reason: null, ...(i === 0 ? ids : {}) }));
+                send(chunk(i, {
+                  delta,
+                  logprobs: k === 0 ? logprobs : null,
+                  finish_reason: null,
+                  ...(k === 0 ? ids : {}),
+                }));
               });
             } else if (e.type === "done") {
+              const i = e.index;
               if (kind === "chat") {
-                for (const piece of splitter.flush()) {
+                for (const piece of splitters[i].flush()) {
                   const delta = piece.kind === "reasoning"
                     ? { reasoning_content: piece.text }
                     : { content: piece.text };
-                  send(chunk({ delta, finish_reason: null }));
+                  send(chunk(i, { delta, logprobs: null, finish_reason: null }));
                 }
               }
+              totals.completion += e.completionTokens;
+              const last = ++totals.done === n;
               const fin = kind === "chat"
-                ? { delta: {}, finish_reason: e.finishReason }
+                ? { delta: {}, logprobs: null, finish_reason: e.finishReason }
                 : { text: "", logprobs: null, finish_reason: e.finishReason };
-              send(chunk(fin, { usage: usage(e) }));
-              if (p.includeUsage) {
-                send({ ...chunk({}), choices: [], usage: usage(e) });
-              }
+              const u = last
+                ? usage({ promptTokens: totals.prompt, completionTokens: totals.completion })
+                : null;
+              send(chunk(i, fin, u ? { usage: u } : {}));
+              if (!last) return;
+              if (p.includeUsage) send({ ...chunk(0, {}), choices: [], usage: u });
               end();
             } else {
               send({
@@ -381,16 +454,7 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
               end();
             }
           };
-          handle = scheduler.submit({
-            promptIds,
-            maxTokens,
-            sampling: p.sampling,
-            kv: p.kv,
-            stop: p.stop,
-            ...(p.ignoreEos ? { eos: [] } : {}),
-            onEvent,
-            deadline,
-          });
+          handle = job(onEvent);
         },
         cancel() {
           handle?.cancel();
@@ -408,71 +472,83 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
     }
 
     return new Promise<Response>((resolve) => {
-      const ids: number[] = [];
-      let text = "";
-      const handle = scheduler.submit({
-        promptIds,
-        maxTokens,
-        sampling: p.sampling,
-        kv: p.kv,
-        stop: p.stop,
-        ...(p.ignoreEos ? { eos: [] } : {}),
-        deadline,
-        onEvent: (e: JobEvent) => {
-          if (e.type === "token") {
-            if (e.id >= 0) ids.push(e.id);
-            text += e.text;
-          } else if (e.type === "done") {
-            req.signal.removeEventListener("abort", onAbort);
-            resolve(Response.json(final(e.finishReason, usage(e))));
-          } else {
-            req.signal.removeEventListener("abort", onAbort);
-            const busy = e.code === "request_timeout" || e.code === "shutting_down";
-            resolve(
-              busy
-                ? errorResponse(503, e.message, e.code!, { headers: { "retry-after": retryAfter } })
-                : new ApiError(e.message, null, "generation_failed", 500, "server_error").response(),
-            );
+      const choices = Array.from({ length: n }, () => ({
+        ids: [] as number[],
+        text: "",
+        lps: [] as { id: number; lp: TokenLogprobs; offset: number }[],
+        finishReason: "stop" as FinishReason,
+      }));
+      let settled = false;
+      const handle = job((e: JobEvent) => {
+        if (settled) return;
+        if (e.type === "token") {
+          const c = choices[e.index];
+          if (e.id >= 0) c.ids.push(e.id);
+          if (wantLp && e.id >= 0 && e.logprobs) {
+            c.lps.push({ id: e.id, lp: e.logprobs, offset: c.text.length });
           }
-        },
+          c.text += e.text;
+        } else if (e.type === "done") {
+          choices[e.index].finishReason = e.finishReason;
+          totals.completion += e.completionTokens;
+          if (++totals.done < n) return;
+          settled = true;
+          req.signal.removeEventListener("abort", onAbort);
+          resolve(
+            Response.json(final(usage({ promptTokens: totals.prompt, completionTokens: totals.completion }))),
+          );
+        } else {
+          settled = true;
+          req.signal.removeEventListener("abort", onAbort);
+          // The other choices are of no use without this one.
+          handle.cancel();
+          const busy = e.code === "request_timeout" || e.code === "shutting_down";
+          resolve(
+            busy
+              ? errorResponse(503, e.message, e.code!, { headers: { "retry-after": retryAfter } })
+              : new ApiError(e.message, null, "generation_failed", 500, "server_error").response(),
+          );
+        }
       });
       const onAbort = () => handle.cancel();
       req.signal.addEventListener("abort", onAbort);
-      const final = (finishReason: FinishReason, u: ReturnType<typeof usage>) => {
-        const extra = withIds ? { token_ids: ids } : {};
+      const final = (u: ReturnType<typeof usage>) => {
+        const base = { id, object, created: Math.floor(Date.now() / 1000), model: modelId };
         if (kind === "completion") {
           return {
-            id,
-            object,
-            created: Math.floor(Date.now() / 1000),
-            model: modelId,
-            choices: [{ index: 0, text, logprobs: null, finish_reason: finishReason, ...extra }],
+            ...base,
+            choices: choices.map((c, index) => ({
+              index,
+              text: c.text,
+              logprobs: wantLp ? completionLp(c.lps) : null,
+              finish_reason: c.finishReason,
+              ...(withIds ? { token_ids: c.ids } : {}),
+            })),
             usage: u,
           };
         }
-        const s = new ThinkSplitter(startsInThought);
-        let reasoning: string | null = startsInThought ? "" : null;
-        let content = "";
-        for (const piece of [...s.push(text), ...s.flush()]) {
-          if (piece.kind === "reasoning") reasoning = (reasoning ?? "") + piece.text;
-          else content += piece.text;
-        }
         return {
-          id,
-          object,
-          created: Math.floor(Date.now() / 1000),
-          model: modelId,
-          choices: [{
-            index: 0,
-            message: {
-              role: "assistant",
-              content,
-              ...(reasoning !== null ? { reasoning_content: reasoning } : {}),
-            },
-            logprobs: null,
-            finish_reason: finishReason,
-            ...extra,
-          }],
+          ...base,
+          choices: choices.map((c, index) => {
+            const s = new ThinkSplitter(startsInThought);
+            let reasoning: string | null = startsInThought ? "" : null;
+            let content = "";
+            for (const piece of [...s.push(c.text), ...s.flush()]) {
+              if (piece.kind === "reasoning") reasoning = (reasoning ?? "") + piece.text;
+              else content += piece.text;
+            }
+            return {
+              index,
+              message: {
+                role: "assistant",
+                content,
+                ...(reasoning !== null ? { reasoning_content: reasoning } : {}),
+              },
+              logprobs: wantLp ? { content: c.lps.map((x) => chatLp(x.id, x.lp)), refusal: null } : null,
+              finish_reason: c.finishReason,
+              ...(withIds ? { token_ids: c.ids } : {}),
+            };
+          }),
           usage: u,
         };
       };
@@ -704,10 +780,4 @@ export function startServer(engine: Engine, options: ServerOptions = {}): Runnin
       await shutdown();
     },
   };
-}
-
-/** Bytes of KV one token costs over all layers of the engine's model. */
-export function kvBytesPerToken(engine: Engine): number {
-  const c = engine.model.config;
-  return c.numLayers * bytesPerToken({ layers: c.numLayers, nKvHeads: c.numKvHeads, headDim: c.headDim });
 }

@@ -98,12 +98,19 @@ export function letheDecide(
 }
 
 /** Creates the Lethe policy. */
-export function lethePolicy(options: KvPolicyOptions): KvPolicy {
+export function lethePolicy(
+  options: KvPolicyOptions,
+  from: { triggers: number[]; lastRound: number; filled: boolean } = {
+    triggers: [],
+    lastRound: 0,
+    filled: false,
+  },
+): KvPolicy {
   const interval = letheInterval(options);
   const recent = letheRecent(options);
-  let triggers: number[] = [];
-  let lastRound = 0;
-  let filled = false;
+  let triggers: number[] = from.triggers.slice();
+  let lastRound = from.lastRound;
+  let filled = from.filled;
   const ensureTriggers = (n: number) => {
     if (triggers.length !== n) triggers = new Array<number>(n).fill(options.budget);
   };
@@ -144,5 +151,7 @@ export function lethePolicy(options: KvPolicyOptions): KvPolicy {
       filled = true;
       return letheDecide(layers, options, target(layers.length), triggers);
     },
+    // Its round schedule and τ triggers are state: a fork continues from a copy of them.
+    clone: (): KvPolicy => lethePolicy(options, { triggers, lastRound, filled }),
   };
 }

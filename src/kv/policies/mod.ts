@@ -10,6 +10,7 @@ import { fullPolicy } from "./full.ts";
 import { h2oPolicy } from "./h2o.ts";
 import { lethePolicy } from "./lethe.ts";
 import { pyramidkvPolicy } from "./pyramidkv.ts";
+import { rkvPolicy } from "./rkv.ts";
 import { snapkvPolicy } from "./snapkv.ts";
 import { streamingPolicy } from "./streaming.ts";
 
@@ -32,5 +33,7 @@ export function createPolicy(name: string, options: KvPolicyOptions): KvPolicy {
       return pyramidkvPolicy(options);
     case "lethe":
       return lethePolicy(options);
+    case "rkv":
+      return rkvPolicy(options);
   }
 }
