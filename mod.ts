@@ -30,7 +30,7 @@ export type { SamplingOptions, TokenLogprobs } from "./src/engine/sampler.ts";
 export { NoGpuError } from "./src/gpu/device.ts";
 export type { GpuPath } from "./src/gpu/device.ts";
 export type { WeightsOption } from "./src/model/model.ts";
-export type { Llama3RopeScaling, ModelConfig, ModelType } from "./src/model/config.ts";
+export type { Llama3RopeScaling, ModelConfig, ModelType, QuantizationConfig } from "./src/model/config.ts";
 // Where model files come from.
 export { filesSource, memorySource, urlSource } from "./src/io/source.ts";
 export type { ModelSource, UrlSourceOptions } from "./src/io/source.ts";
@@ -49,7 +49,11 @@ export type {
   KvSettingName,
   KvSettings,
   KvSettingType,
+  KvSettingValue,
 } from "./src/kv/options.ts";
+// How K and V are stored (f16 by default, f32, int8).
+export { DEFAULT_KV_DTYPE, KV_DTYPES } from "./src/ops/kv_layout.ts";
+export type { KvDtype } from "./src/ops/kv_layout.ts";
 // Text.
 export { applyChatTemplate, IncrementalDecoder, Tokenizer } from "./tokenizer/mod.ts";
 export type {

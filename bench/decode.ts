@@ -6,12 +6,13 @@
  *
  *   deno task bench:decode [--json] [--layers 4] [--steps 12] [--rounds 3] [--prefill 16,512]
  *                          [--weights stored,q8,q4] [--shape DeepSeek-R1-Distill-Qwen-1.5B | --model DIR]
- *                          [--gpu-path auto|texture|storage] [--batch 1] [--prompt 16]
+ *                          [--gpu-path auto|texture|storage] [--batch 1] [--prompt 16] [--prefill-rounds 2]
  *
  * By default the R1-Distill-Qwen-1.5B layer shapes with 4 layers (374 MB of bf16 layer weights, far past a
  * 32 MiB L3) and the full 151,936-row LM head (467 MB): a random-weight checkpoint built once under
  * $LETHE_CACHE or /tmp/lethe-cache. `--json` prints an array of rows: one per format with kind "decode"
- * ({weights, decode_tok_s, weights_bytes, …}) and one per format and prompt length with kind "prefill".
+ * ({weights, decode_tok_s, weights_bytes, …}) and one per format and prompt length with kind "prefill"
+ * (prefills are timed in the first `--prefill-rounds` rounds only: 512 tokens take tens of seconds here).
  */
 import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { parseArgs } from "node:util";
@@ -83,6 +84,7 @@ async function main(): Promise<void> {
       weights: { type: "string", default: "stored,q8,q4" },
       steps: { type: "string", default: "12" },
       rounds: { type: "string", default: "3" },
+      "prefill-rounds": { type: "string", default: "2" },
       prompt: { type: "string", default: "16" },
       prefill: { type: "string", default: "16,512" },
       batch: { type: "string", default: "1" },
@@ -106,6 +108,7 @@ async function main(): Promise<void> {
   };
   const steps = int("steps", values.steps, 1);
   const rounds = int("rounds", values.rounds, 1);
+  const prefillRounds = Math.min(rounds, int("prefill-rounds", values["prefill-rounds"], 1));
   const batch = int("batch", values.batch, 1);
   const context = int("prompt", values.prompt, 1);
   const prefills = values.prefill === "" ? [] : values.prefill.split(",").map((s) => int("prefill", s, 1));
@@ -133,7 +136,10 @@ async function main(): Promise<void> {
   const prefillMs = engines.map(() => prefills.map(() => [] as number[]));
   for (let r = 0; r < rounds; r++) {
     for (const [e, { engine }] of engines.entries()) {
-      const seqs = Array.from({ length: batch }, () => engine.newSequence({ policy: "full" }, context + steps + 1));
+      const seqs = Array.from(
+        { length: batch },
+        () => engine.newSequence({ policy: "full" }, context + steps + 1),
+      );
       let ids: number[] = [];
       for (const s of seqs) {
         ids = await sampleIds(engine, engine.forward.prefill(s, prompt(context)), 1, DEFAULT_SAMPLING, 0);
@@ -146,7 +152,7 @@ async function main(): Promise<void> {
         if (s > 0) stepMs[e].push(performance.now() - t);
       }
       for (const s of seqs) s.kv.destroy();
-      for (const [p, n] of prefills.entries()) {
+      for (const [p, n] of r < prefillRounds ? prefills.entries() : []) {
         const seq = engine.newSequence({ policy: "full" }, n + 1);
         const t = performance.now();
         await sampleIds(engine, engine.forward.prefill(seq, prompt(n)), 1, DEFAULT_SAMPLING, 0);
@@ -205,12 +211,16 @@ async function main(): Promise<void> {
       decode[0].gpu_path
     } path; ${rounds} alternating rounds × ${steps} steps, medians`,
   );
-  console.log("weights  decode tok/s  ms/step  ×bf16  MB read/step  GB/s (copy ceiling " + ceiling.toFixed(2) + ")");
+  console.log(
+    "weights  decode tok/s  ms/step  ×bf16  MB read/step  GB/s (copy ceiling " + ceiling.toFixed(2) + ")",
+  );
   for (const d of decode) {
     console.log(
-      `${d.weights.padEnd(8)} ${d.decode_tok_s.toFixed(2).padStart(12)} ${d.decode_step_ms_median.toFixed(1).padStart(8)} ${
-        d.speedup.toFixed(2).padStart(6)
-      } ${(d.weights_bytes / 1e6).toFixed(1).padStart(13)} ${d.achieved_gbps.toFixed(2).padStart(6)}`,
+      `${d.weights.padEnd(8)} ${d.decode_tok_s.toFixed(2).padStart(12)} ${
+        d.decode_step_ms_median.toFixed(1).padStart(8)
+      } ${d.speedup.toFixed(2).padStart(6)} ${(d.weights_bytes / 1e6).toFixed(1).padStart(13)} ${
+        d.achieved_gbps.toFixed(2).padStart(6)
+      }`,
     );
   }
   for (const p of prefill) {

@@ -1,10 +1,13 @@
 /**
  * Prefill matmul at R1-Distill-Qwen-1.5B shapes: 512 tokens × (rows × cols) bf16 weights. Prints GFLOP/s
  * (2·M·rows·cols per call, median iteration) when the run ends. This adapter is slow: each case is one call.
- * Default path on a CPU adapter: the texture matvec over all 512 rows; one case runs the tiled kernel.
+ * Default path on a CPU adapter: the texture matvec over all 512 rows; one case runs the tiled kernel. q8 / q4
+ * rows quantize the same random bf16 values.
  */
 import { GpuContext } from "../src/gpu/context.ts";
-import { uploadWeight, type Weight } from "../src/gpu/weights.ts";
+import { createWeight, uploadWeight, type Weight } from "../src/gpu/weights.ts";
+import { bytesToF32 } from "../src/model/safetensors.ts";
+import { type QuantFormat, quantizeRows } from "../src/model/quantize.ts";
 import { matmul, type MatmulOptions } from "../src/ops/matmul.ts";
 import { median, randomWeightBytes } from "./roofline.ts";
 
@@ -12,8 +15,18 @@ const M = 512;
 const ctx = await GpuContext.create();
 const stats = new Map<string, { flop: number; ms: number[] }>();
 
-function bench(rows: number, cols: number, opts: MatmulOptions = {}): void {
-  const name = `matmul bf16 ${M}x${rows}x${cols}${opts.path ? ` (${opts.path})` : ""}`;
+/** A [rows, cols] weight of random bf16 values, quantized to `format` when given. */
+function weight(rows: number, cols: number, format?: QuantFormat): Weight {
+  const bytes = randomWeightBytes("bf16", rows * cols);
+  if (!format) return uploadWeight(ctx, "w", "bf16", rows, cols, bytes);
+  const q = quantizeRows(format, bytesToF32("bf16", bytes), rows, cols);
+  const writer = createWeight(ctx, "w", format, rows, cols);
+  writer.write(0, q.data, q.scales);
+  return writer.weight;
+}
+
+function bench(rows: number, cols: number, opts: MatmulOptions = {}, format?: QuantFormat): void {
+  const name = `matmul ${format ?? "bf16"} ${M}x${rows}x${cols}${opts.path ? ` (${opts.path})` : ""}`;
   let w: Weight | null = null;
   let x: GPUBuffer, y: GPUBuffer;
   Deno.bench({
@@ -23,7 +36,7 @@ function bench(rows: number, cols: number, opts: MatmulOptions = {}): void {
     warmup: 1,
     async fn(b) {
       if (!w) {
-        w = uploadWeight(ctx, "w", "bf16", rows, cols, randomWeightBytes("bf16", rows * cols));
+        w = weight(rows, cols, format);
         x = ctx.createBuffer(M * cols * 4, "x");
         y = ctx.createBuffer(M * rows * 4, "y");
         ctx.write(x, new Float32Array(M * cols).fill(0.25));
@@ -47,6 +60,11 @@ function bench(rows: number, cols: number, opts: MatmulOptions = {}): void {
 for (const [rows, cols] of [[1536, 1536], [256, 1536], [8960, 1536], [1536, 8960]]) bench(rows, cols);
 // The workgroup-tiled kernel (the default where weights have no texture copy), for comparison.
 bench(256, 1536, { path: "tiled" });
+// Quantized weights (dequantized as the kernels read them): the MLP gate/up shape on both paths.
+for (const format of ["q8", "q4"] as const) {
+  bench(8960, 1536, {}, format);
+  bench(256, 1536, { path: "tiled" }, format);
+}
 
 globalThis.addEventListener("unload", () => {
   console.log(`\nmatmul throughput (${M} tokens, median iteration):`);

@@ -25,7 +25,7 @@ import "../src/io/deno_fs.ts"; // local model paths and the terminal progress ba
 import { parseArgs } from "node:util";
 import { Engine } from "../src/engine/engine.ts";
 import type { PolicyName } from "../src/kv/policy.ts";
-import { isKvDtype, type KvDtype, KV_DTYPES } from "../src/ops/kv_layout.ts";
+import { isKvDtype, KV_DTYPES, type KvDtype } from "../src/ops/kv_layout.ts";
 import { startServer } from "../src/server/server.ts";
 import { parseByteSize } from "../src/server/main.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";

@@ -224,7 +224,9 @@ export function parseCli(args: string[]): {
     help: v.help ?? false,
     model: v.model ?? DEFAULT_MODEL_DIR,
     weights: usage(() => parseWeightsOption(v.weights ?? "stored", "--weights")),
-    gpuPath: usage(() => parseGpuPath(v["gpu-path"] ?? envGpuPath() ?? "auto", v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH")),
+    gpuPath: usage(() =>
+      parseGpuPath(v["gpu-path"] ?? envGpuPath() ?? "auto", v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH")
+    ),
     prompt: v.prompt ?? null,
     promptIds,
     chat: v.chat ?? false,

@@ -83,6 +83,13 @@ const TABLE: { name: KvSettingName; flag: string; field: string; good: number[];
     good: [1, 4],
     bad: [0, 3.5, -2],
   },
+  {
+    name: "lethe.adaptiveRecent",
+    flag: "--lethe-adaptive-recent",
+    field: "lethe_adaptive_recent",
+    good: [0, 0.5, 1],
+    bad: [-0.1, 1.01],
+  },
   { name: "rkvLambda", flag: "--rkv-lambda", field: "rkv_lambda", good: [0, 0.1, 1], bad: [-0.1, 1.01] },
   {
     name: "rkvThreshold",
@@ -249,7 +256,7 @@ Deno.test("kv options: the policy is a name from the list; a model's kv_defaults
   assertEquals([wrongType.param, wrongType.code], ["kv_policy", "invalid_type"]);
   assertThrows(
     () => parseKvDefaults('{"kv_policy": "lethe"}', "f"),
-    /^Error: f: unknown key "kv_policy" \(a run chooses its policy, not the model\); accepted: kv_dtype, kv_budget, kv_sink, kv_recent_ratio, kv_window, lethe_tau, lethe_segments, lethe_gamma, lethe_interval, rkv_lambda, rkv_threshold, note$/,
+    /^Error: f: unknown key "kv_policy" \(a run chooses its policy, not the model\); accepted: kv_dtype, kv_budget, kv_sink, kv_recent_ratio, kv_window, lethe_tau, lethe_segments, lethe_gamma, lethe_interval, lethe_adaptive_recent, rkv_lambda, rkv_threshold, note$/,
   );
 });
 

@@ -8,7 +8,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert";
 import { Engine } from "../src/engine/engine.ts";
 import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
-import { POLICY_NAMES } from "../src/kv/policy.ts";
+import { POLICY_NAMES, type PruneDecision } from "../src/kv/policy.ts";
 import type { SequenceKv } from "../src/kv/cache.ts";
 import type { SequenceState } from "../src/model/forward.ts";
 import { gpuContext } from "./helpers.ts";
@@ -130,6 +130,55 @@ Deno.test("policies at budget 32: sinks, recent window, budgets and kept positio
     }
     seq.kv.destroy();
   }
+});
+
+Deno.test("Lethe with the adaptive recent window at budget 32: sinks, total budget and each round's windows hold", async () => {
+  const engine = await stories();
+  const L = engine.model.config.numLayers;
+  const prompt = [1, 400, 300, 200];
+  const budget = 32;
+  const seq = engine.newSequence({ policy: "lethe", budget, window: 8, lethe: { adaptiveRecent: 0.5 } });
+  const p = seq.policy;
+  // Every round's decision, to check the windows it chose against the cache the GPU kept.
+  let last: PruneDecision | null = null;
+  const round = p.round.bind(p);
+  p.round = (step, layers) => (last = round(step, layers));
+  const minimum = p.recentWindow(0, L);
+  assertEquals(minimum, 3); // round(0.1 × 32): what every round guarantees
+  let logits = await engine.ctx.readF32(engine.forward.prefill(seq, prompt), 0, 512);
+  await maybePrune(engine, seq, 0, true);
+  const windows = new Set<number>();
+  for (let step = 1; step <= 72; step++) {
+    const next = logits.indexOf(Math.max(...logits));
+    logits = await engine.ctx.readF32(engine.forward.decode([seq], [next]), 0, 512);
+    const before = (await seq.kv.views()).map((v) => new Set(v.positions));
+    last = null;
+    const ran = await maybePrune(engine, seq, step, false);
+    await checkInvariants(
+      "lethe adaptive",
+      seq.kv,
+      seq.pos,
+      new Array(L).fill(null),
+      p.options.sink,
+      new Array(L).fill(minimum),
+      budget * L,
+    );
+    if (!ran) continue;
+    // The round's own windows: every position in a layer's window that the cache held before survives it.
+    const d = last as PruneDecision | null;
+    assert(d?.recent?.length === L, `step ${step}: the round reported no windows`);
+    const views = await seq.kv.views();
+    d.recent.forEach((r, l) => {
+      windows.add(r);
+      const kept = new Set(views[l].positions);
+      for (let q = seq.pos - r; q < seq.pos; q++) {
+        if (before[l].has(q)) assert(kept.has(q), `layer ${l}: position ${q} in its window of ${r} evicted`);
+      }
+    });
+  }
+  // The windows moved (between layers or rounds), and past the minimum: else this showed nothing new.
+  assert(windows.size > 1 && Math.max(...windows) > minimum, `windows ${[...windows]}`);
+  seq.kv.destroy();
 });
 
 /** Prefills each sequence alone, runs its after-prefill round; returns each one's first greedy id. */

@@ -1,5 +1,6 @@
 import { deepStrictEqual as assertEquals, ok as assert, throws as assertThrows } from "node:assert";
 import {
+  adaptiveRecent,
   avgPool1d,
   hoyer,
   keepList,
@@ -11,9 +12,14 @@ import {
   splitPool,
   tauBreakpoint,
 } from "../src/kv/select.ts";
-import { DEFAULT_KV_OPTIONS, type KvPolicyOptions, type LayerView } from "../src/kv/policy.ts";
+import {
+  DEFAULT_KV_OPTIONS,
+  type KvPolicyOptions,
+  type LayerView,
+  type PruneDecision,
+} from "../src/kv/policy.ts";
 import { createPolicy } from "../src/kv/policies/mod.ts";
-import { letheDecide } from "../src/kv/policies/lethe.ts";
+import { letheAdaptiveRange, letheDecide, lethePolicy } from "../src/kv/policies/lethe.ts";
 import { rkvBuffer, rkvDecide, rkvPolicy, rkvRecent } from "../src/kv/policies/rkv.ts";
 import { freshSeed, rng } from "./helpers.ts";
 
@@ -86,13 +92,92 @@ Deno.test("Lethe decision: dense layers keep more, τ caps sparse ones, flat lay
   near(d.hoyer![1], 0);
 });
 
+Deno.test("adaptive recent window: smallest window holding the share of the mass beyond the top tokens", () => {
+  // 12 slots at positions 0..11, sinks 0 and 1 (their 9s never count). Non-sink scores by slot:
+  // 2:5 3:0 4:1 5:0 6:0 7:2 8:0 9:1 10:0 11:1.
+  const pos = Uint32Array.from({ length: 12 }, (_, i) => i);
+  const sc = [9, 9, 5, 0, 1, 0, 0, 2, 0, 1, 0, 1];
+  const w = (top: number, f: number, min: number, max: number) =>
+    adaptiveRecent(pos, sc, 12, 2, top, f, min, max);
+  // top 1 sets slot 2 aside; residual 5 at ages 0 (1), 2 (1), 4 (2), 7 (1): windows 1..8 hold 1,1,2,2,4,4,4,5.
+  assertEquals(w(1, 0.5, 1, 10), 5); // 2.5 wanted: window 5 (ages 0..4) holds 4
+  assertEquals(w(1, 0.2, 1, 10), 1); // 1 wanted: the newest token holds it
+  assertEquals(w(1, 0.2, 3, 10), 3); // …raised to the minimum
+  assertEquals(w(1, 1, 1, 10), 8); // all of it: back to age 7
+  assertEquals(w(1, 1, 1, 6), 6); // …capped at the maximum
+  // top 0: slot 2 (5 at age 9) is residual too, 10 in all; 5 wanted → window 8 holds 5.
+  assertEquals(w(0, 0.5, 1, 10), 8);
+  // top 2 sets aside slots 2 and 7: residual 3 at ages 0, 2, 7; 1.5 wanted → window 3.
+  assertEquals(w(2, 0.5, 1, 10), 3);
+  // No residual mass (everything set aside, or all zero): the minimum.
+  assertEquals(w(10, 0.5, 2, 10), 2);
+  assertEquals(adaptiveRecent(pos, new Float32Array(12), 12, 2, 0, 0.5, 4, 10), 4);
+  // Ties among the top go to the lower slot (as topSlots): with equal scores, top 1 sets slot 2 aside, so the
+  // residual is slots 3..11 (1 each at ages 8..0): 4.5 wanted → window 5.
+  assertEquals(adaptiveRecent(pos, new Float32Array(12).fill(1), 12, 2, 1, 0.5, 1, 10), 5);
+  // Windows count positions, not slots (a pruned cache has gaps): positions 0 1 5 9 20 21, scores 1 at 5, 9, 21;
+  // ages 16, 12, 0; 1.5 wanted → the window must reach age 12: 13 positions.
+  const gap = Uint32Array.from([0, 1, 5, 9, 20, 21]);
+  assertEquals(adaptiveRecent(gap, [9, 9, 1, 1, 0, 1], 6, 2, 0, 0.5, 1, 20), 13);
+  // Negative scores count as 0; a maximum below the minimum is raised to it.
+  assertEquals(adaptiveRecent(gap, [9, 9, 1, 1, 0, -5], 6, 2, 0, 0.5, 1, 20), 13);
+  assertEquals(adaptiveRecent(gap, [9, 9, 1, 1, 0, 1], 6, 2, 0, 1, 4, 2), 4);
+});
+
+Deno.test("Lethe adaptive recent: bounds from the budget, per-layer windows protected in a round", () => {
+  // Budget 64, sink 4, ratio 0.7 (fixed window 45), interval 4: min round(6.4) = 6, max min(round(57.6), 64 −
+  // 4 − 4) = 56, top 64 − 4 − 45 = 15.
+  const base: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 64, sink: 4, recentRatio: 0.7 };
+  const on = (o: KvPolicyOptions, f = 0.5) => ({ ...o, lethe: { ...o.lethe, adaptiveRecent: f } });
+  assertEquals(letheAdaptiveRange(base), null); // off by default
+  assertEquals(letheAdaptiveRange(on(base)), { min: 6, max: 56, top: 15 });
+  // Budget 16: min round(1.6) = 2, max min(14, 16 − 4 − 4) = 8, top 16 − 4 − round(11.2) = 1.
+  assertEquals(letheAdaptiveRange(on({ ...base, budget: 16 })), { min: 2, max: 8, top: 1 });
+  // What every round guarantees is the minimum.
+  assertEquals(lethePolicy(on(base)).recentWindow(0, 2), 6);
+  assertEquals(lethePolicy(base).recentWindow(0, 2), 45);
+
+  // Budget 20, sink 2, ratio 0.2 (fixed window 4), interval 4: min 2, max min(18, 14) = 14, top 14.
+  const o = on({ ...DEFAULT_KV_OPTIONS, budget: 20, sink: 2, recentRatio: 0.2 });
+  assertEquals(letheAdaptiveRange(o), { min: 2, max: 14, top: 14 });
+  // Both layers: 14 heavy tokens (slots 2..15, score 10) are set aside. Layer 0's residual: 1 at age 0 and 3 at
+  // age 9 (slot 30) → half of 4 needs the window to reach age 9: 10 positions (30..39). Layer 1's residual: 5 at
+  // age 0 → 1 position, raised to the minimum 2 (38, 39).
+  const heavy = (i: number) => i >= 2 && i < 16;
+  const a = layer(40, (i) => (heavy(i) ? 10 : i === 39 ? 1 : i === 30 ? 3 : 0));
+  const b = layer(40, (i) => (heavy(i) ? 10 : i === 39 ? 5 : 0));
+  const d = letheDecide([a, b], o, 30, [1000, 1000]);
+  assertEquals(d.recent, [10, 2]);
+  for (const p of [0, 1, ...Array.from({ length: 10 }, (_, k) => 30 + k)]) {
+    assert(d.keep[0]!.includes(p), `${p}`);
+  }
+  for (const p of [0, 1, 38, 39]) assert(d.keep[1]!.includes(p), `${p}`);
+  assertEquals(d.keep[0]!.length + d.keep[1]!.length, 30); // the round keeps exactly its target
+  // Off: the fixed window of 4 in both layers.
+  assertEquals(
+    letheDecide([a, b], { ...o, lethe: { ...o.lethe, adaptiveRecent: 0 } }, 30, [1000, 1000]).recent,
+    [
+      4,
+      4,
+    ],
+  );
+});
+
 /** Simulates the decode loop's bookkeeping on the CPU with random scores and checks every policy's invariants. */
 Deno.test("every policy keeps sinks and the recent window and respects its budget, every step", () => {
   const seed = freshSeed();
   const next = rng(seed);
   const layers = 4;
-  for (const name of ["streaming", "h2o", "snapkv", "pyramidkv", "lethe", "rkv"]) {
-    const options: KvPolicyOptions = { ...DEFAULT_KV_OPTIONS, budget: 24, window: 8 };
+  // "lethe+adaptive": Lethe with its adaptive recent window (share 0.5).
+  for (const variant of ["streaming", "h2o", "snapkv", "pyramidkv", "lethe", "lethe+adaptive", "rkv"]) {
+    const name = variant.split("+")[0];
+    const adaptiveRecent = variant === "lethe+adaptive" ? 0.5 : 0;
+    const options: KvPolicyOptions = {
+      ...DEFAULT_KV_OPTIONS,
+      budget: 24,
+      window: 8,
+      lethe: { ...DEFAULT_KV_OPTIONS.lethe, adaptiveRecent },
+    };
     const policy = createPolicy(name, options);
     const state: { pos: number[]; score: number[] }[] = [];
     const prompt = 40;
@@ -114,7 +199,23 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
         if (!k) return;
         state[l] = { pos: [...k].map((i) => state[l].pos[i]), score: [...k].map((i) => state[l].score[i]) };
       });
-    apply(policy.afterPrefill(view()).keep);
+    // Lethe's rounds say which recent window each layer protected: every position in it that the cache held
+    // before the round must survive it.
+    const windows = new Set<number>();
+    const decide = (p: number, d: PruneDecision) => {
+      const before = state.map((s) => new Set(s.pos));
+      apply(d.keep);
+      if (name === "lethe") assert(d.recent?.length === layers, `${variant}: no recent windows`);
+      d.recent?.forEach((r, l) => {
+        windows.add(r);
+        for (let q = p - r + 1; q <= p; q++) {
+          if (before[l].has(q)) {
+            assert(state[l].pos.includes(q), `${variant}: recent ${q} (window ${r}) lost`);
+          }
+        }
+      });
+    };
+    decide(prompt - 1, policy.afterPrefill(view()));
     for (let step = 1, p = prompt; step <= 200; step++, p++) {
       for (let l = 0; l < layers; l++) {
         const s = state[l];
@@ -139,7 +240,7 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
         const g = policy.decodeGamma ?? 1;
         s.score = s.score.map((x) => g * x + next());
       }
-      if (policy.wantsRound(step, state.map((s) => s.pos.length))) apply(policy.round(step, view()).keep);
+      if (policy.wantsRound(step, state.map((s) => s.pos.length))) decide(p, policy.round(step, view()));
       // Invariants.
       const total = state.reduce((a, s) => a + s.pos.length, 0);
       for (let l = 0; l < layers; l++) {
@@ -158,6 +259,9 @@ Deno.test("every policy keeps sinks and the recent window and respects its budge
       }
       if (name === "snapkv") assertEquals(state[0].pos.length, options.budget + step);
     }
+    // The fixed window is one size; the adaptive one must have moved, or the check above showed nothing new.
+    if (variant === "lethe") assertEquals([...windows], [7]); // round(0.3 × 24)
+    if (variant === "lethe+adaptive") assert(windows.size > 3, `adaptive windows: ${[...windows]}`);
   }
 });
 

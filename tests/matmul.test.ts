@@ -1,7 +1,9 @@
 /**
  * Tiled matmul against the CPU reference. Relative error bounds (max |gpu − ref| / max |ref|), per weight
  * dtype: bf16 2e-5, f16 2e-5, f32 2e-5 — weights in the reference are the same dtype-rounded values, so only
- * the f32 summation order differs; q8 / q4 (2e-5) against the CPU dequantization of the same bytes.
+ * the f32 summation order differs; q8 / q4 (2e-5) against the CPU dequantization of the same bytes. Shapes
+ * whose rows are whole 16-byte units run the coalesced kernel (wgsl/matmul_vec4.wgsl), the others the
+ * element-wise one (wgsl/matmul.wgsl); both are covered.
  */
 import { matmul } from "../src/ops/matmul.ts";
 import { matmulRef } from "../src/ref/linear.ts";
@@ -95,7 +97,9 @@ for (const format of ["q8", "q4"] as const) {
     for (const path of ["tiled", "texture"] as const) {
       for (const [m, rows, cols, bias, accumulate, maxChunkBytes] of cases) {
         const q = quantizeRows(format, randomF32(rows * cols, next), rows, cols);
-        const writer = createWeight(ctx, "wq", format, rows, cols, maxChunkBytes, { texture: path === "texture" });
+        const writer = createWeight(ctx, "wq", format, rows, cols, maxChunkBytes, {
+          texture: path === "texture",
+        });
         writer.write(0, q.data, q.scales);
         const w = writer.weight;
         const wv = dequantizeRef(format, q.data, q.scales, rows, cols);

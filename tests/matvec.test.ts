@@ -6,7 +6,13 @@
  */
 import { matvec } from "../src/ops/matvec.ts";
 import { matvecRef, matvecRowsRef } from "../src/ref/linear.ts";
-import { attachWeightTexture, createWeight, destroyWeight, uploadWeight, type Weight } from "../src/gpu/weights.ts";
+import {
+  attachWeightTexture,
+  createWeight,
+  destroyWeight,
+  uploadWeight,
+  type Weight,
+} from "../src/gpu/weights.ts";
 import { type QuantFormat, quantizeRows } from "../src/model/quantize.ts";
 import { dequantizeRef } from "../src/ref/quant.ts";
 import { type DType, encode, roundTo } from "../src/dtype.ts";
@@ -230,17 +236,25 @@ Deno.test("quantizeRows: q8 / q4 round-trip within half a step of each group's s
     for (let r = 0; r < rows; r++) {
       for (let g = 0; g * 32 < cols; g++) {
         let amax = 0;
-        for (let c = g * 32; c < Math.min(cols, g * 32 + 32); c++) amax = Math.max(amax, Math.abs(v[r * cols + c]));
+        for (let c = g * 32; c < Math.min(cols, g * 32 + 32); c++) {
+          amax = Math.max(amax, Math.abs(v[r * cols + c]));
+        }
         // f16 rounding of the scale adds at most 2^-11 relative per step, times qmax steps.
         const step = amax / qmax;
         for (let c = g * 32; c < Math.min(cols, g * 32 + 32); c++) {
           const err = Math.abs(back[r * cols + c] - v[r * cols + c]);
           if (!(err <= step * 0.5 + amax * 2 ** -10)) {
-            throw new Error(`${format} [${r}, ${c}]: |${back[r * cols + c]} - ${v[r * cols + c]}| > half a step ${step / 2}`);
+            throw new Error(
+              `${format} [${r}, ${c}]: |${back[r * cols + c]} - ${v[r * cols + c]}| > half a step ${
+                step / 2
+              }`,
+            );
           }
         }
       }
     }
-    for (let c = 32; c < 64; c++) if (back[c] !== 0) throw new Error(`${format}: zero group decoded to ${back[c]}`);
+    for (let c = 32; c < 64; c++) {
+      if (back[c] !== 0) throw new Error(`${format}: zero group decoded to ${back[c]}`);
+    }
   }
 });

@@ -79,7 +79,9 @@ for (const [format, path] of [["q8", "texture"], ["q4", "texture"], ["q4", "stor
 
 Deno.test("deno task quantize â†’ load as stored equals quantizing at load, bit for bit (stories260K q4; bf16 Qwen2 q8)", async () => {
   const ctx = await gpuContext();
-  for (const [src, format] of [[STORIES_DIR, "q4"], [await randomCheckpoint("qwen2", TINY_QWEN2), "q8"]] as const) {
+  for (
+    const [src, format] of [[STORIES_DIR, "q4"], [await randomCheckpoint("qwen2", TINY_QWEN2), "q8"]] as const
+  ) {
     const dst = `${await Deno.makeTempDir({ prefix: "lethe-quantized-" })}/model`;
     await quantizeCheckpoint(src, dst, format);
     const stored = await Engine.load(dst, { ctx, progress: false });
@@ -119,7 +121,9 @@ Deno.test("stories260K greedy top-1 agreement with the stored f32 weights: q8 â‰
       seq.kv.destroy();
     }
     console.log(
-      `${format}: top-1 agreement ${(agree / total).toFixed(3)} over ${total} tokens; weights ${e.model.weightBytes} B vs ${bytes} B f32`,
+      `${format}: top-1 agreement ${
+        (agree / total).toFixed(3)
+      } over ${total} tokens; weights ${e.model.weightBytes} B vs ${bytes} B f32`,
     );
     assert(agree / total >= bound, `${format}: agreement ${agree / total} < ${bound}`);
     e.destroy();
@@ -132,11 +136,13 @@ Deno.test("quantized checkpoints are validated: config entry fields, tensor dtyp
   await quantizeCheckpoint(STORIES_DIR, dst, "q4");
   const config = JSON.parse(await Deno.readTextFile(`${dst}/config.json`));
   await rejects(Engine.load(dst, { ctx, progress: false, weights: "q8" }), /stored quantized as q4/);
-  for (const [field, value, message] of [
-    ["weights", "q3", /config\.json: quantization\.weights must be "q8" or "q4", got "q3"/],
-    ["group_size", 64, /config\.json: quantization\.group_size must be 32, got 64/],
-    ["zero_point", true, /config\.json: quantization\.zero_point is not a known field/],
-  ] as const) {
+  for (
+    const [field, value, message] of [
+      ["weights", "q3", /config\.json: quantization\.weights must be "q8" or "q4", got "q3"/],
+      ["group_size", 64, /config\.json: quantization\.group_size must be 32, got 64/],
+      ["zero_point", true, /config\.json: quantization\.zero_point is not a known field/],
+    ] as const
+  ) {
     await Deno.writeTextFile(
       `${dst}/config.json`,
       JSON.stringify({ ...config, quantization: { ...config.quantization, [field]: value } }),
@@ -148,4 +154,38 @@ Deno.test("quantized checkpoints are validated: config entry fields, tensor dtyp
   await Deno.copyFile(`${STORIES_DIR}/model.safetensors`, `${dst}/model.safetensors`);
   await rejects(Engine.load(dst, { ctx, progress: false }), /missing model\.embed_tokens\.weight\.scales/);
   await rejects(quantizeCheckpoint(dst, `${dst}-again`, "q8"), /already quantized/);
+});
+
+Deno.test("generate CLI: --weights q4 --gpu-path storage runs with a quarter of the bytes; bad values and --help", async () => {
+  const cli = new URL("../src/cli.ts", import.meta.url).pathname;
+  const run = async (args: string[], env: Record<string, string> = {}) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-read", "--allow-write", "--allow-env", cli, ...args],
+      env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", NO_COLOR: "1", ...env },
+    }).output();
+    const dec = new TextDecoder();
+    return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+  };
+  const base = ["--model", STORIES_DIR, "--prompt-ids", "1,400", "--max-tokens", "8", "--json"];
+  const f32 = JSON.parse((await run(base)).stdout);
+  const q4 = await run([...base, "--weights", "q4", "--gpu-path", "storage"]);
+  assertEquals(q4.code, 0, q4.stderr);
+  const stats = JSON.parse(q4.stdout).stats;
+  assert(
+    stats.weights_bytes < f32.stats.weights_bytes / 5,
+    `${stats.weights_bytes} vs ${f32.stats.weights_bytes}`,
+  );
+  for (
+    const [args, env, want] of [
+      [["--weights", "q5"], {}, '--weights must be one of stored, q8, q4; got "q5"'],
+      [["--gpu-path", "gpu"], {}, '--gpu-path must be one of auto, texture, storage; got "gpu"'],
+      [[], { LETHE_GPU_PATH: "fast" }, 'LETHE_GPU_PATH must be one of auto, texture, storage; got "fast"'],
+    ] as const
+  ) {
+    const r = await run([...args], env);
+    assertEquals(r.code, 2, r.stderr);
+    assert(r.stderr.includes(want), r.stderr);
+  }
+  const help = await run(["--help"]);
+  assert(help.stdout.includes("--weights FORMAT") && help.stdout.includes("--gpu-path PATH"));
 });

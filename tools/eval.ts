@@ -62,6 +62,7 @@ Options:
                          kv_defaults.json, else the README's)
   --rkv-lambda X --rkv-threshold X   R-KV's λ and near-duplicate cosine (default: the model's, else ${DEFAULT_KV_OPTIONS.rkvLambda}/${DEFAULT_KV_OPTIONS.rkvThreshold})
   --tau X --gamma X      Lethe's main-grid τ/γ (default: the model's, else ${DEFAULT_KV_OPTIONS.lethe.tau}/${DEFAULT_KV_OPTIONS.lethe.gamma})
+  --lethe-adaptive-recent F   Lethe's adaptive recent window, 0 = off (default: the model's, else 0)
   --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
   --out DIR              output directory (default bench/eval/<model-name>[-<data>]/)
   --add-to DIR           add this run's cells (all but full) to DIR/results.json and rewrite its report, when
@@ -112,6 +113,11 @@ async function results(args: string[]): Promise<void> {
     const path = join(evalDir, d, "results.json");
     if (!(await exists(path))) continue;
     const r = JSON.parse(await Deno.readTextFile(path)) as EvalResults;
+    // Other tools' results (their own schema and report) may share the directory: left to them.
+    if (r.kind !== "tasks" && r.kind !== "fidelity") {
+      console.log(`${path}: not written by deno task eval (no "kind"), skipped`);
+      continue;
+    }
     // Each directory's own report and charts too, from its results.json (which stays as it is).
     await renderReport(r, join(evalDir, d));
     entries.push({ dir: relative(dirname(file), join(evalDir, d)), results: r });
@@ -187,6 +193,7 @@ async function main(): Promise<void> {
       window: { type: "string" },
       segments: { type: "string" },
       interval: { type: "string" },
+      "lethe-adaptive-recent": { type: "string" },
       "rkv-lambda": { type: "string" },
       "kv-dtype": { type: "string" },
       "add-to": { type: "string" },
@@ -250,6 +257,7 @@ async function main(): Promise<void> {
     ...d.lethe,
     ...(v.segments ? { segments: Number(v.segments) } : {}),
     ...(v.interval ? { interval: Number(v.interval) } : {}),
+    ...(v["lethe-adaptive-recent"] ? { adaptiveRecent: Number(v["lethe-adaptive-recent"]) } : {}),
   };
   const kvBase: KvSettings = {
     sink: int(v.sink) ?? d.sink,

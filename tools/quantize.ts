@@ -40,7 +40,12 @@ export async function quantizeCheckpoint(src: string, dst: string, format: Quant
     for (const spec of floatTensors(config)) {
       const info = index.info(spec.name)!;
       if (spec.shape.length !== 2) {
-        tensors.push({ name: spec.name, dtype: info.dtype, shape: spec.shape, data: () => index.read(spec.name) });
+        tensors.push({
+          name: spec.name,
+          dtype: info.dtype,
+          shape: spec.shape,
+          data: () => index.read(spec.name),
+        });
         continue;
       }
       const [rows, cols] = spec.shape;
@@ -51,7 +56,13 @@ export async function quantizeCheckpoint(src: string, dst: string, format: Quant
         dtype: "U8",
         shape: [rows, weightRowBytes(format, cols)],
         data: async () => {
-          const q = quantizeRows(format, bytesToF32(info.dtype, await index.read(spec.name)), rows, cols, spec.name);
+          const q = quantizeRows(
+            format,
+            bytesToF32(info.dtype, await index.read(spec.name)),
+            rows,
+            cols,
+            spec.name,
+          );
           scales = q.scales;
           return q.data;
         },
@@ -73,7 +84,9 @@ export async function quantizeCheckpoint(src: string, dst: string, format: Quant
     await Deno.writeTextFile(`${dst}/config.json`, JSON.stringify(json, null, 2) + "\n");
     written.push(`${dst}/config.json`);
     for await (const e of Deno.readDir(src)) {
-      if (!e.isFile || e.name.endsWith(".safetensors") || e.name === INDEX_FILE || e.name === "config.json") continue;
+      if (!e.isFile || e.name.endsWith(".safetensors") || e.name === INDEX_FILE || e.name === "config.json") {
+        continue;
+      }
       await Deno.copyFile(`${src}/${e.name}`, `${dst}/${e.name}`);
       written.push(`${dst}/${e.name}`);
     }
@@ -95,7 +108,9 @@ if (import.meta.main) {
   }
   if (positionals.length !== 2 || (values.weights !== "q4" && values.weights !== "q8")) {
     console.error(
-      positionals.length !== 2 ? USAGE : `error: --weights must be q4 or q8, got ${JSON.stringify(values.weights)}`,
+      positionals.length !== 2
+        ? USAGE
+        : `error: --weights must be q4 or q8, got ${JSON.stringify(values.weights)}`,
     );
     Deno.exit(2);
   }

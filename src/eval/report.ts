@@ -466,6 +466,18 @@ export function markdownReport(r: EvalResults, link = "", chartNames?: string[],
       `run ${r.created.slice(0, 16).replace("T", " ")} UTC, ${(r.wall_s / 60).toFixed(1)} min. ` +
       `KV ratios are peak bytes against full on the same ${r.kind === "tasks" ? "samples" : "run"}.`,
   );
+  // Cells added to a committed run (`deno task eval --add-to`): when, and that full reproduced the run's samples.
+  const added = (r.settings.added ?? []) as { created: string; cells: string[]; wall_s: number }[];
+  for (const x of added) {
+    lines.push("");
+    lines.push(
+      `Cells ${x.cells.join(", ")} added ${x.created.slice(0, 16).replace("T", " ")} UTC ` +
+        `(${
+          (x.wall_s / 60).toFixed(1)
+        } min; \`--add-to\`: that run's full reproduced each per-sample prediction of full ` +
+        `above).`,
+    );
+  }
   lines.push("");
   lines.push(headlineText(r));
   lines.push("");

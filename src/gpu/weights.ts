@@ -221,7 +221,9 @@ export function createWeight(
   try {
     if (scaleBytes > 0) {
       if (scaleBytes > ctx.maxBinding) {
-        throw new Error(`weight ${label}: ${scaleBytes} bytes of scales exceed the binding limit ${ctx.maxBinding}`);
+        throw new Error(
+          `weight ${label}: ${scaleBytes} bytes of scales exceed the binding limit ${ctx.maxBinding}`,
+        );
       }
       w.scales = ctx.createBuffer(scaleBytes, `${label}.scales`);
     }
@@ -253,7 +255,9 @@ export function createWeight(
     }
     if (w.scales) {
       if (!scales || scales.length !== n * stride) {
-        throw new Error(`weight ${label}: ${n} rows of ${dtype} need ${n * stride} scales, got ${scales?.length ?? 0}`);
+        throw new Error(
+          `weight ${label}: ${n} rows of ${dtype} need ${n * stride} scales, got ${scales?.length ?? 0}`,
+        );
       }
       ctx.write(w.scales, scales, rowStart * stride * 2);
     }

@@ -69,6 +69,7 @@ export type KvSettingName =
   | "lethe.segments"
   | "lethe.gamma"
   | "lethe.interval"
+  | "lethe.adaptiveRecent"
   | "rkvLambda"
   | "rkvThreshold";
 
@@ -84,6 +85,7 @@ export type KvFlagName =
   | "lethe-segments"
   | "lethe-gamma"
   | "lethe-interval"
+  | "lethe-adaptive-recent"
   | "rkv-lambda"
   | "rkv-threshold";
 
@@ -155,6 +157,10 @@ const ACCESS: Record<
   "lethe.segments": { get: (o) => o.lethe.segments, put: (k, x) => (k.lethe = { ...k.lethe, segments: x }) },
   "lethe.gamma": { get: (o) => o.lethe.gamma, put: (k, x) => (k.lethe = { ...k.lethe, gamma: x }) },
   "lethe.interval": { get: (o) => o.lethe.interval, put: (k, x) => (k.lethe = { ...k.lethe, interval: x }) },
+  "lethe.adaptiveRecent": {
+    get: (o) => o.lethe.adaptiveRecent,
+    put: (k, x) => (k.lethe = { ...k.lethe, adaptiveRecent: x }),
+  },
   rkvLambda: { get: (o) => o.rkvLambda, put: (k, x) => (k.rkvLambda = x) },
   rkvThreshold: { get: (o) => o.rkvThreshold, put: (k, x) => (k.rkvThreshold = x) },
 };
@@ -284,6 +290,18 @@ export const KV_SETTINGS: readonly KvSetting[] = [
     max: INT_MAX,
     metavar: "P",
     doc: "decode steps between pruning rounds",
+  }),
+  setting({
+    name: "lethe.adaptiveRecent",
+    flag: "--lethe-adaptive-recent",
+    field: "lethe_adaptive_recent",
+    fileKey: "lethe_adaptive_recent",
+    type: "number",
+    // A share of attention mass: 0 turns it off (the fixed --kv-recent-ratio window).
+    min: at(0),
+    max: at(1),
+    metavar: "F",
+    doc: "recent window per layer holding share F of the non-top attention (0 = off)",
   }),
   setting({
     name: "rkvLambda",

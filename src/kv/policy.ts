@@ -31,6 +31,11 @@ export interface LetheOptions {
   gamma: number;
   /** P: decode steps between periodic pruning rounds. */
   interval: number;
+  /**
+   * Adaptive recent window: 0 = off (every layer protects `recentRatio` × budget); otherwise the share of each
+   * layer's attention mass outside its top tokens that its recent window must hold, chosen per round (lethe.ts).
+   */
+  adaptiveRecent: number;
 }
 
 /** Options shared by every policy. */
@@ -59,7 +64,7 @@ export const DEFAULT_KV_OPTIONS: KvPolicyOptions = {
   sink: 4,
   recentRatio: 0.3,
   window: 32,
-  lethe: { tau: 2, segments: 8, gamma: 0.95, interval: 4 },
+  lethe: { tau: 2, segments: 8, gamma: 0.95, interval: 4, adaptiveRecent: 0 },
   rkvLambda: 0.1,
   rkvThreshold: 0.5,
   dtype: DEFAULT_KV_DTYPE,
@@ -92,6 +97,8 @@ export interface PruneDecision {
   hoyer?: number[];
   /** Per-layer τ-shrinking triggers after this round (Lethe). */
   trigger?: number[];
+  /** Per-layer recent window (in positions) this round protected (Lethe). */
+  recent?: number[];
 }
 
 /** A KV cache policy (see DESIGN "KV policies"). */

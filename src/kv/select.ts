@@ -253,3 +253,50 @@ export function rkvScores(
   });
   return out;
 }
+
+/**
+ * Lethe's adaptive recent window of one layer, in positions: where the layer's attention mass lies by token age.
+ * Among the non-sink slots (position ≥ `sink`), the `top` highest scores (ties → lower slot first, as
+ * {@link topSlots}) are set aside — score selection keeps those anyway. Of the rest (the residual mass, negative
+ * scores counted as 0), the window is the smallest r in [`min`, `max`] whose r newest positions (position ≥
+ * newest − r + 1, as {@link partitionSlots} counts them) hold at least `fraction` of it; `max` when none does,
+ * `min` when the residual mass is 0. `max` below `min` is raised to `min`.
+ */
+export function adaptiveRecent(
+  positions: ArrayLike<number>,
+  scores: ArrayLike<number>,
+  len: number,
+  sink: number,
+  top: number,
+  fraction: number,
+  min: number,
+  max: number,
+): number {
+  const hi = Math.max(min, max);
+  const cand: number[] = [];
+  let newest = -1;
+  for (let i = 0; i < len; i++) {
+    newest = Math.max(newest, positions[i]);
+    if (positions[i] >= sink) cand.push(i);
+  }
+  const covered = new Set(topSlots(cand, scores, top));
+  // Residual mass per age (newest − position), for ages below the largest window considered.
+  const byAge = new Float64Array(hi);
+  let residual = 0;
+  for (const s of cand) {
+    if (covered.has(s)) continue;
+    const m = Math.max(0, scores[s]);
+    residual += m;
+    const age = newest - positions[s];
+    if (age < hi) byAge[age] += m;
+  }
+  if (!(residual > 0)) return min;
+  const want = fraction * residual;
+  let held = 0;
+  for (let r = 1; r <= hi; r++) {
+    held += byAge[r - 1];
+    // A relative slack: the two sums add the same values in different orders.
+    if (r >= min && held >= want * (1 - 1e-12)) return r;
+  }
+  return hi;
+}

@@ -110,9 +110,16 @@ function parseQuantization(src: string, v: unknown): QuantizationConfig | undefi
     }
   }
   for (const key of Object.keys(q)) {
-    if (!want.some(([k]) => k === key)) throw new ConfigError(`${src}: quantization.${key} is not a known field`);
+    if (!want.some(([k]) => k === key)) {
+      throw new ConfigError(`${src}: quantization.${key} is not a known field`);
+    }
   }
-  return { method: "lethe-symmetric", weights: q.weights as "q8" | "q4", groupSize: 32, scaleDtype: "float16" };
+  return {
+    method: "lethe-symmetric",
+    weights: q.weights as "q8" | "q4",
+    groupSize: 32,
+    scaleDtype: "float16",
+  };
 }
 
 /** A config.json the engine cannot run; the message names the file and the field. */

@@ -251,10 +251,18 @@ export class GpuModel {
         const name = info.name;
         const sInfo = index.info(`${name}.scales`)!;
         if (info.dtype !== "U8") {
-          throw new SafetensorsError(info.file, `is ${info.dtype}; ${configPath} says matrices are stored as U8`, name);
+          throw new SafetensorsError(
+            info.file,
+            `is ${info.dtype}; ${configPath} says matrices are stored as U8`,
+            name,
+          );
         }
         if (sInfo.dtype !== "F16") {
-          throw new SafetensorsError(sInfo.file, `is ${sInfo.dtype}; quantization scales are F16`, sInfo.name);
+          throw new SafetensorsError(
+            sInfo.file,
+            `is ${sInfo.dtype}; quantization scales are F16`,
+            sInfo.name,
+          );
         }
         const writer = createWeight(ctx, name, stored!, rows, cols, ctx.maxBinding, {
           texture,

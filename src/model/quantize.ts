@@ -62,11 +62,15 @@ export function quantizeRows(
         throw new Error(`${label}: row ${r} group ${g} needs a scale ${amax / qmax} beyond f16's range`);
       }
       scales[r * stride + g] = bits;
+      const out = r * rowBytes;
       for (let c = c0; c < c1; c++) {
         const t = s === 0 ? 0 : values[base + c] / s;
-        const q = Math.max(-qmax, Math.min(qmax, Math.sign(t) * Math.round(Math.abs(t))));
-        if (format === "q8") data[r * rowBytes + c] = q & 0xff;
-        else data[r * rowBytes + (c >> 1)] |= (q + 8) << ((c & 1) * 4);
+        // Round half away from zero, clamped to ±qmax (f16 rounding of s can put |t| a hair past qmax).
+        let q = t >= 0 ? Math.floor(t + 0.5) : -Math.floor(0.5 - t);
+        if (q > qmax) q = qmax;
+        else if (q < -qmax) q = -qmax;
+        if (format === "q8") data[out + c] = q & 0xff;
+        else data[out + (c >> 1)] |= (q + 8) << ((c & 1) * 4);
       }
       // q4 padding columns hold q = 0 (stored 8), so that every stored nibble decodes to a value.
       if (format === "q4") {

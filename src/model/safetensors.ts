@@ -21,7 +21,12 @@ export type SafetensorsDType = "BF16" | "F16" | "F32" | "U8";
 export type TensorDType = DType | "u8";
 
 const DTYPE_BYTES: Record<SafetensorsDType, number> = { BF16: 2, F16: 2, F32: 4, U8: 1 };
-const DTYPE_TO_ENGINE: Record<SafetensorsDType, TensorDType> = { BF16: "bf16", F16: "f16", F32: "f32", U8: "u8" };
+const DTYPE_TO_ENGINE: Record<SafetensorsDType, TensorDType> = {
+  BF16: "bf16",
+  F16: "f16",
+  F32: "f32",
+  U8: "u8",
+};
 
 /** Largest header accepted (the reference implementation's limit): guards against absurd allocations. */
 const MAX_HEADER_BYTES = 100_000_000;

@@ -107,7 +107,8 @@ fn wscale(r: u32, t: u32) -> f32 {
 }`,
   // A q4 texel is one whole group of 32 values: nibble j of word i is value 8i + j, stored as q + 8. The + 8
   // is taken off once per texel and vector (8·Σx, from xload) rather than once per value.
-  q4: `struct X32 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32>, g: vec4<f32>, h: vec4<f32>, s8: vec4<f32> }
+  q4:
+    `struct X32 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32>, g: vec4<f32>, h: vec4<f32>, s8: vec4<f32> }
 alias XV = X32;
 fn xload(t: u32, b: u32) -> XV {
   let j = 8u * t;
@@ -308,7 +309,16 @@ function matvecBuffer(
   const k = kernel(
     `matvec_${w.dtype}_b${bb}_wg${wg}_${+accumulate}${+hasBias}${+vec4}`,
     () =>
-      consts({ R: r, BB: bb, WG: wg, VPW: dt.vpw, ACCUMULATE: accumulate, HAS_BIAS: hasBias, QUANT: quant, VEC4: vec4 }) +
+      consts({
+        R: r,
+        BB: bb,
+        WG: wg,
+        VPW: dt.vpw,
+        ACCUMULATE: accumulate,
+        HAS_BIAS: hasBias,
+        QUANT: quant,
+        VEC4: vec4,
+      }) +
       "\n" + BUF_WORDS[vec4 ? "vec4" : "word"] + "\n" + dt.code + "\n" + matvecCode,
   );
   for (const c of w.chunks) {
@@ -391,7 +401,16 @@ function matvecTexture(
         unrolledTexBody(r, bb, quant),
     );
     const [gx, gy] = ctx.grid(Math.ceil(inv / wg));
-    const u = new Uint32Array([t.rows, texels, t.rowStart, w.rows, n, gx * wg, g * w.rows, scaleStride(w.cols)]);
+    const u = new Uint32Array([
+      t.rows,
+      texels,
+      t.rowStart,
+      w.rows,
+      n,
+      gx * wg,
+      g * w.rows,
+      scaleStride(w.cols),
+    ]);
     const bind: (Binding | GPUTextureView)[] = [t.view, xt, y, opts.bias ?? dummyBinding(ctx)];
     if (quant) bind.push(w.scales!);
     ctx.dispatch(k, bind, [gx, gy, groups], u);

@@ -176,7 +176,10 @@ async function main(): Promise<void> {
   };
   const weights = parseWeightsOption(v.weights ?? "stored", "--weights");
   const envPath = Deno.env.get("LETHE_GPU_PATH") || undefined;
-  const gpuPath = parseGpuPath(v["gpu-path"] ?? envPath ?? "auto", v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH");
+  const gpuPath = parseGpuPath(
+    v["gpu-path"] ?? envPath ?? "auto",
+    v["gpu-path"] ? "--gpu-path" : "LETHE_GPU_PATH",
+  );
   const engine = await Engine.load(model, { progress: Deno.stderr.isTerminal(), weights, gpuPath });
   const web = v["no-web"] ? null : await prepareWebDir(() => import("../../tools/build_web.ts"));
   if (web) console.error(`lethe: ${web.message}`);

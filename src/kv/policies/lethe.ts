@@ -14,6 +14,17 @@
  * cache has been full — every `interval` steps while it holds more than the round target. Each round prunes the
  * total to budget × layers − interval × layers (at least the protected tokens), so the total budget is never
  * exceeded, and nothing is pruned before the cache first fills.
+ *
+ * Recent window: by default every layer protects the `round(recentRatio × budget)` newest positions. With
+ * `lethe.adaptiveRecent` F > 0 each layer's window is chosen at every round (and after prefill) from where its
+ * attention mass lies by token age ({@link adaptiveRecent} in select.ts): set aside the layer's
+ * `budget − sink − round(recentRatio × budget)` highest-scoring non-sink tokens (what the fixed split would keep
+ * by score); the window is the smallest r whose r newest positions hold share F of the remaining score mass,
+ * clamped to [min, max] with min = max(1, round(0.1 × budget)) and max = round(0.9 × budget), the latter at most
+ * budget − P′ − sink (P′ the effective interval, {@link letheInterval}: the round's per-layer target less the
+ * sinks) and at least min. A layer whose attention beyond its top tokens sits on the newest tokens gets a
+ * short window and leaves its slots to scores; one reading a lap back gets a long one. The min is what every
+ * round guarantees (`recentWindow`).
  */
 import {
   keepEverything,
@@ -24,6 +35,7 @@ import {
 } from "../policy.ts";
 import { effectiveWindow } from "./snapkv.ts";
 import {
+  adaptiveRecent,
   hoyer,
   keepList,
   partitionSlots,
@@ -46,6 +58,44 @@ export function letheRecent(options: KvPolicyOptions): number {
   return Math.max(1, Math.round(options.recentRatio * options.budget));
 }
 
+/** Shares of the budget that bound the adaptive recent window (see the module doc). */
+export const ADAPTIVE_RECENT_SHARES: { readonly min: number; readonly max: number } = { min: 0.1, max: 0.9 };
+
+/**
+ * The adaptive recent window's bounds and the number of top tokens it sets aside (see the module doc);
+ * null when `lethe.adaptiveRecent` is 0 (the fixed window).
+ */
+export function letheAdaptiveRange(
+  options: KvPolicyOptions,
+): { min: number; max: number; top: number } | null {
+  if (!(options.lethe.adaptiveRecent > 0)) return null;
+  const { budget, sink } = options;
+  const min = Math.max(1, Math.round(ADAPTIVE_RECENT_SHARES.min * budget));
+  const max = Math.max(
+    min,
+    Math.min(Math.round(ADAPTIVE_RECENT_SHARES.max * budget), budget - letheInterval(options) - sink),
+  );
+  return { min, max, top: Math.max(0, budget - sink - letheRecent(options)) };
+}
+
+/** Each layer's recent window at this round: the fixed one, or the adaptive one from its scores. */
+export function letheRecents(layers: LayerView[], options: KvPolicyOptions): number[] {
+  const range = letheAdaptiveRange(options);
+  if (!range) return layers.map(() => letheRecent(options));
+  return layers.map((l) =>
+    adaptiveRecent(
+      l.positions,
+      l.scores,
+      l.len,
+      options.sink,
+      range.top,
+      options.lethe.adaptiveRecent,
+      range.min,
+      range.max,
+    )
+  );
+}
+
 /**
  * One Lethe pruning decision over all layers, to a total of `targetTotal` tokens.
  * `triggers` (per-layer shrink triggers) is updated in place.
@@ -58,8 +108,8 @@ export function letheDecide(
 ): PruneDecision {
   const { sink } = options;
   const { tau, segments } = options.lethe;
-  const recent = letheRecent(options);
-  const parts = layers.map((l) => partitionSlots(l.positions, l.len, sink, recent));
+  const recents = letheRecents(layers, options);
+  const parts = layers.map((l, i) => partitionSlots(l.positions, l.len, sink, recents[i]));
   const protectedTotal = parts.reduce((s, p) => s + p.protectedSlots.length, 0);
   const hoyers: number[] = [];
   const caps: number[] = [];
@@ -94,6 +144,7 @@ export function letheDecide(
     }),
     hoyer: hoyers,
     trigger: triggers.slice(),
+    recent: recents,
   };
 }
 
@@ -107,7 +158,8 @@ export function lethePolicy(
   },
 ): KvPolicy {
   const interval = letheInterval(options);
-  const recent = letheRecent(options);
+  // What every round protects: the fixed window, or the adaptive one's minimum.
+  const recent = letheAdaptiveRange(options)?.min ?? letheRecent(options);
   let triggers: number[] = from.triggers.slice();
   let lastRound = from.lastRound;
   let filled = from.filled;
