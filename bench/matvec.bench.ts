@@ -9,6 +9,7 @@ import { createWeight, type Weight } from "../src/gpu/weights.ts";
 import { bytesToF32 } from "../src/model/safetensors.ts";
 import { type QuantFormat, quantizeRows } from "../src/model/quantize.ts";
 import { matvec, type MatvecOptions } from "../src/ops/matvec.ts";
+import { matvecRowloop } from "./dev/matvec_rowloop.ts";
 import { DECODE_SHAPES, median, randomWeightBytes, weightCopies } from "./roofline.ts";
 
 const ctx = await GpuContext.create();
@@ -25,7 +26,14 @@ function quantCopies(format: QuantFormat, rows: number, cols: number, buffer: bo
   });
 }
 
-function bench(rows: number, cols: number, opts: MatvecOptions = {}, label = "", format?: QuantFormat): void {
+function bench(
+  rows: number,
+  cols: number,
+  opts: MatvecOptions = {},
+  label = "",
+  format?: QuantFormat,
+  kernel: typeof matvec = matvec,
+): void {
   const name = `matvec ${format ?? "bf16"} ${rows}x${cols}${label}`;
   let ws: Weight[] | null = null;
   let x: GPUBuffer, y: GPUBuffer, k = 0, i = 0;
@@ -44,12 +52,12 @@ function bench(rows: number, cols: number, opts: MatvecOptions = {}, label = "",
         x = ctx.createBuffer(batch * cols * 4, "x");
         y = ctx.createBuffer(batch * rows * 4, "y");
         k = Math.max(1, Math.ceil(60e6 / ws[0].bytes));
-        matvec(ctx, ws[0], x, y, opts);
+        kernel(ctx, ws[0], x, y, opts);
         await ctx.sync();
       }
       b.start();
       const t0 = performance.now();
-      for (let j = 0; j < k; j++) matvec(ctx, ws[i++ % ws.length], x, y, opts);
+      for (let j = 0; j < k; j++) kernel(ctx, ws[i++ % ws.length], x, y, opts);
       await ctx.sync();
       const ms = performance.now() - t0;
       b.end();
@@ -63,6 +71,15 @@ function bench(rows: number, cols: number, opts: MatvecOptions = {}, label = "",
 for (const [rows, cols] of DECODE_SHAPES) bench(rows, cols);
 bench(8960, 1536, { batch: 8 }, " batch 8");
 bench(8960, 1536, { path: "buffer" }, " (storage-buffer path)");
+// The storage-buffer kernel it replaced (one invocation per 8 whole rows), for comparison.
+bench(
+  8960,
+  1536,
+  { path: "buffer" },
+  " (storage path, previous row-loop kernel)",
+  undefined,
+  (c, w, x, y) => matvecRowloop(c, w, x, y),
+);
 // Quantized weights: 8- and 4-bit values in groups of 32 with f16 scales (GB/s counts the bytes they hold).
 for (const format of ["q8", "q4"] as const) {
   for (const [rows, cols] of [[8960, 1536], [1536, 8960], [151936, 1536]]) bench(rows, cols, {}, "", format);

@@ -15,6 +15,7 @@ import {
 } from "../src/gpu/weights.ts";
 import { type QuantFormat, quantizeRows } from "../src/model/quantize.ts";
 import { dequantizeRef } from "../src/ref/quant.ts";
+import { matvecRowloop } from "../bench/dev/matvec_rowloop.ts";
 import { type DType, encode, roundTo } from "../src/dtype.ts";
 import type { GpuContext } from "../src/gpu/context.ts";
 import { assertClose, freshSeed, gpuContext, poison, randomF32, rng } from "./helpers.ts";
@@ -256,5 +257,47 @@ Deno.test("quantizeRows: q8 / q4 round-trip within half a step of each group's s
     for (let c = 32; c < 64; c++) {
       if (back[c] !== 0) throw new Error(`${format}: zero group decoded to ${back[c]}`);
     }
+  }
+});
+
+Deno.test("the previous storage-buffer matvec (bench/dev/matvec_rowloop.ts) still matches the CPU reference", async () => {
+  const ctx = await gpuContext();
+  const seed = freshSeed();
+  console.log(`seed ${seed}`);
+  const next = rng(seed);
+  for (
+    const [dtype, rows, cols, batch] of [["bf16", 300, 130, 1], ["f32", 37, 47, 5], [
+      "f16",
+      70,
+      96,
+      8,
+    ]] as const
+  ) {
+    const wv = roundTo(dtype, randomF32(rows * cols, next));
+    const w = uploadWeight(ctx, "w", dtype, rows, cols, encode(dtype, wv), undefined, { texture: false });
+    const x = randomF32(batch * cols, next), bias = randomF32(rows, next);
+    const gx = ctx.upload(x, "x"),
+      gb = ctx.upload(bias, "bias"),
+      gy = ctx.createBuffer(batch * rows * 4, "y");
+    poison(ctx, gy);
+    matvecRowloop(ctx, w, gx, gy, batch, { bias: gb });
+    const want = matvecRef(wv, rows, cols, x, batch, { bias });
+    let terms = 0;
+    for (let b = 0; b < batch; b++) {
+      for (let r = 0; r < rows; r++) {
+        let t = Math.abs(bias[r]);
+        for (let k = 0; k < cols; k++) t += Math.abs(wv[r * cols + k] * x[b * cols + k]);
+        terms = Math.max(terms, t);
+      }
+    }
+    assertClose(
+      await ctx.readF32(gy),
+      want,
+      2e-5,
+      `rowloop ${dtype} [${rows}, ${cols}] batch ${batch}`,
+      terms,
+    );
+    destroyWeight(w);
+    for (const b of [gx, gb, gy]) b.destroy();
   }
 });

@@ -154,6 +154,27 @@ Deno.test("quantized checkpoints are validated: config entry fields, tensor dtyp
   await Deno.copyFile(`${STORIES_DIR}/model.safetensors`, `${dst}/model.safetensors`);
   await rejects(Engine.load(dst, { ctx, progress: false }), /missing model\.embed_tokens\.weight\.scales/);
   await rejects(quantizeCheckpoint(dst, `${dst}-again`, "q8"), /already quantized/);
+  // Packed values stored as F16 (the right shape, the wrong dtype): named with their file and tensor.
+  const q4 = `${await Deno.makeTempDir({ prefix: "lethe-quantized-" })}/model`;
+  await quantizeCheckpoint(STORIES_DIR, q4, "q4");
+  const index = await SafetensorsIndex.open(q4);
+  const tensors: TensorToWrite[] = [];
+  for (const name of index.names()) {
+    const info = index.info(name)!;
+    const bad = name === "model.layers.1.mlp.up_proj.weight";
+    tensors.push({
+      name,
+      dtype: bad ? "F16" : info.dtype,
+      shape: info.shape,
+      data: bad ? new Uint8Array(info.byteLength * 2) : await index.read(name),
+    });
+  }
+  index.close();
+  await writeSafetensors(`${q4}/model.safetensors`, tensors);
+  await rejects(
+    Engine.load(q4, { ctx, progress: false }),
+    /model\.safetensors: tensor "model\.layers\.1\.mlp\.up_proj\.weight": is F16; .*config\.json says matrices are stored as U8/,
+  );
 });
 
 Deno.test("generate CLI: --weights q4 --gpu-path storage runs with a quarter of the bytes; bad values and --help", async () => {

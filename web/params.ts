@@ -50,7 +50,7 @@ export function readParams(search: string): RunParams | null {
   const prompt = q.get("prompt");
   if (prompt === null) return null;
   const sampling: Partial<SamplingOptions> = {};
-  const put = <K extends keyof SamplingOptions>(k: K, v: number | undefined) => {
+  const put = (k: "temperature" | "topP" | "topK" | "seed", v: number | undefined) => {
     if (v !== undefined) sampling[k] = v;
   };
   put("temperature", num(q, "temperature", false, 0));

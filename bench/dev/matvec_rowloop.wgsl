@@ -1,3 +1,4 @@
+// SUPERSEDED (issue 22) by wgsl/matvec.wgsl; kept for bench/matvec.bench.ts (bench/dev/matvec_rowloop.ts).
 // Matvec, storage-buffer path (decode): y[b, row_start + r] = Σ_c W[r, c] · x[b, c] (+ bias) (+ y when
 // ACCUMULATE) for b < batch ≤ BB, reading one weight chunk (row-major, see src/gpu/weights.ts).
 // Used when a weight has no texture copy (GPU adapters, or rows too wide for a texture). Each invocation
