@@ -2,6 +2,7 @@
 import "../src/io/deno_fs.ts"; // local model paths and the terminal progress bar
 import { GpuContext } from "../src/gpu/context.ts";
 import { type GpuPath, parseGpuPath } from "../src/gpu/device.ts";
+import { mulberry32 } from "../src/util/rng.ts";
 
 const shared = new Map<GpuPath, Promise<GpuContext>>();
 
@@ -24,16 +25,7 @@ export function freshSeed(): number {
 }
 
 /** Mulberry32: small, fast, seeded. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng: (seed: number) => () => number = mulberry32;
 
 /** `n` uniform values in [-scale, scale). */
 export function randomF32(n: number, next: () => number, scale = 1): Float32Array {

@@ -13,8 +13,8 @@ import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { startServer } from "../src/server/server.ts";
 import { StopStrings } from "../src/engine/stop.ts";
 import { splitThought, ThinkSplitter } from "../src/server/text.ts";
-import { makeCheckpoint } from "../tools/make_checkpoint.ts";
-import { STORIES_DIR } from "./support/models.ts";
+import { dirname } from "node:path";
+import { STORIES_DIR, tinyChatModel } from "./support/models.ts";
 import { freshSeed, rng } from "./helpers.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -478,34 +478,8 @@ Deno.test(
   "server with a tokenizer: text, stop strings, chat reasoning_content, the openai client",
   opts,
   async (t) => {
-    const dir = await Deno.makeTempDir({ prefix: "lethe-server-" });
-    await Deno.writeTextFile(
-      `${dir}/shape.json`,
-      JSON.stringify({
-        architectures: ["Qwen2ForCausalLM"],
-        model_type: "qwen2",
-        hidden_size: 64,
-        intermediate_size: 128,
-        num_hidden_layers: 2,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        vocab_size: 151936,
-        tie_word_embeddings: true,
-        rope_theta: 10000,
-        rms_norm_eps: 1e-6,
-        max_position_embeddings: 1024,
-        bos_token_id: 151643,
-        eos_token_id: 151643,
-      }),
-    );
-    await makeCheckpoint({
-      shape: `${dir}/shape.json`,
-      out: `${dir}/model`,
-      seed: 3,
-      std: 0.08,
-      tokenizer: true,
-    });
-    const engine = await Engine.load(`${dir}/model`);
+    const model = await tinyChatModel("lethe-server-", 3);
+    const engine = await Engine.load(model);
     const tok = engine.tokenizer!;
     const text = "The capital of France is";
     const refText = await engine.generate(text, { maxTokens: 24, sampling: { temperature: 0.7, seed: 3 } });
@@ -614,6 +588,6 @@ Deno.test(
 
     await server.shutdown();
     engine.destroy();
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(dirname(model), { recursive: true });
   },
 );

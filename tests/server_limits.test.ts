@@ -14,8 +14,8 @@ import { Engine } from "../src/engine/engine.ts";
 import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
 import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { type RunningServer, type ServerOptions, startServer } from "../src/server/server.ts";
-import { makeCheckpoint } from "../tools/make_checkpoint.ts";
-import { STORIES_DIR } from "./support/models.ts";
+import { dirname } from "node:path";
+import { STORIES_DIR, tinyChatModel } from "./support/models.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const enc = new TextEncoder();
@@ -770,34 +770,8 @@ Deno.test("startup: a server that could serve nothing refuses to start, naming t
 });
 
 Deno.test("a huge text prompt neither stalls running streams nor takes long to refuse", opts, async () => {
-  const dir = await Deno.makeTempDir({ prefix: "lethe-limits-" });
-  await Deno.writeTextFile(
-    `${dir}/shape.json`,
-    JSON.stringify({
-      architectures: ["Qwen2ForCausalLM"],
-      model_type: "qwen2",
-      hidden_size: 64,
-      intermediate_size: 128,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: 151936,
-      tie_word_embeddings: true,
-      rope_theta: 10000,
-      rms_norm_eps: 1e-6,
-      max_position_embeddings: 1024,
-      bos_token_id: 151643,
-      eos_token_id: 151643,
-    }),
-  );
-  await makeCheckpoint({
-    shape: `${dir}/shape.json`,
-    out: `${dir}/model`,
-    seed: 3,
-    std: 0.08,
-    tokenizer: true,
-  });
-  const engine = await Engine.load(`${dir}/model`, { progress: false });
+  const model = await tinyChatModel("lethe-limits-", 3);
+  const engine = await Engine.load(model, { progress: false });
   const s = startServer(engine, { modelId: "tiny" });
   try {
     // A stream decoding while the huge prompts arrive.
@@ -862,6 +836,6 @@ Deno.test("a huge text prompt neither stalls running streams nor takes long to r
   } finally {
     await s.shutdown();
     engine.destroy();
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(dirname(model), { recursive: true });
   }
 });

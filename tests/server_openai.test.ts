@@ -12,8 +12,8 @@ import { DEFAULT_SAMPLING } from "../src/engine/sampler.ts";
 import type { KvSettings } from "../src/kv/options.ts";
 import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { startServer } from "../src/server/server.ts";
-import { makeCheckpoint } from "../tools/make_checkpoint.ts";
-import { STORIES_DIR } from "./support/models.ts";
+import { dirname } from "node:path";
+import { STORIES_DIR, tinyChatModel } from "./support/models.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 // deno-lint-ignore no-explicit-any
@@ -68,34 +68,8 @@ function chatEntry(e: Json, top: number): Json {
 }
 
 Deno.test("server: logprobs, n > 1, penalties and min_p in OpenAI's shapes", opts, async (t) => {
-  const dir = await Deno.makeTempDir({ prefix: "lethe-openai-" });
-  await Deno.writeTextFile(
-    `${dir}/shape.json`,
-    JSON.stringify({
-      architectures: ["Qwen2ForCausalLM"],
-      model_type: "qwen2",
-      hidden_size: 64,
-      intermediate_size: 128,
-      num_hidden_layers: 2,
-      num_attention_heads: 4,
-      num_key_value_heads: 2,
-      vocab_size: 151936,
-      tie_word_embeddings: true,
-      rope_theta: 10000,
-      rms_norm_eps: 1e-6,
-      max_position_embeddings: 1024,
-      bos_token_id: 151643,
-      eos_token_id: 151643,
-    }),
-  );
-  await makeCheckpoint({
-    shape: `${dir}/shape.json`,
-    out: `${dir}/model`,
-    seed: 7,
-    std: 0.08,
-    tokenizer: true,
-  });
-  const engine = await Engine.load(`${dir}/model`, { progress: false });
+  const model = await tinyChatModel("lethe-openai-", 7);
+  const engine = await Engine.load(model, { progress: false });
   const prompt = "The quick brown fox jumps over";
   // Library references first: the server then owns the engine.
   const penalties = { repetitionPenalty: 1.5, frequencyPenalty: 1, presencePenalty: 0.5 };
@@ -290,7 +264,7 @@ Deno.test("server: logprobs, n > 1, penalties and min_p in OpenAI's shapes", opt
 
   await server.shutdown();
   engine.destroy();
-  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(dirname(model), { recursive: true });
 });
 
 Deno.test(

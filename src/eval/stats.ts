@@ -4,6 +4,8 @@
  * report calls a policy "ahead" only when the test says so (p < {@link SIGNIFICANCE}).
  */
 
+import { mulberry32 } from "../util/rng.ts";
+
 /** The p-value below which a difference counts. */
 export const SIGNIFICANCE = 0.05;
 /** Bootstrap resamples of the accuracy difference (a 95% interval's ends move by < 0.5 point across seeds at this count). */
@@ -31,18 +33,6 @@ export function mcnemarExact(b: number, c: number): number {
     tail += Math.exp(logTerm);
   }
   return Math.min(1, 2 * tail);
-}
-
-/** Mulberry32: a small seeded generator (uniform in [0, 1)). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

@@ -73,3 +73,32 @@ export function randomCheckpoint(name: string, shape: Record<string, unknown>, s
   }
   return p;
 }
+
+/**
+ * A random 2-layer Qwen2 with the real Qwen tokenizer's 151,936-entry vocabulary and a tokenizer.json (text
+ * prompts, chat templates, the full-vocab LM head), written to a fresh temp dir; returns the model dir.
+ */
+export async function tinyChatModel(prefix: string, seed: number): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix });
+  await Deno.writeTextFile(
+    `${dir}/shape.json`,
+    JSON.stringify({
+      architectures: ["Qwen2ForCausalLM"],
+      model_type: "qwen2",
+      hidden_size: 64,
+      intermediate_size: 128,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 151936,
+      tie_word_embeddings: true,
+      rope_theta: 10000,
+      rms_norm_eps: 1e-6,
+      max_position_embeddings: 1024,
+      bos_token_id: 151643,
+      eos_token_id: 151643,
+    }),
+  );
+  await makeCheckpoint({ shape: `${dir}/shape.json`, out: `${dir}/model`, seed, std: 0.08, tokenizer: true });
+  return `${dir}/model`;
+}
