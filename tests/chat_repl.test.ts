@@ -86,8 +86,8 @@ Deno.test({
 
       await tmux("send-keys", "-t", "chat", "-l", "/stats");
       await tmux("send-keys", "-t", "chat", "Enter");
-      s = await waitFor("the stats", (s) => s.includes("full KV at the end:") && prompts(s) >= 3);
-      assert(/KV full: peak [\d.]+ KiB allocated, [\d.]+ KiB live/.test(s), s);
+      s = await waitFor("the stats", (s) => s.includes("full f16 KV at the end:") && prompts(s) >= 3);
+      assert(/KV full f16: peak [\d.]+ KiB allocated, [\d.]+ KiB live/.test(s), s);
 
       await tmux("send-keys", "-t", "chat", "-l", "/kv lethe 64");
       await tmux("send-keys", "-t", "chat", "Enter");
