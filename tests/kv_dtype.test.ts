@@ -109,23 +109,23 @@ Deno.test(
     for (const dtype of KV_DTYPES) {
       for (const policy of POLICY_NAMES) {
         const r = await engine.generate(PROMPT, {
-          maxTokens: 40,
+          maxTokens: 32,
           eos: [],
-          kv: { policy, budget: 24, window: 8, dtype },
+          kv: { policy, budget: 16, window: 8, dtype },
         });
         assertEquals(r.stats.kv_dtype, dtype);
-        assertEquals(r.ids.length, 40, `${policy}/${dtype} ran`);
+        assertEquals(r.ids.length, 32, `${policy}/${dtype} ran`);
         const per = bytesPerToken({ ...shape, dtype });
         // Live bytes are whole tokens of this format; FullKV's equivalent is stated in f16 whatever the run's.
         assertEquals(r.stats.kv_bytes_live_peak % per, 0, `${policy}/${dtype} live bytes in ${dtype} tokens`);
         assertEquals(
           r.stats.kv_bytes_full_equivalent,
-          (PROMPT.length + 39) * c.numLayers * bytesPerToken({ ...shape, dtype: "f16" }),
+          (PROMPT.length + 31) * c.numLayers * bytesPerToken({ ...shape, dtype: "f16" }),
         );
         if (policy === "full") {
           assertEquals(
             r.stats.kv_bytes_live_peak,
-            (PROMPT.length + 39) * c.numLayers * per,
+            (PROMPT.length + 31) * c.numLayers * per,
             `full ${dtype} live`,
           );
         }
