@@ -320,6 +320,9 @@ async function main(): Promise<void> {
   let last: EvalResults | null = null;
   const onCell = async (cells: CellResult[], trace: EvalResults["trace"]) => {
     last = snapshot(cells, trace, true);
+    // An --add-to run writes only the merged results at the end: snapshots in the default directory would
+    // leave (or overwrite) a results set of their own there.
+    if (v["add-to"]) return;
     await Deno.mkdir(outDir, { recursive: true });
     await Deno.writeTextFile(join(outDir, "results.json"), JSON.stringify(last, null, 1) + "\n");
   };
