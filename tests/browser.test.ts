@@ -15,15 +15,9 @@ import type { GenerateOptions, GenerationStats } from "../src/engine/generate.ts
 import { startServer } from "../src/server/server.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 import { buildWeb } from "../tools/build_web.ts";
+import { CHROMIUM_PATHS, chromiumLaunchOptions, findChromium } from "../tools/chromium.ts";
 
-const CHROMIUM_PATHS = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"];
-const CHROMIUM = CHROMIUM_PATHS.find((p) => {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-});
+const CHROMIUM = findChromium();
 if (!CHROMIUM) {
   console.warn(
     `browser.test.ts: SKIPPED — no Chromium at ${CHROMIUM_PATHS.join(" or ")} ` +
@@ -99,21 +93,7 @@ Deno.test({
     webDir,
     modelDir: DEFAULT_MODEL_DIR,
   });
-  const browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    userDataDir: profile,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--enable-unsafe-webgpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic",
-    ],
-  });
+  const browser = await puppeteer.launch(chromiumLaunchOptions(CHROMIUM!, profile));
   /** Console lines worth showing: WebGPU/WGSL diagnostics and errors other than expected 404 probes. */
   const diagnostics: string[] = [];
 

@@ -11,6 +11,7 @@ import { Engine } from "../src/engine/engine.ts";
 import { startServer } from "../src/server/server.ts";
 import { DEFAULT_MODEL_DIR } from "../src/util/paths.ts";
 import { freshSeed, rng } from "./helpers.ts";
+import { parseHttpResponse } from "./support/raw_http.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const enc = new TextEncoder();
@@ -28,31 +29,6 @@ interface Outcome {
   headers: Headers;
   body: string;
   silentOk?: boolean;
-}
-
-/** Parses the first HTTP response of a raw connection's bytes. */
-function parseRaw(text: string): { status: number; headers: Headers; body: string } {
-  const end = text.indexOf("\r\n\r\n");
-  if (end < 0) return { status: 0, headers: new Headers(), body: "" };
-  const [statusLine, ...lines] = text.slice(0, end).split("\r\n");
-  const headers = new Headers();
-  for (const l of lines) {
-    const i = l.indexOf(":");
-    headers.append(l.slice(0, i).trim(), l.slice(i + 1).trim());
-  }
-  let body = text.slice(end + 4);
-  if (headers.get("transfer-encoding") === "chunked") {
-    let out = "";
-    for (;;) {
-      const nl = body.indexOf("\r\n");
-      const size = nl < 0 ? 0 : parseInt(body.slice(0, nl), 16);
-      if (!(size > 0)) break;
-      out += body.slice(nl + 2, nl + 2 + size);
-      body = body.slice(nl + 4 + size);
-    }
-    body = out;
-  }
-  return { status: Number(statusLine.split(" ")[1]), headers, body };
 }
 
 /** Writes `parts` on a fresh connection (`gapMs` apart, then half-closes) and reads until EOF or `waitMs`. */
@@ -82,7 +58,7 @@ async function raw(port: number, parts: string[], gapMs = 0, waitMs = 4000) {
   try {
     conn.close();
   } catch { /* closed */ }
-  return { ...parseRaw(text), closed };
+  return { ...parseHttpResponse(text), closed };
 }
 
 Deno.test(

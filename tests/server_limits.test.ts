@@ -16,6 +16,7 @@ import { type JobEvent, Scheduler } from "../src/server/scheduler.ts";
 import { type RunningServer, type ServerOptions, startServer } from "../src/server/server.ts";
 import { dirname } from "node:path";
 import { STORIES_DIR, tinyChatModel } from "./support/models.ts";
+import { type ParsedHttpResponse, parseHttpResponse } from "./support/raw_http.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 const enc = new TextEncoder();
@@ -26,42 +27,13 @@ const PROMPT = [1, 400, 300, 200];
 type Json = Record<string, unknown>;
 
 /** A response read off a raw connection. */
-interface RawResponse {
-  status: number;
-  headers: Headers;
-  body: string;
+interface RawResponse extends ParsedHttpResponse {
   /** Whether the server closed the connection (EOF) within the wait. */
   closed: boolean;
   /** Milliseconds from the first write to EOF (or to the end of the wait). */
   ms: number;
   /** `performance.now()` at EOF (or at the end of the wait). */
   at: number;
-}
-
-/** Parses the first HTTP response in `text` (status 0 when there is none). */
-function parseResponse(text: string): Omit<RawResponse, "closed" | "ms" | "at"> {
-  const end = text.indexOf("\r\n\r\n");
-  if (end < 0) return { status: 0, headers: new Headers(), body: "" };
-  const [statusLine, ...lines] = text.slice(0, end).split("\r\n");
-  const headers = new Headers();
-  for (const l of lines) {
-    const i = l.indexOf(":");
-    headers.append(l.slice(0, i).trim(), l.slice(i + 1).trim());
-  }
-  let body = text.slice(end + 4);
-  if (headers.get("transfer-encoding") === "chunked") {
-    let out = "";
-    for (;;) {
-      const nl = body.indexOf("\r\n");
-      if (nl < 0) break;
-      const size = parseInt(body.slice(0, nl), 16);
-      if (!(size > 0)) break;
-      out += body.slice(nl + 2, nl + 2 + size);
-      body = body.slice(nl + 4 + size);
-    }
-    body = out;
-  }
-  return { status: Number(statusLine.split(" ")[1]), headers, body };
 }
 
 /**
@@ -112,7 +84,7 @@ async function raw(
   try {
     conn.close();
   } catch { /* closed */ }
-  return { ...parseResponse(text), closed, ms: at - t0, at };
+  return { ...parseHttpResponse(text), closed, ms: at - t0, at };
 }
 
 async function post(url: string, body: unknown, headers: Record<string, string> = {}): Promise<Response> {

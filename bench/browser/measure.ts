@@ -18,15 +18,10 @@ import { startServer } from "../../src/server/server.ts";
 import { applyChatTemplate } from "../../tokenizer/mod.ts";
 import { DEFAULT_MODEL_DIR } from "../../src/util/paths.ts";
 import { buildWeb } from "../../tools/build_web.ts";
+import { CHROMIUM_PATHS, chromiumLaunchOptions, findChromium } from "../../tools/chromium.ts";
 
 const PROMPT = "walk 60 steps from 28. map: 28>37, 37>41, 41>28.";
-const CHROMIUM = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"].find((p) => {
-  try {
-    return Deno.statSync(p).isFile;
-  } catch {
-    return false;
-  }
-});
+const CHROMIUM = findChromium();
 
 interface Row {
   runtime: "deno" | "chromium";
@@ -45,7 +40,7 @@ const { values } = parseArgs({
 });
 const runs = Number(values.runs);
 const maxTokens = Number(values["max-tokens"]);
-if (!CHROMIUM) throw new Error("no Chromium at /usr/lib/chromium/chromium or /usr/bin/chromium");
+if (!CHROMIUM) throw new Error(`no Chromium at ${CHROMIUM_PATHS.join(" or ")}`);
 
 const settings = [{ kv: "full", query: { kv: "full" } }, {
   kv: "lethe@64",
@@ -59,21 +54,7 @@ const profile = await Deno.makeTempDir({ prefix: "lethe-chromium-" });
 await buildWeb({ outDir: webDir });
 const serving = await Engine.load(DEFAULT_MODEL_DIR, { progress: false, warmup: false });
 const server = startServer(serving, { hostname: "127.0.0.1", port: 0, webDir, modelDir: DEFAULT_MODEL_DIR });
-const browser = await puppeteer.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  userDataDir: profile,
-  args: [
-    "--headless=new",
-    "--no-sandbox",
-    "--enable-unsafe-webgpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-  ],
-});
+const browser = await puppeteer.launch(chromiumLaunchOptions(CHROMIUM, profile));
 const rows: Row[] = [];
 let adapter = "";
 try {
