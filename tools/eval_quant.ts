@@ -282,7 +282,7 @@ for (const w of weightsList) {
     const cells = grid(w).find(([x]) => x === d)![1];
     const run = missing.some((x) => x.policy !== "full") ? cells : missing;
     let done = 0;
-    const r = await runTasks(engine, samples, {
+    await runTasks(engine, samples, {
       kv: { dtype: d },
       cells: run,
       traceBudget: null,
@@ -304,7 +304,6 @@ for (const w of weightsList) {
         await save();
       },
     });
-    void r;
   }
   engine.destroy();
 }
@@ -363,6 +362,8 @@ console.log(
 
 /** The Markdown report. */
 function report(r: QuantResults): string {
+  const bytes = r.settings.kv_token_layer_bytes as Record<KvDtype, number>;
+  const int8Share = bytes.int8 / bytes.f16;
   const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
   const lines = [
     `# Synergy: KV pruning × low precision (${r.model})`,
@@ -373,11 +374,7 @@ function report(r: QuantResults): string {
     `every cell against the reference **stored weights (bf16) + f16 KV + full**: accuracy difference per family ` +
     `with an exact McNemar p (discordant pairs) and a bootstrap 95% interval; KV is the mean per-sample peak of ` +
     `live bytes against the reference's (full f16), so int8 full is ~${
-      (r.settings.kv_token_layer_bytes as Record<string, number>).int8 /
-            (r.settings.kv_token_layer_bytes as Record<string, number>).f16 < 1
-        ? ((r.settings.kv_token_layer_bytes as Record<string, number>).int8 /
-          (r.settings.kv_token_layer_bytes as Record<string, number>).f16).toFixed(2)
-        : "?"
+      int8Share.toFixed(2)
     } of it. Reproduce: \`deno task eval:quant ${(r.settings.argv as string[]).join(" ")}\`.`,
     "",
     `| weights | KV | policy | ${
