@@ -444,8 +444,72 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     assertEquals(b.cells.map((c) => c.predictions), r.cells.map((c) => c.predictions));
     assertEquals(b.cells.map((c) => c.tokens), r.cells.map((c) => c.tokens));
     assertEquals(b.cells.map((c) => c.kv_bytes_live_peak), r.cells.map((c) => c.kv_bytes_live_peak));
+    assertEquals(r.cells[0].per_sample?.tokens.length, 3);
+    assertEquals(r.cells[1].per_sample, undefined);
+
+    // --resume: an interrupted run's full is taken as it is (a marked prediction proves it was not rerun) and
+    // the cell after it is run against its per-sample lengths, exactly as the uninterrupted run did.
+    const marked = structuredClone(r.cells[0]);
+    marked.predictions![0][1] = "resumed";
+    let ran = 0;
+    const resumed = await runTasks(engine, samples, {
+      kv: {},
+      cells,
+      traceBudget: 16,
+      maxTokens: 6,
+      lengthSlack: 2,
+      resume: { cells: [marked], trace: r.trace },
+      onProgress: (d) => void (d.endsWith("(resumed)") || ran++),
+    });
+    assertEquals(ran, samples.length, "only the Lethe cell runs");
+    assertEquals(resumed.cells[0].predictions![0][1], "resumed");
+    assertEquals(resumed.cells[1].predictions, r.cells[1].predictions);
+    assertEquals(resumed.cells[1].kv_live_peak_ratio, r.cells[1].kv_live_peak_ratio);
+    // A resumed cell for other samples is run again; a non-full cell without full is never taken.
+    const otherIds = structuredClone(r.cells[0]);
+    otherIds.predictions![0][0] = "other:0";
+    ran = 0;
+    await runTasks(engine, samples, {
+      kv: {},
+      cells,
+      traceBudget: 16,
+      maxTokens: 6,
+      lengthSlack: 2,
+      resume: { cells: [otherIds, r.cells[1]], trace: r.trace },
+      onProgress: (d) => void (d.endsWith("(resumed)") || ran++),
+    });
+    assertEquals(ran, 2 * samples.length, "both cells run again");
   } finally {
     engine.destroy();
+  }
+});
+
+Deno.test("eval --resume: only a results.json of the same model, data and settings is resumed", async () => {
+  const { resumeFrom } = await import("../tools/eval.ts");
+  const dir = await Deno.makeTempDir();
+  try {
+    const now = {
+      kind: "tasks",
+      model_dir: "models/m",
+      data: ["d.jsonl"],
+      settings: { policies: ["full", "lethe"], kv: { sink: 4 }, samples: 3, argv: ["--resume"] },
+      cells: [],
+      trace: { budget: null, sample: "", kv_steps: {}, lethe_rounds: [] },
+    } as unknown as EvalResults;
+    assertEquals(await resumeFrom(dir, now), undefined, "nothing to resume: start afresh");
+    const prev = structuredClone(now);
+    prev.settings.argv = ["--limit", "3"];
+    prev.cells = [{ label: "full" } as unknown as CellResult];
+    await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(prev));
+    assertEquals((await resumeFrom(dir, now))!.cells.length, 1, "the command line may differ");
+    prev.settings.kv = { sink: 8 };
+    await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(prev));
+    await nodeAssert.rejects(
+      () => resumeFrom(dir, now),
+      /--resume: .*results.json was written with settings.kv =/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

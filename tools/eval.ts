@@ -65,6 +65,8 @@ Options:
   --lethe-adaptive-recent F   Lethe's adaptive recent window, 0 = off (default: the model's, else 0)
   --trace-budget N       budget whose runs record KV-over-steps and Lethe rounds (default: middle budget)
   --out DIR              output directory (default bench/eval/<model-name>[-<data>]/)
+  --resume               tasks: continue an interrupted run in --out (its partial results.json): cells already
+                         there for the same samples and settings are kept, not run again
   --add-to DIR           add this run's cells (all but full) to DIR/results.json and rewrite its report, when
                          this run's full reproduces DIR's per-sample predictions (same samples and engine)
   --kv-dtype D           KV storage format of every cell (default: the engine's)
@@ -197,6 +199,7 @@ async function main(): Promise<void> {
       "rkv-lambda": { type: "string" },
       "kv-dtype": { type: "string" },
       "add-to": { type: "string" },
+      resume: { type: "boolean", default: false },
       "rkv-threshold": { type: "string" },
       tau: { type: "string" },
       gamma: { type: "string" },
@@ -401,7 +404,11 @@ async function main(): Promise<void> {
         return rest;
       },
     };
-    const r = await runTasks(engine, samples, opts);
+    const resume = v.resume ? await resumeFrom(outDir, snapshot([], emptyTasksTrace(), true)) : undefined;
+    if (resume && !v.quiet) {
+      console.error(`eval: resuming ${relative(Deno.cwd(), outDir)}: ${resume.cells.length} cells done`);
+    }
+    const r = await runTasks(engine, samples, { ...opts, resume });
     r.trace.budget = traceBudget;
     last = snapshot(r.cells, r.trace, false);
   }
@@ -416,6 +423,53 @@ async function main(): Promise<void> {
   const written = await writeReport(last!, outDir);
   console.log(`wrote ${written.map((f) => relative(Deno.cwd(), f)).join(", ")}`);
   engine.destroy();
+}
+
+function emptyTasksTrace(): EvalResults["trace"] {
+  return { budget: null, sample: "", kv_steps: {}, lethe_rounds: [] };
+}
+
+/**
+ * `--resume`: the cells of DIR/results.json, when it was written by a run of this one's model, data, samples
+ * and settings (the fields compared are named in the error); none when there is no results.json yet.
+ */
+export async function resumeFrom(
+  dir: string,
+  now: EvalResults,
+): Promise<{ cells: CellResult[]; trace: EvalResults["trace"] } | undefined> {
+  const path = join(dir, "results.json");
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      console.error(`eval: --resume: no ${path} yet, starting afresh`);
+      return undefined;
+    }
+    throw e;
+  }
+  const prev = JSON.parse(text) as EvalResults;
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  const checks: [string, unknown, unknown][] = [
+    ["kind", prev.kind, now.kind],
+    ["model_dir", prev.model_dir, now.model_dir],
+    ["data", prev.data, now.data],
+  ];
+  // Every setting but the command line itself (a resumed run adds --resume) must match.
+  for (const k of new Set([...Object.keys(prev.settings ?? {}), ...Object.keys(now.settings)])) {
+    if (k !== "argv") checks.push([`settings.${k}`, prev.settings?.[k], now.settings[k]]);
+  }
+  const bad = checks.filter(([, a, b]) => !same(a, b));
+  if (bad.length) {
+    const [field, a, b] = bad[0];
+    throw new Error(
+      `--resume: ${path} was written with ${field} = ${JSON.stringify(a)}, this run has ${
+        JSON.stringify(b)
+      }; ` +
+        "resume with the same settings, or choose another --out",
+    );
+  }
+  return { cells: prev.cells ?? [], trace: prev.trace ?? emptyTasksTrace() };
 }
 
 /**

@@ -118,6 +118,11 @@ export interface CellResult extends CellSpec {
   prune_rounds: number;
   /** Per-sample predictions (tasks): [sample id, predicted, correct]. */
   predictions?: [string, string | null, boolean][];
+  /**
+   * `full` in tasks mode: each sample's generated tokens and peak KV bytes (allocated, live), which the other
+   * cells' length caps and KV ratios are taken against; what lets a resumed run skip `full`.
+   */
+  per_sample?: { tokens: number[]; kv_peak: number[]; kv_live_peak: number[] };
 }
 
 /** KV bytes after each decode step of one run: [step, live bytes, allocated bytes]. */
@@ -448,6 +453,28 @@ export interface TaskRunOptions extends RunOptions {
   batch?: number;
   /** With only `full` in `cells`: the rest of the grid, planned from full's mean sequence length (prompt + output). */
   afterFull?: (meanLength: number) => CellSpec[];
+  /**
+   * Cells of an interrupted run of the same settings and samples (its partial results.json): a planned cell
+   * found there with predictions for exactly these samples is taken as it is, not run again. Non-full cells
+   * are taken only together with `full` (whose per-sample lengths and KV peaks they are measured against).
+   */
+  resume?: { cells: CellResult[]; trace: EvalResults["trace"] };
+}
+
+/** The resumed result of `cell`, when `resume` holds one for exactly `samples` (and, for `full`, its per-sample data). */
+function resumedCell(
+  resume: TaskRunOptions["resume"],
+  cell: CellSpec,
+  samples: TaskSample[],
+  fullResumed: boolean,
+): CellResult | null {
+  if (!resume || (cell.budget !== null && !fullResumed)) return null;
+  const label = cellLabel(cell);
+  const r = resume.cells.find((x) => x.label === label && x.ablation === cell.ablation);
+  const p = r?.predictions;
+  if (!r || !p || p.length !== samples.length || p.some((x, i) => x[0] !== samples[i].id)) return null;
+  if (cell.budget === null && r.per_sample?.tokens.length !== samples.length) return null;
+  return r;
 }
 
 /** Task accuracy: every cell generates greedily on every sample (full first, which sets the length caps). */
@@ -465,15 +492,35 @@ export async function runTasks(
       })()
       : s.prompt
   );
-  const trace = emptyTrace(o.traceBudget, samples[0]?.id ?? "");
+  const trace = o.resume?.trace ?? emptyTrace(o.traceBudget, samples[0]?.id ?? "");
   const results: CellResult[] = [];
   let fullLens: number[] | null = null;
   let fullPeaks: number[] = [];
   let fullLive: number[] = [];
   const queue = [...o.cells];
+  let fullResumed = false;
+  const planRest = (lens: number[]) => {
+    if (!o.afterFull) return;
+    const mean = lens.reduce((a, l, i) => a + l + prompts[i].length, 0) / Math.max(1, lens.length);
+    queue.push(...o.afterFull(mean));
+  };
   for (let ci = 0; ci < queue.length; ci++) {
     const cell = queue[ci];
     const label = cellLabel(cell);
+    const resumed = resumedCell(o.resume, cell, samples, fullResumed);
+    if (resumed) {
+      if (cell.budget === null) {
+        fullResumed = true;
+        fullLens = resumed.per_sample!.tokens;
+        fullPeaks = resumed.per_sample!.kv_peak;
+        fullLive = resumed.per_sample!.kv_live_peak;
+        planRest(fullLens);
+      }
+      results.push(resumed);
+      for (const s of samples) o.onProgress?.(`${label} ${s.family} (resumed)`);
+      await o.onCell?.(results, trace);
+      continue;
+    }
     const kv = cellKv(cell, o.kv);
     const family: Record<string, FamilyScore> = {};
     const predictions: [string, string | null, boolean][] = [];
@@ -548,14 +595,12 @@ export async function runTasks(
     if (tracedCell) trace.kv_steps[label] = steps;
     // Batched runs: aggregate throughput of the batch over the cell's wall time.
     if (batch > 1) decodeSecs = cellDecodeSecs;
+    const isFull = !fullLens;
     if (!fullLens) {
       fullLens = lens;
       fullPeaks = peakList;
       fullLive = liveList;
-      if (o.afterFull) {
-        const mean = lens.reduce((a, l, i) => a + l + prompts[i].length, 0) / Math.max(1, lens.length);
-        queue.push(...o.afterFull(mean));
-      }
+      planRest(lens);
     }
     for (const f of Object.values(family)) f.accuracy = f.n ? f.correct / f.n : 0;
     const n = samples.length;
@@ -580,6 +625,7 @@ export async function runTasks(
       decode_tok_s: decodeSecs > 0 ? decodeSteps / decodeSecs : 0,
       prune_rounds: n ? rounds / n : 0,
       predictions,
+      ...(isFull ? { per_sample: { tokens: lens, kv_peak: peakList, kv_live_peak: liveList } } : {}),
     });
     await o.onCell?.(results, trace);
   }

@@ -28,8 +28,9 @@ from tokenizer import Tok  # noqa: E402
 
 
 # The fewest recent thought tokens a family's step needs besides the prompt: the walk's last line (its
-# counter and where it stands), the sum's last scratchpad line (its running total).
-LOCAL_MIN_WINDOW = {"walk": 8, "sum": 40, "copy": 8}
+# counter and where it stands), the sum's last scratchpad line (its running total), the program's last line
+# (its counter, pointer and total).
+LOCAL_MIN_WINDOW = {"walk": 8, "sum": 40, "prog": 40, "copy": 8}
 
 
 def encode_example(tok: Tok, ex: dict) -> tuple[list[int], int, str]:
@@ -47,12 +48,13 @@ def local_visibility(length: int, prompt_len: int, window: int) -> torch.Tensor:
 
 
 def batches(tok: Tok, seed: int, tokens_per_batch: int, level=lambda: 1.0, pool_size: int = 256,
-            copy_fraction=lambda: 0.0, local_fraction: float = 0.0, local_max_window: int = 128):
+            copy_fraction=lambda: 0.0, local_fraction: float = 0.0, local_max_window: int = 128,
+            family_weights: dict | None = None):
     """Endless stream of (ids, loss_mask, visible or None) batches; a pool of examples is sorted by length and cut
     into batches of about `tokens_per_batch` padded tokens, whose order is then shuffled (all seeded). A
     `local_fraction` of the examples is trained with its thought seeing only the prompt and a random window
     of recent tokens (`local_visibility`); the rest see everything before them."""
-    stream = tasks.train_stream(seed, level, copy_fraction=copy_fraction)
+    stream = tasks.train_stream(seed, level, copy_fraction=copy_fraction, family_weights=family_weights)
     rng = random.Random(f"batches-{seed}")
     local_rng = random.Random(f"local-{seed}")
     while True:
@@ -157,6 +159,9 @@ def main():
     ap.add_argument("--short-walks", action="store_true",
                     help="train on tasks.SHORT_WALK (the first version's walks) instead of SETTINGS' long ones: "
                          "stage 1 of the shipped model (README.md)")
+    ap.add_argument("--families", default="walk:1,sum:1",
+                    help="families trained and their weights in the task stream (family:weight,...); the first "
+                         "two stages trained walk and sum alike, stage 3 adds prog (README.md)")
     ap.add_argument("--export-from", default="", help="skip training: export this saved checkpoint")
     args = ap.parse_args()
     if args.export_from:
@@ -192,7 +197,8 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=args.lr, betas=(0.9, args.beta2), eps=1e-8)
-    quick = {f: tasks.heldout_set(f, 30, seed=999) for f in tasks.FAMILIES}
+    family_weights = parse_families(args.families)
+    quick = {f: tasks.heldout_set(f, 30, seed=999) for f in family_weights}
     t0 = time.time()
     seen_tokens = 0
     loss_acc, n_acc = 0.0, 0
@@ -205,7 +211,8 @@ def main():
         return 1.0 if progress["step"] < args.copy_warmup else args.copy_fraction
 
     it = batches(tok, args.seed, args.tokens_per_batch, level, copy_fraction=copy_fraction,
-                 local_fraction=args.local_fraction, local_max_window=args.local_max_window)
+                 local_fraction=args.local_fraction, local_max_window=args.local_max_window,
+                 family_weights=family_weights)
     for step in range(args.steps):
         progress["step"] = step
         ids, mask, visible = next(it)
@@ -240,6 +247,22 @@ def main():
     import export  # noqa: E402
     export.export(model, tok, args.out, args.heldout_n, log)
     log(f"total wall time {time.time() - t0:.0f}s")
+
+
+def parse_families(spec: str) -> dict:
+    """`walk:1,sum:1,prog:2` -> {"walk": 1.0, "sum": 1.0, "prog": 2.0}; names must be tasks.FAMILIES."""
+    out = {}
+    for part in spec.split(","):
+        name, _, w = part.partition(":")
+        if name not in tasks.FAMILIES:
+            sys.exit(f"--families: unknown family {name!r} (known: {', '.join(tasks.FAMILIES)})")
+        try:
+            out[name] = float(w or 1)
+        except ValueError:
+            sys.exit(f"--families: weight of {name} is not a number: {w!r}")
+        if out[name] <= 0:
+            sys.exit(f"--families: weight of {name} must be > 0")
+    return out
 
 
 def init_from_model(model: Qwen2, tok: Tok, model_dir: str) -> None:
