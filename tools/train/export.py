@@ -74,7 +74,9 @@ def config_json(cfg, tok) -> dict:
     }
 
 
-def export(model, tok, out: str, heldout_n: int, log=print) -> dict:
+def export(model, tok, out: str, heldout_n: int, log=print, families: list[str] | None = None) -> dict:
+    """Writes the model directory and evaluates its held-out sets of `families` (default: tasks.FAMILIES; a
+    run trained on fewer families passes its own)."""
     from train import evaluate  # noqa: E402
     os.makedirs(out, exist_ok=True)
     sd = {k: v for k, v in model.state_dict().items()}
@@ -87,7 +89,7 @@ def export(model, tok, out: str, heldout_n: int, log=print) -> dict:
     tok.write(out)
     os.makedirs(os.path.join(out, "heldout"), exist_ok=True)
     sets = {}
-    for fam in tasks.FAMILIES:
+    for fam in families or tasks.FAMILIES:
         sets[fam] = tasks.heldout_set(fam, heldout_n)
         with open(os.path.join(out, "heldout", f"{fam}.jsonl"), "w", encoding="utf-8") as f:
             for e in sets[fam]:

@@ -245,7 +245,7 @@ def main():
     torch.save({"cfg": vars(cfg), "state": model.state_dict()}, args.ckpt)
 
     import export  # noqa: E402
-    export.export(model, tok, args.out, args.heldout_n, log)
+    export.export(model, tok, args.out, args.heldout_n, log, families=list(family_weights))
     log(f"total wall time {time.time() - t0:.0f}s")
 
 
@@ -302,7 +302,7 @@ def export_saved(args):
 
     log(f"exporting {args.export_from} (step {saved.get('step', 'final')})")
     import export  # noqa: E402
-    export.export(model, tok, args.out, args.heldout_n, log)
+    export.export(model, tok, args.out, args.heldout_n, log, families=list(parse_families(args.families)))
 
 
 if __name__ == "__main__":
