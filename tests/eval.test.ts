@@ -19,6 +19,7 @@ import {
   charts,
   END_MARKER,
   headline,
+  headlineTable,
   headlineText,
   markdownReport,
   replaceMarkedSection,
@@ -547,4 +548,54 @@ Deno.test("eval --add-to: a run's cells join committed results only when its ful
   assertEquals(addCells(merged, run, "d").cells.length, 5);
   const other = results([cell("full", null, [true, false], 1000), cell("rkv", 64, [true, true], 50)], [64]);
   nodeAssert.throws(() => addCells(target, other, "d"), /--add-to d: this run's full does not reproduce/);
+});
+
+Deno.test("headline table: fresh-sample evaluations only, targets checked from per-sample outcomes", () => {
+  const outcome = (right: number, n = 20) =>
+    Array.from({ length: n }, (_, i) => [`prog:${i}`, "x", i < right]);
+  const cell = (policy: string, budget: number | null, right: number, live: number) =>
+    ({
+      policy,
+      budget,
+      label: budget === null ? policy : `${policy}@${budget}`,
+      ablation: false,
+      n: 20,
+      accuracy: right / 20,
+      correct: right,
+      per_family: { prog: { n: 20, correct: right, accuracy: right / 20 } },
+      kv_live_peak_ratio: live,
+      predictions: outcome(right),
+    }) as unknown as CellResult;
+  const results = (data: string, cells: CellResult[]) =>
+    ({
+      kind: "tasks",
+      model: "m",
+      data: [data],
+      budgets: [64],
+      cells,
+      settings: {},
+    }) as unknown as EvalResults;
+  // Lethe 19/20 = full; StreamingLLM 10/20 (Lethe ahead: 9 vs 0, p = 0.004); R-KV 19/20 at more live KV.
+  const fresh = results("bench/data/reasoner-fresh/prog.jsonl", [
+    cell("full", null, 19, 1),
+    cell("lethe", 64, 19, 0.07),
+    cell("streaming", 64, 10, 0.07),
+    cell("rkv", 64, 19, 0.2),
+  ]);
+  assertEquals(
+    headlineTable([{ dir: "d", results: results("models/m/heldout/prog.jsonl", fresh.cells) }]),
+    null,
+  );
+  const table = headlineTable([{ dir: "d", results: fresh }])!;
+  const [head, , row] = table.split("\n");
+  assert(head.includes("| StreamingLLM | R-KV |"), head);
+  assert(
+    row.startsWith("| prog (20) | 95.0% | 64 | **95.0%** | 7.0% | 50.0% | 95.0% | streaming: +45.0 points"),
+    row,
+  );
+  assert(row.endsWith("| yes | yes | yes |"), row);
+  // R-KV one sample ahead (at Lethe's KV): Lethe is no longer at or above every baseline, and not ahead.
+  fresh.cells[3] = cell("rkv", 64, 20, 0.07);
+  const behind = headlineTable([{ dir: "d", results: fresh }])!.split("\n")[2];
+  assert(behind.endsWith("| yes | **no** | **no** (tied) |"), behind);
 });

@@ -21,7 +21,15 @@ import {
   runTasks,
   type TaskSample,
 } from "../src/eval/harness.ts";
-import { renderReport, replaceMarkedSection, resultsSection, writeReport } from "../src/eval/report.ts";
+import {
+  HEADLINE_BEGIN_MARKER,
+  HEADLINE_END_MARKER,
+  headlineTable,
+  renderReport,
+  replaceMarkedSection,
+  resultsSection,
+  writeReport,
+} from "../src/eval/report.ts";
 import { CountProgress, formatDuration } from "../src/util/progress.ts";
 import { DEFAULT_MODEL_DIR, exists } from "../src/util/paths.ts";
 
@@ -30,8 +38,10 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const HELP = `deno task eval — compare KV policies on accuracy, memory and speed
 
   deno task eval [--model DIR] [options]
-  deno task results [--eval-dir bench/eval] [--results-file bench/RESULTS.md]
-                         (also rewrites each directory's results.md and charts from its results.json)
+  deno task results [--eval-dir bench/eval] [--results-file bench/RESULTS.md] [--readme README.md]
+                         (also rewrites each directory's results.md and charts from its results.json, and
+                         the README's headline table between its headline markers from the evaluations on
+                         bench/data/reasoner-fresh/)
   deno task eval render OUT_DIR...   (rewrite results.md and the charts from OUT_DIR/results.json)
 
 What runs (--mode, default chosen from the model and data):
@@ -95,6 +105,7 @@ async function results(args: string[]): Promise<void> {
     options: {
       "eval-dir": { type: "string", default: join(ROOT, "bench/eval") },
       "results-file": { type: "string", default: join(ROOT, "bench/RESULTS.md") },
+      readme: { type: "string", default: join(ROOT, "README.md") },
       help: { type: "boolean", default: false },
     },
   });
@@ -135,6 +146,19 @@ async function results(args: string[]): Promise<void> {
   }
   await Deno.writeTextFile(file, replaceMarkedSection(doc, resultsSection(entries)));
   console.log(`${file}: evaluation section from ${entries.length} result set(s)`);
+  // The README's headline table, from the evaluations on fresh samples, where the README carries its markers.
+  const headline = headlineTable(entries);
+  const readme = resolve(values.readme);
+  if (headline && await exists(readme)) {
+    const text = await Deno.readTextFile(readme);
+    if (text.includes(HEADLINE_BEGIN_MARKER)) {
+      await Deno.writeTextFile(
+        readme,
+        replaceMarkedSection(text, headline, HEADLINE_BEGIN_MARKER, HEADLINE_END_MARKER),
+      );
+      console.log(`${readme}: headline table from the fresh-sample evaluations`);
+    }
+  }
 }
 
 /** The quick form of an evaluation, suggested before a long run. */

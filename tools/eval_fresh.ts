@@ -12,14 +12,15 @@ import { fileURLToPath } from "node:url";
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /**
- * Budgets (tokens per layer) per family: the largest power of two at which a policy's live KV stays at or
- * below 10% of full's (walk and prog, ~900–1000-token sequences: 64), plus 64 for the sums, whose
- * ~240-token sequences reach 10% only near 24 tokens per layer, below their ~30-token scratchpad line.
+ * Budgets (tokens per layer) per family: 64, where a policy's live KV is ≤ 10% of full's on the walks and
+ * programs (~900–1050-token sequences). The sums' ~240-token sequences reach 10% only near 24 tokens per
+ * layer, less than a sink plus their ~30-token scratchpad line, where no policy can work: they run at 64
+ * (~27% of full's live KV), the budget of the earlier sum evaluations.
  */
 export const FRESH_BUDGETS: Readonly<Record<string, readonly number[]>> = {
   walk: [64],
   prog: [64],
-  sum: [24, 64],
+  sum: [64],
 };
 
 /**

@@ -19,19 +19,28 @@ import { lineChart, type Series } from "./svg.ts";
 export const BEGIN_MARKER = "<!-- eval:begin -->";
 export const END_MARKER = "<!-- eval:end -->";
 
+/** Markers of the generated headline table in README.md. */
+export const HEADLINE_BEGIN_MARKER = "<!-- headline:begin -->";
+export const HEADLINE_END_MARKER = "<!-- headline:end -->";
+
 /**
  * Replaces the text between the markers with `body` (markers kept); appends the markers (and body) at the end
  * when absent. Text outside the markers is returned byte for byte.
  */
-export function replaceMarkedSection(doc: string, body: string): string {
-  const b = doc.indexOf(BEGIN_MARKER);
-  const e = b < 0 ? -1 : doc.indexOf(END_MARKER, b + BEGIN_MARKER.length);
+export function replaceMarkedSection(
+  doc: string,
+  body: string,
+  begin: string = BEGIN_MARKER,
+  end: string = END_MARKER,
+): string {
+  const b = doc.indexOf(begin);
+  const e = b < 0 ? -1 : doc.indexOf(end, b + begin.length);
   const inner = `\n${body.trim()}\n`;
   if (b < 0 || e < 0) {
     const sep = doc.length === 0 ? "" : doc.endsWith("\n\n") ? "" : doc.endsWith("\n") ? "\n" : "\n\n";
-    return `${doc}${sep}${BEGIN_MARKER}${inner}${END_MARKER}\n`;
+    return `${doc}${sep}${begin}${inner}${end}\n`;
   }
-  return doc.slice(0, b + BEGIN_MARKER.length) + inner + doc.slice(e);
+  return doc.slice(0, b + begin.length) + inner + doc.slice(e);
 }
 
 /** The quality figure of a cell: accuracy (tasks) or the fraction of tokens before divergence (fidelity). */
@@ -537,4 +546,77 @@ export function resultsSection(entries: { dir: string; results: EvalResults }[])
     lines.push(markdownReport(results, `${dir}/`, undefined, 3).trimEnd());
   }
   return lines.join("\n");
+}
+
+/** The baselines the headline names, in its column order. */
+const HEADLINE_BASELINES = ["streaming", "h2o", "pyramidkv", "rkv", "snapkv"] as const;
+
+/**
+ * The README's headline: one row per task evaluation whose data lies under `bench/data/reasoner-fresh/`
+ * (samples drawn with a seed never used while choosing settings) and per Lethe budget, with the targets — Lethe
+ * within 1 point of full, at or above every baseline, ahead of the best peer with McNemar p < 0.05 — checked
+ * from the per-sample outcomes. Null when there are no such evaluations.
+ */
+export function headlineTable(entries: { dir: string; results: EvalResults }[]): string | null {
+  const fresh = entries.filter((x) =>
+    x.results.kind === "tasks" && (x.results.data ?? []).some((d) => d.includes("reasoner-fresh"))
+  );
+  if (!fresh.length) return null;
+  const rows: string[] = [];
+  const present = HEADLINE_BASELINES.filter((p) =>
+    fresh.some((x) => x.results.cells.some((c) => c.policy === p))
+  );
+  for (const { results: r } of fresh) {
+    const full = r.cells.find((c) => c.budget === null);
+    if (!full) continue;
+    const family = Object.keys(full.per_family ?? {}).join("+") || r.model;
+    const note = r.partial ? " (partial run)" : "";
+    const cmp = budgetComparison(r);
+    for (const lethe of r.cells.filter((c) => c.policy === "lethe" && !c.ablation && c.budget !== null)) {
+      const at = r.cells.filter((c) => c.budget === lethe.budget && !c.ablation && c.policy !== "lethe");
+      const acc = (c: CellResult | undefined) => (c ? `${pct(c.accuracy)}` : "–");
+      const x = cmp.find((y) => y.budget === lethe.budget);
+      const within = (lethe.accuracy ?? 0) >= (full.accuracy ?? 0) - 0.01;
+      const atLeast = at.every((b) => (lethe.accuracy ?? 0) >= (b.accuracy ?? 0));
+      const best = x?.best;
+      const t = best ? cellTest(lethe, best) : null;
+      const vsBest = best && t
+        ? `${best.policy}: ${points(t.diff)} points, p ${t.p < 0.001 ? "" : "= "}${
+          formatP(t.p)
+        } (${t.aOnly} vs ${t.bOnly})`
+        : "–";
+      const yes = (b: boolean) => (b ? "yes" : "**no**");
+      rows.push(
+        `| ${family} (${full.n})${note} | ${acc(full)} | ${lethe.budget} | **${acc(lethe)}** | ${
+          pct(lethe.kv_live_peak_ratio)
+        } | ${present.map((p) => acc(at.find((c) => c.policy === p))).join(" | ")} | ${vsBest} | ${
+          yes(within)
+        } | ${yes(atLeast)} | ${x ? (x.verdict === "yes" ? "yes" : `**no** (${x.verdict})`) : "–"} |`,
+      );
+    }
+  }
+  const names: Record<string, string> = {
+    streaming: "StreamingLLM",
+    h2o: "H2O",
+    pyramidkv: "PyramidKV",
+    rkv: "R-KV",
+    snapkv: "SnapKV",
+  };
+  const head = [
+    "family (samples)",
+    "full",
+    "budget",
+    "Lethe",
+    "Lethe's live KV vs full f16",
+    ...present.map((p) => names[p]),
+    "Lethe − best baseline at its KV",
+    "within 1 point of full",
+    "≥ every baseline",
+    "ahead, p < 0.05",
+  ];
+  return [
+    `| ${head.join(" | ")} |`,
+    `|${head.map((_, i) => (i >= 1 && i <= 4 + present.length ? " ---: " : " --- ")).join("|")}|`,
+    ...rows,
+  ].join("\n");
 }
