@@ -548,6 +548,14 @@ export function resultsSection(entries: { dir: string; results: EvalResults }[])
   return lines.join("\n");
 }
 
+/** The headline's "ahead" column for each verdict of {@link budgetComparison}. */
+const HEADLINE_VERDICT: Record<Verdict, string> = {
+  yes: "yes",
+  tied: "**no** (tied)",
+  no: "**no** (behind)",
+  "–": "– (no baseline at its KV)",
+};
+
 /** The baselines the headline names, in its column order. */
 const HEADLINE_BASELINES = ["streaming", "h2o", "pyramidkv", "rkv", "snapkv"] as const;
 
@@ -591,7 +599,7 @@ export function headlineTable(entries: { dir: string; results: EvalResults }[]):
           pct(lethe.kv_live_peak_ratio)
         } | ${present.map((p) => acc(at.find((c) => c.policy === p))).join(" | ")} | ${vsBest} | ${
           yes(within)
-        } | ${yes(atLeast)} | ${x ? (x.verdict === "yes" ? "yes" : `**no** (${x.verdict})`) : "–"} |`,
+        } | ${yes(atLeast)} | ${x ? HEADLINE_VERDICT[x.verdict] : "–"} |`,
       );
     }
   }
