@@ -122,5 +122,9 @@ Deno.test("generate: the README's main command — the bundled reasoner adds up;
   assertEquals(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert(j.stats.prune_rounds > 0);
-  assert(j.stats.kv_bytes_live_peak < 0.5 * j.stats.kv_bytes_full_equivalent, JSON.stringify(j.stats));
+  // The live cache never held more than the budget's 32 tokens per layer; the pruned model may end early (64
+  // tokens with the shipped weights), so its live peak is at most half of what full KV holds at the end.
+  assert(j.stats.prefill_tokens + j.stats.decode_tokens >= 64, JSON.stringify(j.stats));
+  assert(j.stats.kv_tokens_per_layer.every((n: number) => n <= 32), JSON.stringify(j.stats));
+  assert(j.stats.kv_bytes_live_peak <= 0.5 * j.stats.kv_bytes_full_equivalent, JSON.stringify(j.stats));
 });
