@@ -189,10 +189,8 @@ def sample(family: str, rng: random.Random, heldout: bool, settings: dict | None
             }
 
 
-def heldout_set(family: str, n: int, seed: int = 1234) -> list[dict]:
-    """The fixed held-out test set of a family (distinct questions, fixed seed)."""
-    rng = random.Random(f"heldout-{family}-{seed}")
-    seen = set()
+def distinct_heldout(family: str, rng: random.Random, n: int, seen: set) -> list[dict]:
+    """n held-out tasks of `family` whose questions are not in `seen` nor repeated (adds them to `seen`)."""
     out = []
     while len(out) < n:
         ex = sample(family, rng, heldout=True)
@@ -200,6 +198,11 @@ def heldout_set(family: str, n: int, seed: int = 1234) -> list[dict]:
             seen.add(ex["question"])
             out.append(ex)
     return out
+
+
+def heldout_set(family: str, n: int, seed: int = 1234) -> list[dict]:
+    """The fixed held-out test set of a family (distinct questions, fixed seed)."""
+    return distinct_heldout(family, random.Random(f"heldout-{family}-{seed}"), n, set())
 
 
 def train_stream(seed: int, level=lambda: 1.0, full_fraction: float = 0.25, copy_fraction=lambda: 0.0,
@@ -229,14 +232,7 @@ def fresh_sets(seed: int, n: int, families: list[str] | None = None) -> dict[str
     out = {}
     for fam in families or FAMILIES:
         seen = {ex["question"] for ex in heldout_set(fam, 200) + heldout_set(fam, 30, seed=999)}
-        rng = random.Random(f"fresh-{fam}-{seed}")
-        rows = []
-        while len(rows) < n:
-            ex = sample(fam, rng, heldout=True)
-            if ex["question"] not in seen:
-                seen.add(ex["question"])
-                rows.append(ex)
-        out[fam] = rows
+        out[fam] = distinct_heldout(fam, random.Random(f"fresh-{fam}-{seed}"), n, seen)
     return out
 
 
