@@ -599,3 +599,23 @@ Deno.test("headline table: fresh-sample evaluations only, targets checked from p
   const behind = headlineTable([{ dir: "d", results: fresh }])!.split("\n")[2];
   assert(behind.endsWith("| yes | **no** | **no** (tied) |"), behind);
 });
+
+Deno.test("eval:fresh: --help names the budgets; an unknown family is one clear error", async () => {
+  const run = async (...args: string[]) => {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../tools/eval_fresh.ts", import.meta.url).pathname, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return {
+      code: out.code,
+      text: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+    };
+  };
+  const help = await run("--help");
+  assertEquals(help.code, 0);
+  assert(help.text.includes("walk 64; prog 64; sum 64"), help.text);
+  const bad = await run("--families", "nope");
+  assertEquals(bad.code, 1);
+  assert(bad.text.includes("eval:fresh: --families: no budgets for nope (known: walk,prog,sum)"), bad.text);
+});
