@@ -412,13 +412,10 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     ];
     const { tau, gamma } = DEFAULT_KV_OPTIONS.lethe;
     const cells = planCells({ policies: ["full", "lethe"], budgets: [16], taus: [tau], gammas: [gamma] });
+    const run = { kv: {}, cells, traceBudget: 16, maxTokens: 6, lengthSlack: 2 };
     let units = 0;
     const r = await runTasks(engine, samples, {
-      kv: {},
-      cells,
-      traceBudget: 16,
-      maxTokens: 6,
-      lengthSlack: 2,
+      ...run,
       onProgress: () => units++,
     });
     assertEquals(units, cells.length * samples.length);
@@ -435,11 +432,7 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     assert(r.trace.kv_steps["full"]?.length > 0);
     // The batched decode loop gives the same greedy outputs as one generate per sample.
     const b = await runTasks(engine, samples, {
-      kv: {},
-      cells,
-      traceBudget: 16,
-      maxTokens: 6,
-      lengthSlack: 2,
+      ...run,
       batch: 3,
     });
     assertEquals(b.cells.map((c) => c.predictions), r.cells.map((c) => c.predictions));
@@ -454,11 +447,7 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     marked.predictions![0][1] = "resumed";
     let ran = 0;
     const resumed = await runTasks(engine, samples, {
-      kv: {},
-      cells,
-      traceBudget: 16,
-      maxTokens: 6,
-      lengthSlack: 2,
+      ...run,
       resume: { cells: [marked], trace: r.trace },
       onProgress: (d) => void (d.endsWith("(resumed)") || ran++),
     });
@@ -471,11 +460,7 @@ Deno.test("end to end: task pipeline (MATH-500 and GSM8K rows) on a model with a
     otherIds.predictions![0][0] = "other:0";
     ran = 0;
     await runTasks(engine, samples, {
-      kv: {},
-      cells,
-      traceBudget: 16,
-      maxTokens: 6,
-      lengthSlack: 2,
+      ...run,
       resume: { cells: [otherIds, r.cells[1]], trace: r.trace },
       onProgress: (d) => void (d.endsWith("(resumed)") || ran++),
     });

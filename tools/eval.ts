@@ -13,6 +13,7 @@ import { DEFAULT_KV_OPTIONS, POLICY_NAMES, type PolicyName } from "../src/kv/pol
 import {
   type CellResult,
   defaultBudgets,
+  emptyTrace,
   type EvalResults,
   limitPerFamily,
   parseSamples,
@@ -156,6 +157,10 @@ async function results(args: string[]): Promise<void> {
         readme,
         replaceMarkedSection(text, headline, HEADLINE_BEGIN_MARKER, HEADLINE_END_MARKER),
       );
+      // The README is checked by `deno fmt`: its formatter aligns the new table, so `deno task check` stays clean.
+      const fmt = await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", readme], cwd: ROOT })
+        .output();
+      if (fmt.code !== 0) console.error(`${readme}: deno fmt failed; run it before deno task check`);
       console.log(`${readme}: headline table from the fresh-sample evaluations`);
     }
   }
@@ -428,7 +433,7 @@ async function main(): Promise<void> {
         return rest;
       },
     };
-    const resume = v.resume ? await resumeFrom(outDir, snapshot([], emptyTasksTrace(), true)) : undefined;
+    const resume = v.resume ? await resumeFrom(outDir, snapshot([], emptyTrace(null, ""), true)) : undefined;
     if (resume && !v.quiet) {
       console.error(`eval: resuming ${relative(Deno.cwd(), outDir)}: ${resume.cells.length} cells done`);
     }
@@ -447,10 +452,6 @@ async function main(): Promise<void> {
   const written = await writeReport(last!, outDir);
   console.log(`wrote ${written.map((f) => relative(Deno.cwd(), f)).join(", ")}`);
   engine.destroy();
-}
-
-function emptyTasksTrace(): EvalResults["trace"] {
-  return { budget: null, sample: "", kv_steps: {}, lethe_rounds: [] };
 }
 
 /**
@@ -493,7 +494,7 @@ export async function resumeFrom(
         "resume with the same settings, or choose another --out",
     );
   }
-  return { cells: prev.cells ?? [], trace: prev.trace ?? emptyTasksTrace() };
+  return { cells: prev.cells ?? [], trace: prev.trace ?? emptyTrace(null, "") };
 }
 
 /**

@@ -362,7 +362,8 @@ export interface RunOptions {
   onProgress?: (detail: string) => void;
 }
 
-function emptyTrace(budget: number | null, sample: string): EvalResults["trace"] {
+/** A trace with nothing recorded yet. */
+export function emptyTrace(budget: number | null, sample: string): EvalResults["trace"] {
   return { budget, sample, kv_steps: {}, lethe_rounds: [] };
 }
 

@@ -582,7 +582,7 @@ export function headlineTable(entries: { dir: string; results: EvalResults }[]):
     const cmp = budgetComparison(r);
     for (const lethe of r.cells.filter((c) => c.policy === "lethe" && !c.ablation && c.budget !== null)) {
       const at = r.cells.filter((c) => c.budget === lethe.budget && !c.ablation && c.policy !== "lethe");
-      const acc = (c: CellResult | undefined) => (c ? `${pct(c.accuracy)}` : "–");
+      const acc = (c: CellResult | undefined) => (c ? pct(c.accuracy) : "–");
       const x = cmp.find((y) => y.budget === lethe.budget);
       const within = (lethe.accuracy ?? 0) >= (full.accuracy ?? 0) - 0.01;
       const atLeast = at.every((b) => (lethe.accuracy ?? 0) >= (b.accuracy ?? 0));

@@ -91,10 +91,7 @@ def export(model, tok, out: str, heldout_n: int, log=print, families: list[str] 
     sets = {}
     for fam in families or tasks.FAMILIES:
         sets[fam] = tasks.heldout_set(fam, heldout_n)
-        with open(os.path.join(out, "heldout", f"{fam}.jsonl"), "w", encoding="utf-8") as f:
-            for e in sets[fam]:
-                f.write(json.dumps({"prompt": e["prompt"], "answer": e["answer"], "family": fam},
-                                   ensure_ascii=False) + "\n")
+        tasks.write_jsonl(os.path.join(out, "heldout", f"{fam}.jsonl"), fam, sets[fam])
     # Evaluate exactly the shipped weights: read the BF16 file back into a copy of the model.
     shipped = copy.deepcopy(model)
     loaded = read_safetensors_bf16(os.path.join(out, "model.safetensors"))

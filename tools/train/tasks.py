@@ -14,7 +14,7 @@ just written, then does a small local computation):
   prog   - run a small program: a loop that moves a pointer along a table of arrows and adds where it lands to
            a running total (mod 100). Each line counts down, looks the pointer's arrow up in the prompt's
            table and adds its target to the total carried from the line before with the sum's scratchpad. A
-           line is ~17 tokens, so one lap of the table (3-6 lines) is longer than a small KV budget's recent
+           line is ~24 tokens, so one lap of the table (3-6 lines) is longer than a small KV budget's recent
            window: unlike a walk, whose last lap repeats the whole map in a few recent tokens, the table must
            be kept alive far back in the prompt while the total (recent state, never recomputable) is carried
            line to line.
@@ -26,6 +26,7 @@ Train and held-out splits are disjoint by construction: a question belongs to th
 when a hash of its text falls in the held-out bucket (see `is_heldout`).
 """
 import hashlib
+import json
 import random
 
 BOS = "<｜begin▁of▁sentence｜>"
@@ -79,14 +80,29 @@ def render_completion(thought: str, answer: str) -> str:
     return f"{thought}\n{END_THINK}\n\n{answer}{EOS}"
 
 
-def gen_walk(rng: random.Random, s: dict) -> tuple[str, str, str]:
-    n = rng.randint(s["min_n"], s["max_n"])
-    k = rng.randint(s["min_steps"], s["max_steps"])
+def shuffled_cycle(rng: random.Random, n: int) -> tuple[dict, list[str]]:
+    """n distinct two-digit numbers in one cycle: the successor of each (in cycle order, the first number
+    first) and its arrows `a>b` in shuffled order, as the walk's map and the program's table write them."""
     nums = rng.sample(range(10, 100), n)  # the cycle nums[0] -> nums[1] -> ... -> nums[-1] -> nums[0]
     nxt = {nums[i]: nums[(i + 1) % n] for i in range(n)}
     pairs = [f"{a}>{b}" for a, b in nxt.items()]
     rng.shuffle(pairs)
-    cur = rng.choice(nums)
+    return nxt, pairs
+
+
+def write_jsonl(path: str, family: str, rows: list[dict]) -> None:
+    """Task rows as the engine's evaluation reads them: prompt, answer and family per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for ex in rows:
+            f.write(json.dumps({"prompt": ex["prompt"], "answer": ex["answer"], "family": family},
+                               ensure_ascii=False) + "\n")
+
+
+def gen_walk(rng: random.Random, s: dict) -> tuple[str, str, str]:
+    n = rng.randint(s["min_n"], s["max_n"])
+    k = rng.randint(s["min_steps"], s["max_steps"])
+    nxt, pairs = shuffled_cycle(rng, n)
+    cur = rng.choice(list(nxt))
     question = f"walk {k} steps from {cur}. map: " + ", ".join(pairs) + "."
     lines = []
     for left in range(k, 0, -1):
@@ -139,11 +155,8 @@ def prog_line(left: int, cur: int, nxt: int, total: int) -> str:
 def gen_prog(rng: random.Random, s: dict) -> tuple[str, str, str]:
     n = rng.randint(s["min_n"], s["max_n"])
     k = rng.randint(s["min_steps"], s["max_steps"])
-    nums = rng.sample(range(10, 100), n)  # one cycle, as in the walk
-    nxt = {nums[i]: nums[(i + 1) % n] for i in range(n)}
-    pairs = [f"{a}>{b}" for a, b in nxt.items()]
-    rng.shuffle(pairs)
-    cur = rng.choice(nums)
+    nxt, pairs = shuffled_cycle(rng, n)
+    cur = rng.choice(list(nxt))
     total = rng.randint(10, 99)
     question = f"run {k} steps from {cur} adding to {total}. table: " + ", ".join(pairs) + "."
     lines = []
@@ -238,7 +251,6 @@ def fresh_sets(seed: int, n: int, families: list[str] | None = None) -> dict[str
 
 if __name__ == "__main__":
     import argparse
-    import json
     import os
 
     ap = argparse.ArgumentParser(description="Prints one example per family, or writes fresh held-out sets.")
@@ -256,8 +268,5 @@ if __name__ == "__main__":
         os.makedirs(args.out, exist_ok=True)
         for fam, rows in fresh_sets(args.fresh_seed, args.n).items():
             path = os.path.join(args.out, f"{fam}.jsonl")
-            with open(path, "w", encoding="utf-8") as f:
-                for ex in rows:
-                    f.write(json.dumps({"prompt": ex["prompt"], "answer": ex["answer"], "family": fam},
-                                       ensure_ascii=False) + "\n")
+            write_jsonl(path, fam, rows)
             print(f"{path}: {len(rows)} tasks (seed {args.fresh_seed})")
